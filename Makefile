@@ -1,0 +1,49 @@
+# qnets: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The default preset is the largest one whose results are committed in results/.
+PRESET ?= $(shell test -x $(BIN)/python && $(BIN)/python -m qnets presets --committed 2>/dev/null || echo quick)
+RUNS ?= all
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export MPLBACKEND := Agg
+
+.PHONY: help venv test unit nbval figures results data bench lab clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP)  ## create .venv and install the project into it
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[notebooks,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qnets)" >/dev/null
+	touch $@
+
+test: $(STAMP)  ## unit tests, then every notebook checked with nbval and run with the smoke preset
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m qnets notebooks --check $(NOTEBOOKS)
+
+figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
+	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
+
+results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05
+	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS)
+
+data: $(STAMP)  ## fetch or convert CIFAR-10 into data/ (set QNETS_CIFAR10 to an archive or folder if offline)
+	$(BIN)/python -m qnets data
+
+bench: $(STAMP)  ## time the reference and fast training paths on this machine
+	$(BIN)/python -m qnets bench
+
+lab: $(STAMP)  ## JupyterLab with the project's kernel registered as "qnets"
+	$(BIN)/python -m pip install -q -e ".[lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name qnets --display-name "qnets" >/dev/null
+	$(BIN)/jupyter lab notebooks
+
+clean:  ## remove caches, checkpoints and executed copies (keeps committed results and data/)
+	rm -rf .pytest_cache build *.egg-info results/checkpoints
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,172 @@
+"""ReLinear: train a quadratic network as a conventional one that grows quadratic terms.
+
+1. Initialise w_g = 0, b_g = 1, w_b = 0, c = 0 (the layers' default), optionally with w_r, b_r
+   and every conventional part copied from a trained conventional network (`from_conventional`).
+2. Regularise the quadratic terms: shrunken gradients (`optimizer`: g and b learn at gamma_g,
+   gamma_b) and/or shrunken weights (`penalty`: alpha·‖w‖² + beta·‖w‖₁ added to the loss).
+
+Parameter roles come from the module structure (`roles`), never from parameter names.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import _Quadratic, quadratic_modules
+
+__all__ = ["ROLES", "roles", "optimizer", "penalty", "quadratic_stats", "from_conventional",
+           "naive_init", "relinear_init"]
+
+ROLES = ("r", "g", "b", "other")
+
+
+def roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Split the trainable parameters of `model` by role: r (weight_r, bias_r), g (weight_g,
+    bias_g), b (weight_b, bias_b = c) of quadratic layers, and other (everything else)."""
+    out = {k: [] for k in ROLES}
+    seen = set()
+    for _, m in quadratic_modules(model):
+        for role in ("r", "g", "b"):
+            for kind in ("weight", "bias"):
+                p = getattr(m, f"{kind}_{role}")
+                if p is not None and id(p) not in seen:
+                    out[role].append(p)
+                    seen.add(id(p))
+    for p in model.parameters():
+        if id(p) not in seen:
+            out["other"].append(p)
+            seen.add(id(p))
+    return out
+
+
+def _check_rate(name: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def optimizer(model: nn.Module, lr: float, gamma_g: float | None = None, gamma_b: float | None = None,
+              momentum: float = 0.9, weight_decay: float = 1e-4, nesterov: bool = False,
+              **sgd_kw) -> torch.optim.SGD:
+    """SGD with three parameter groups: r and other at `lr`, g at `gamma_g`, b at `gamma_b`.
+
+    Rates are absolute and any scheduler scales every group by the same factor, as in the
+    authors' code. gamma = lr means no shrinking, gamma = 0 freezes, None means lr.
+    Groups carry a "role" key ("main", "g", "b").
+    """
+    lr = _check_rate("lr", lr)
+    gamma_g = lr if gamma_g is None else _check_rate("gamma_g", gamma_g)
+    gamma_b = lr if gamma_b is None else _check_rate("gamma_b", gamma_b)
+    _check_rate("momentum", momentum)
+    _check_rate("weight_decay", weight_decay)
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True needs momentum > 0")
+    r = roles(model)
+    groups = [{"params": r["r"] + r["other"], "lr": lr, "role": "main"}]
+    for role, rate in (("g", gamma_g), ("b", gamma_b)):
+        if r[role]:
+            groups.append({"params": r[role], "lr": rate, "role": role})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=nesterov, **sgd_kw)
+
+
+def penalty(model: nn.Module, alpha_g: float = 0.0, alpha_b: float = 0.0, beta_g: float = 0.0,
+            beta_b: float = 0.0) -> torch.Tensor:
+    """Weight shrinking: alpha_g‖w_g‖² + alpha_b‖w_b‖² + beta_g‖w_g‖₁ + beta_b‖w_b‖₁, summed over
+    every quadratic layer's weights (biases are not penalised). Returns a scalar tensor."""
+    coef = {name: _check_rate(name, v) for name, v in
+            (("alpha_g", alpha_g), ("alpha_b", alpha_b), ("beta_g", beta_g), ("beta_b", beta_b))}
+    total = None
+    for _, m in quadratic_modules(model):
+        for role in ("g", "b"):
+            w = getattr(m, f"weight_{role}")
+            if w is None:
+                continue
+            a, b = coef[f"alpha_{role}"], coef[f"beta_{role}"]
+            term = (a * w.square().sum() if a else 0) + (b * w.abs().sum() if b else 0)
+            if torch.is_tensor(term):
+                total = term if total is None else total + term
+    if total is None:
+        p = next(model.parameters(), None)
+        return torch.zeros((), device=p.device if p is not None else None)
+    return total
+
+
+@torch.no_grad()
+def quadratic_stats(model: nn.Module) -> dict:
+    """How far the network has moved from conventional, per quadratic layer and overall.
+
+    For each layer: ‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖ (Frobenius norms) and RMS(b_g − 1), RMS(c) over the
+    RMS of w_r's entries. All are 0 at ReLinear's initialisation. "overall" pools every layer
+    (norms of the concatenated weights). Returns plain floats; an empty dict for a model
+    without quadratic layers.
+    """
+    layers, sums = {}, {"w_r": 0.0, "w_g": 0.0, "w_b": 0.0, "b_g": 0.0, "c": 0.0, "n_w": 0, "n_b": 0}
+    for name, m in quadratic_modules(model):
+        wr2 = m.weight_r.double().square().sum().item()
+        wg2 = m.weight_g.double().square().sum().item() if m.weight_g is not None else 0.0
+        wb2 = m.weight_b.double().square().sum().item()
+        bg2 = (m.bias_g.double() - 1).square().sum().item() if m.bias_g is not None else 0.0
+        c2 = m.bias_b.double().square().sum().item()
+        nw, nb = m.weight_r.numel(), m.bias_r.numel()
+        rms_r = math.sqrt(wr2 / nw) or float("nan")
+        layers[name] = {"w_g": math.sqrt(wg2 / wr2), "w_b": math.sqrt(wb2 / wr2),
+                        "b_g": math.sqrt(bg2 / nb) / rms_r, "c": math.sqrt(c2 / nb) / rms_r}
+        for k, v in (("w_r", wr2), ("w_g", wg2), ("w_b", wb2), ("b_g", bg2), ("c", c2), ("n_w", nw), ("n_b", nb)):
+            sums[k] += v
+    if not layers:
+        return {}
+    rms_r = math.sqrt(sums["w_r"] / sums["n_w"])
+    overall = {"w_g": math.sqrt(sums["w_g"] / sums["w_r"]), "w_b": math.sqrt(sums["w_b"] / sums["w_r"]),
+               "b_g": math.sqrt(sums["b_g"] / sums["n_b"]) / rms_r, "c": math.sqrt(sums["c"] / sums["n_b"]) / rms_r}
+    return {"overall": overall, "layers": layers}
+
+
+def _reset_quadratic(model: nn.Module, init: str) -> nn.Module:
+    for _, m in quadratic_modules(model):
+        m.reset_parameters(init)
+    return model
+
+
+def relinear_init(model: nn.Module) -> nn.Module:
+    """Re-initialise every quadratic layer the ReLinear way (the layers' default)."""
+    return _reset_quadratic(model, "relinear")
+
+
+def naive_init(model: nn.Module) -> nn.Module:
+    """The baseline ReLinear is compared with: g and b weights drawn like r (Kaiming normal)."""
+    return _reset_quadratic(model, "naive")
+
+
+@torch.no_grad()
+def from_conventional(q_model: nn.Module, conv_model: nn.Module) -> nn.Module:
+    """The paper's conventional-model initialisation: copy a (trained) conventional network of
+    the same shape into `q_model`. Each quadratic layer's w_r, b_r take the conventional layer's
+    weight and bias (0 when it has none) and its g and b terms are reset to ReLinear's
+    (w_g = 0, b_g = 1, w_b = 0, c = 0); every other parameter and buffer (stem, BN statistics,
+    classifier, ReZero scalars) is copied as is. Afterwards both networks compute the same
+    function. Returns `q_model`."""
+    q_mods, c_mods = dict(q_model.named_modules()), dict(conv_model.named_modules())
+    if q_mods.keys() != c_mods.keys():
+        missing = sorted(q_mods.keys() ^ c_mods.keys())[:5]
+        raise ValueError(f"conv_model does not have the structure of q_model (modules differ: {missing})")
+    for name, q in q_mods.items():
+        c = c_mods[name]
+        if isinstance(q, _Quadratic):
+            if not isinstance(c, (nn.Conv2d, nn.Linear)) or c.weight.shape != q.weight_r.shape:
+                raise ValueError(f"conv_model's layer {name!r} ({type(c).__name__}) does not match "
+                                 f"the quadratic layer's weight shape {tuple(q.weight_r.shape)}")
+            q.reset_parameters("relinear")
+            q.weight_r.copy_(c.weight)
+            q.bias_r.copy_(c.bias if c.bias is not None else torch.zeros_like(q.bias_r))
+            continue
+        if isinstance(c, _Quadratic) or type(q) is not type(c):
+            raise ValueError(f"layer {name!r} is {type(q).__name__} in q_model but {type(c).__name__} in conv_model")
+        for attr in ("_parameters", "_buffers"):
+            src = getattr(c, attr)
+            for key, t in getattr(q, attr).items():
+                if t is not None:
+                    t.copy_(src[key])
+    return q_model

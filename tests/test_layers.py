@@ -1,0 +1,93 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qnets import QuadraticConv2d, QuadraticLinear
+
+
+def randomise(layer, seed=0):
+    """Random, non-initial values for every parameter (so that g and b terms matter)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_conv_matches_formula(compact, stride, padding, fuse, monkeypatch):
+    monkeypatch.setattr(QuadraticConv2d, "fuse_rg", fuse)
+    layer = randomise(QuadraticConv2d(3, 5, 3, stride, padding, compact=compact, dtype=torch.float64))
+    x = torch.randn(4, 3, 9, 9, dtype=torch.float64)
+    conv = lambda inp, w, b: F.conv2d(inp, w, b, stride, padding)
+    r = conv(x, layer.weight_r, layer.bias_r)
+    quad = conv(x * x, layer.weight_b, layer.bias_b)
+    expected = r + quad if compact else r * conv(x, layer.weight_g, layer.bias_g) + quad
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_linear_matches_formula(compact):
+    layer = randomise(QuadraticLinear(6, 4, compact=compact, dtype=torch.float64))
+    x = torch.randn(8, 6, dtype=torch.float64)
+    r = x @ layer.weight_r.T + layer.bias_r
+    quad = (x * x) @ layer.weight_b.T + layer.bias_b
+    expected = r + quad if compact else r * (x @ layer.weight_g.T + layer.bias_g) + quad
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    # Extra leading dimensions are features-last, like nn.Linear.
+    torch.testing.assert_close(layer(x.view(2, 4, 6)), expected.view(2, 4, 4), rtol=1e-12, atol=1e-12)
+
+
+def test_relinear_init_is_conventional():
+    layer = QuadraticConv2d(4, 8, 3, padding=1)
+    assert torch.all(layer.weight_g == 0) and torch.all(layer.bias_g == 1)
+    assert torch.all(layer.weight_b == 0) and torch.all(layer.bias_b == 0) and torch.all(layer.bias_r == 0)
+    # Kaiming normal (fan_in, ReLU gain): std = sqrt(2 / (4·3·3)).
+    assert abs(layer.weight_r.std().item() - (2 / 36) ** 0.5) < 0.05
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight_r, None, 1, 1))
+
+
+def test_naive_init_is_random():
+    layer = QuadraticLinear(50, 40, init="naive")
+    assert layer.weight_g.std() > 0.1 and layer.weight_b.std() > 0.1 and torch.all(layer.bias_g == 0)
+
+
+def test_compact_has_no_g_and_param_names():
+    names = [n for n, _ in QuadraticConv2d(2, 3, 3).named_parameters()]
+    assert names == ["weight_r", "bias_r", "weight_g", "bias_g", "weight_b", "bias_b"]
+    names = [n for n, _ in QuadraticConv2d(2, 3, 3, compact=True).named_parameters()]
+    assert names == ["weight_r", "bias_r", "weight_b", "bias_b"]
+
+
+def test_dtype_device_and_repr():
+    layer = QuadraticConv2d(2, 3, 3, stride=2, padding=1, dtype=torch.float64)
+    assert layer(torch.randn(1, 2, 8, 8, dtype=torch.float64)).dtype == torch.float64
+    assert repr(layer) == "QuadraticConv2d(2, 3, kernel_size=3, stride=2, padding=1, compact=False)"
+    assert "compact=True" in repr(QuadraticLinear(3, 2, compact=True))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(in_channels=0), "in_channels"), (dict(kernel_size=2.5), "kernel_size"),
+    (dict(stride=0), "stride"), (dict(padding=-1), "padding"), (dict(init="zeros"), "init"),
+])
+def test_conv_bad_arguments(kwargs, name):
+    args = dict(in_channels=2, out_channels=3, kernel_size=3) | kwargs
+    with pytest.raises(ValueError, match=name):
+        QuadraticConv2d(**args)
+
+
+def test_linear_bad_arguments():
+    with pytest.raises(ValueError, match="out_features"):
+        QuadraticLinear(3, 0)
+
+
+def test_backward_and_compile():
+    layer = QuadraticConv2d(3, 4, 3, padding=1, init="naive")
+    x = torch.randn(2, 3, 8, 8)
+    layer(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+    compiled = torch.compile(layer, backend="eager")  # graph capture works; no C++ toolchain needed
+    torch.testing.assert_close(compiled(x), layer(x))
