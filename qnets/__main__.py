@@ -1,0 +1,160 @@
+"""Command line: `python -m qnets {train,data,results,presets,bench,notebooks} --help`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional(convert, none_words):
+    def parse(text: str):
+        return None if text.strip().lower() in none_words else convert(text)
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def _field_type(f: dataclasses.Field):
+    """argparse converter for a Config field, from its annotation."""
+    t = str(f.type)
+    if t == "bool":
+        return _parse_bool
+    if t == "float | None":
+        return _optional(float, ("none", "lr"))
+    if t == "int | None":
+        return _optional(int, ("none", "all"))
+    return {"int": int, "float": float, "str": str}[t]
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .train import Config
+    groups = {"depth": "model", "gamma_g": "ReLinear", "lr": "optimisation", "dataset": "data", "device": "runtime"}
+    group = parser
+    for f in dataclasses.fields(Config):
+        if f.name in groups:
+            group = parser.add_argument_group(groups[f.name])
+        default = f.default
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_field_type(f), default=default,
+                           metavar=str(f.type).split(" ")[0].upper(), help=f"{f.metadata['help']} (default: {default})")
+
+
+def cmd_train(args) -> int:
+    from .train import Config, fit, result_path
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in vars(args).items() if k in fields})
+    result = fit(config, force=args.force, verbose=not args.quiet)
+    acc = result["final_test_acc"]
+    print(f"{result['status']}: final test accuracy {acc:.4f}" if acc is not None else
+          f"{result['status']}: {result['collapse_reason']}")
+    print(f"result written to {result_path(config)}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import load_cifar10
+    data = load_cifar10(args.root, args.source)
+    print(f"CIFAR-10 from {data.source}: {len(data.train)} training and {len(data.test)} test images; "
+          f"cached in {args.root}/")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from . import experiments
+    if args.committed:
+        print(experiments.committed_preset(args.notebook))
+    else:
+        for name, text in experiments.PRESET_HELP.items():
+            print(f"{name:8s} {text}")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from . import experiments
+    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, device=args.device)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    return bench.main(args)
+
+
+def cmd_notebooks(args) -> int:
+    from . import notebooks
+    return notebooks.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qnets", description="Quadratic networks and ReLinear (arXiv:2110.06081).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one configuration (every Config field is a flag)",
+                       description="Train a CIFAR ResNet; the result is stored as JSON under <out-dir>/runs/.")
+    add_config_flags(p)
+    p.add_argument("--force", action="store_true", help="retrain even if a result for this config exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("data", help="fetch or convert CIFAR-10 into the data folder")
+    p.add_argument("--root", default="data", help="data folder (default: data)")
+    p.add_argument("--source", default=None, help="official archive, image-folder tree or its archive "
+                                                  "(default: $QNETS_CIFAR10, else download)")
+    p.set_defaults(run=cmd_data)
+
+    p = sub.add_parser("presets", help="list the experiment presets")
+    p.add_argument("--committed", action="store_true", help="print the largest preset whose results are all committed")
+    p.add_argument("--notebook", default=None, help="with --committed: for this notebook only (e.g. 02)")
+    p.set_defaults(run=cmd_presets)
+
+    p = sub.add_parser("results", help="train the experiments' configs of a preset, without notebooks")
+    p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
+    p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
+    p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_results)
+
+    p = sub.add_parser("bench", help="time the reference and fast training paths")
+    from .bench import add_arguments
+    add_arguments(p)
+    p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("notebooks", help="execute or check the notebooks")
+    from .notebooks import add_arguments as nb_arguments
+    nb_arguments(p)
+    p.set_defaults(run=cmd_notebooks)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"qnets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"qnets {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qnets {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""`python -m qnets bench`: training throughput of the reference and the fast path.
+
+Reference: built like the authors' scripts — a torchvision-style dataset with PIL transforms
+read by a DataLoader with 4 workers, three separate convolutions per quadratic layer, float32,
+eager, and a host synchronisation every step (`loss.item()`). Fast: `qnets.train`'s loop — data
+and augmentation on the device, fused r/g convolution, and on GPUs channels-last, bf16
+autocast, torch.compile and a CUDA graph per step. Both train the same network at the same
+batch size; the table reports images/s, ms per step, seconds per epoch (390 steps of 128 plus
+one test evaluation), peak memory and FLOP utilisation.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data as qdata
+from . import relinear
+from .layers import _Quadratic
+from .models import resnet
+from .train import Config, Trainer, fit
+from .utils import atomic_json, versions
+
+# Dense bf16 tensor-core rate from the vendors' data sheets (FLOP/s), by device-name fragment.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depths", default="20,56", help="comma-separated depths (default: 20,56)")
+    p.add_argument("--neurons", default="conventional,quadratic,compact", help="neuron kinds to time")
+    p.add_argument("--paths", default="reference,fast", help="which paths: reference, fast or both")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 100 GPU, 8 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 20 GPU, 3 CPU)")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference path (default: 4)")
+    p.add_argument("--data", default="auto", help="auto (CIFAR-10 if available, else synthetic), cifar10, synthetic")
+    p.add_argument("--out", default="results/bench", help="folder of the JSON report (default: results/bench)")
+    p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
+    p.add_argument("--check-epochs", type=int, default=3, help="epochs of the --check runs (default: 3)")
+    p.add_argument("--check-train", type=int, default=5000, help="training images of the --check runs")
+
+
+def _load(kind: str) -> qdata.CIFAR10:
+    if kind in ("auto", "cifar10"):
+        try:
+            return qdata.load_cifar10()
+        except qdata.DataError:
+            if kind == "cifar10":
+                raise
+    return qdata.synthetic_cifar10(5000, 1000)
+
+
+class _PILDataset(torch.utils.data.Dataset):
+    """Like torchvision's CIFAR10: one PIL image per item through the transform pipeline."""
+
+    def __init__(self, split: qdata.Split, transform):
+        self.images = split.images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def reference_loader(split: qdata.Split, batch_size: int, workers: int, train: bool, seed: int = 0):
+    import torchvision.transforms as T
+    mean, std = qdata.MEAN_STD["cifar10"]
+    steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
+    transform = T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+    return torch.utils.data.DataLoader(
+        _PILDataset(split, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=train,
+        generator=torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def separate_convs():
+    """The authors' arithmetic: conv_r and conv_g as two convolution calls."""
+    old = _Quadratic.fuse_rg
+    _Quadratic.fuse_rg = False
+    try:
+        yield
+    finally:
+        _Quadratic.fuse_rg = old
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reference_steps(model, opt, loader, device, n):
+    """n authors'-style training steps (data from the loader, .item() every step)."""
+    done, it = 0, iter(loader)
+    while done < n:
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item(), out.argmax(1).eq(y).sum().item()
+        done += 1
+
+
+def _time_reference(depth, neuron, dataset, device, args, warmup, steps):
+    torch.manual_seed(0)
+    with separate_convs():
+        model = resnet(depth, neuron).to(device)
+        opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
+        loader = reference_loader(dataset.train, args.batch_size, args.workers, True)
+        _reference_steps(model, opt, loader, device, warmup)
+        _sync(device)
+        t0 = time.perf_counter()
+        _reference_steps(model, opt, loader, device, steps)
+        _sync(device)
+        train_s = time.perf_counter() - t0
+        test = reference_loader(dataset.test, 1000 if device.type == "cuda" else 250, args.workers, False)
+        model.eval()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for x, y in test:
+                model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
+        _sync(device)
+        eval_s = time.perf_counter() - t0
+    return train_s, eval_s, len(dataset.test)
+
+
+def _time_fast(depth, neuron, dataset, device, args, warmup, steps):
+    config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type)
+    model = resnet(depth, neuron)
+    loader = qdata.DeviceLoader(dataset.train, args.batch_size, train=True, device=device, drop_last=True,
+                                channels_last=device.type == "cuda")
+    test = qdata.DeviceLoader(dataset.test, 1000, train=False, device=device, channels_last=device.type == "cuda")
+    trainer = Trainer(config, model, device, len(loader))
+    batches = loader.epoch(0)
+
+    def run(n):
+        nonlocal batches
+        for _ in range(n):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = loader.epoch(1)
+                x, y = next(batches)
+            trainer.set_lr(0)
+            trainer.train_step(x, y)
+
+    run(warmup)
+    trainer.evaluate(test)  # compile the evaluation graph outside the timing
+    _sync(device)
+    t0 = time.perf_counter()
+    run(steps)
+    trainer.loss_sum.item()  # the one synchronisation per epoch the loop makes
+    _sync(device)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trainer.evaluate(test)
+    eval_s = time.perf_counter() - t0
+    return train_s, eval_s, len(dataset.test), {"compile": trainer.compiled, "cuda_graphs": trainer.use_graphs,
+                                                "precision": "bf16" if trainer.bf16 else "fp32",
+                                                "channels_last": trainer.channels_last, "notes": trainer.notes}
+
+
+def flops_per_image(depth: int, neuron: str) -> float:
+    """Training FLOPs per image (forward + backward) from PyTorch's FLOP counter (convolutions
+    and matrix products; element-wise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = resnet(depth, neuron)
+    x = torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    return counter.get_total_flops() / 2
+
+
+def _device_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(args) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    steps = args.steps or (100 if gpu else 8)
+    warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
+    paths = [p.strip() for p in args.paths.split(",")]
+    bad = set(paths) - {"reference", "fast"}
+    if bad:
+        raise ValueError(f"--paths: unknown {sorted(bad)}; choose reference and/or fast")
+    depths = [int(d) for d in args.depths.split(",")]
+    neurons = [n.strip() for n in args.neurons.split(",")]
+    for d in depths:
+        resnet(d, neurons[0])  # validates depth and neuron names up front
+    dataset = _load(args.data)
+    name = _device_name(device)
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    rows, steps_per_epoch = [], 50000 // args.batch_size
+    print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up + {steps} timed steps; data: {dataset.source}")
+    header = f"{'network':28s} {'path':9s} {'img/s':>8s} {'ms/step':>8s} {'s/epoch':>8s} {'peak MiB':>9s} {'x ref':>6s} {'% bf16':>7s}"
+    print(header)
+    for depth in depths:
+        for neuron in neurons:
+            flops = flops_per_image(depth, neuron)
+            ref_ips = None
+            for path in paths:
+                if gpu:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                row = {"depth": depth, "neuron": neuron, "path": path, "batch_size": args.batch_size,
+                       "steps": steps, "flops_per_image": flops}
+                try:
+                    timer = _time_reference if path == "reference" else _time_fast
+                    train_s, eval_s, n_test, *extra = timer(depth, neuron, dataset, device, args, warmup, steps)
+                except Exception as e:  # report and go on: one failing network must not lose the table
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    rows.append(row)
+                    print(f"resnet{depth}-{neuron:17s} {path:9s} failed: {row['error'][:200]}")
+                    continue
+                ips = steps * args.batch_size / train_s
+                row.update(images_per_s=ips, ms_per_step=1000 * train_s / steps,
+                           eval_s=eval_s * 10000 / n_test,
+                           s_per_epoch=steps_per_epoch * train_s / steps + eval_s * 10000 / n_test,
+                           peak_mib=torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
+                           bf16_utilisation=ips * flops / peak if peak else None)
+                if extra:
+                    row["fast_path"] = extra[0]
+                if path == "reference":
+                    ref_ips = ips
+                row["speedup"] = ips / ref_ips if ref_ips and path == "fast" else None
+                rows.append(row)
+                print(f"resnet{depth}-{neuron:17s} {path:9s} {ips:8.0f} {row['ms_per_step']:8.2f} "
+                      f"{row['s_per_epoch']:8.2f} {row['peak_mib'] or 0:9.0f} "
+                      f"{row['speedup'] or 0:6.1f} {100 * (row['bf16_utilisation'] or 0):6.2f}%", flush=True)
+    report = {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+    if args.check:
+        report["check"] = accuracy_check(dataset, device, args)
+    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
+    path = Path(args.out) / f"{slug}.json"
+    atomic_json(report, path)
+    print(f"written to {path}")
+    return 0
+
+
+def accuracy_check(dataset, device, args) -> dict:
+    """Train a quadratic ResNet-20 with ReLinear on the same subset and seed through both paths
+    for a few epochs; their test accuracies should agree within run-to-run noise."""
+    data = qdata.take(dataset, args.check_train, 2000, seed=0)
+    out = {"epochs": args.check_epochs, "n_train": len(data.train), "n_test": len(data.test)}
+    # fast: the real training loop
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config(depth=20, neuron="quadratic", epochs=args.check_epochs, n_train=args.check_train, n_test=2000,
+                     schedule="cosine", out_dir=tmp)
+        out["fast"] = fit(cfg, verbose=False)["final_test_acc"]
+    # reference: the authors' loop
+    torch.manual_seed(0)
+    with separate_convs():
+        model = resnet(20, "quadratic").to(device)
+        opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
+        loader = reference_loader(data.train, args.batch_size, args.workers, True)
+        total = args.check_epochs * len(loader)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+        for _ in range(args.check_epochs):
+            model.train()
+            for x, y in loader:
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in reference_loader(data.test, 500, args.workers, False):
+                correct += model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
+    out["reference"] = correct / len(data.test)
+    # binomial standard error of the difference of two accuracies on n test images
+    p = (out["fast"] + out["reference"]) / 2
+    out["noise"] = 2 * (2 * p * (1 - p) / len(data.test)) ** 0.5
+    out["agree"] = abs(out["fast"] - out["reference"]) <= out["noise"] + 0.03
+    print(f"accuracy check ({out['epochs']} epochs, {out['n_train']} images): fast {out['fast']:.4f}, "
+          f"reference {out['reference']:.4f}, |diff| {'<=' if out['agree'] else '>'} noise + 3 points")
+    return out

@@ -1,0 +1,148 @@
+"""The paper's experiments as lists of `Config`s, one list per notebook, at each preset.
+
+A notebook asks `runs("02", preset)` for its labelled configs and trains them through
+`qnets.train.fit`, which returns stored results instead of retraining. `make results` trains the
+same lists without notebooks (`train_plan`), e.g. on a GPU machine.
+"""
+from __future__ import annotations
+
+import time
+
+from .train import Config, fit, load_result, result_path
+
+__all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "runs", "committed_preset", "train_plan", "results"]
+
+# Every preset is the authors' recipe (SGD, lr 0.1, momentum 0.9, weight decay 1e-4, batch 128,
+# crop + flip) on fewer images, epochs and layers; "deep" is the depth of notebook 04.
+PRESETS: dict[str, dict] = {
+    "smoke": {"base": dict(dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50, depth=8,
+                           out_dir="results/smoke"), "deep": 14},
+    "quick": {"base": dict(n_train=4000, n_test=1000, epochs=6, depth=8, schedule="cosine"), "deep": 14},
+    "gpu-short": {"base": dict(epochs=50, depth=20, checkpoint_every=10), "deep": 56},
+    "paper": {"base": dict(epochs=200, depth=20, checkpoint_every=10), "deep": 56},
+}
+PRESET_HELP = {
+    "smoke": "synthetic data, 200 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
+    "quick": "4,000 CIFAR-10 images, 6 epochs (cosine), ResNet-8/14: about 20 minutes on 2 CPU cores; "
+             "shows trends, not the paper's numbers",
+    "gpu-short": "full CIFAR-10, the authors' recipe shortened to 50 epochs (steps at 25/37), ResNet-20/56, GPU",
+    "paper": "full CIFAR-10, the authors' recipe: 200 epochs, batch 128, lr x0.1 at 100/150, ResNet-20/56, GPU",
+}
+ORDER = ("paper", "gpu-short", "quick", "smoke")  # largest first
+NOTEBOOKS = ("01", "02", "03", "04", "05")
+
+GAMMA = 1e-5  # the authors' shrunken rate for the full quadratic ResNet-20
+GAMMA_DEEP = 1e-3  # and for (ReZero) ResNet-56
+SWEEPS = {  # notebook 05: each regulariser alone (None = the base learning rate: no shrinking)
+    "gamma": (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, None),
+    "alpha": (1e-4, 1e-3, 1e-2, 1e-1),
+    "beta": (1e-6, 1e-5, 1e-4, 1e-3),
+}
+QUICK_SWEEPS = {"gamma": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, None), "alpha": (1e-3, 1e-1), "beta": (1e-5, 1e-3)}
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {tuple(PRESETS)}")
+
+
+def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
+    """Labelled configs of one notebook's experiment at `preset`; `overrides` replace any
+    Config field in every run (e.g. epochs=2)."""
+    _check_preset(preset)
+    notebook = str(notebook)[:2]
+    p = PRESETS[preset]
+    base = Config(**(p["base"] | overrides))
+    quad = base.replace(neuron="quadratic", gamma_g=GAMMA, gamma_b=GAMMA)
+    conventional = base.replace(neuron="conventional", gamma_g=None, gamma_b=None)
+    if notebook == "01":
+        return {}  # the expressivity notebook trains small MLPs in place
+    if notebook == "02":
+        return {
+            "conventional": conventional,
+            "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None),
+            "relinear-sg": quad,
+            "relinear-sw-l2": quad.replace(gamma_g=None, gamma_b=None, alpha_g=1e-3, alpha_b=1e-3),
+            "relinear-sw-l1": quad.replace(gamma_g=None, gamma_b=None, beta_g=1e-5, beta_b=1e-5),
+        }
+    if notebook == "03":
+        return {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
+    if notebook == "04":
+        deep = dict(depth=overrides.get("depth", p["deep"]))
+        return {
+            "conventional": conventional.replace(**deep),
+            "relinear": quad.replace(gamma_g=GAMMA_DEEP, gamma_b=GAMMA_DEEP, **deep),
+            "relinear-rezero": quad.replace(gamma_g=GAMMA_DEEP, gamma_b=GAMMA_DEEP, rezero=True, **deep),
+        }
+    if notebook == "05":
+        sweeps = QUICK_SWEEPS if preset in ("smoke", "quick") else SWEEPS
+        out = {"conventional": conventional}
+        for g in sweeps["gamma"]:
+            out[f"gamma={g if g is not None else 'lr'}"] = quad.replace(gamma_g=g, gamma_b=g)
+        for a in sweeps["alpha"]:
+            out[f"alpha={a}"] = quad.replace(gamma_g=None, gamma_b=None, alpha_g=a, alpha_b=a)
+        for b in sweeps["beta"]:
+            out[f"beta={b}"] = quad.replace(gamma_g=None, gamma_b=None, beta_g=b, beta_b=b)
+        return out
+    raise ValueError(f"unknown notebook {notebook!r}; choose one of {NOTEBOOKS}")
+
+
+def results(configs: dict[str, Config], train_missing: bool = True, verbose: bool = True) -> dict[str, dict]:
+    """label -> result for each config: stored results are read, missing ones trained (or
+    skipped when not `train_missing`)."""
+    out = {}
+    for label, config in configs.items():
+        if train_missing or result_path(config).exists():
+            out[label] = fit(config, verbose=verbose)
+    return out
+
+
+def committed_preset(notebook: str | None = None) -> str:
+    """The largest preset whose results for `notebook` (every notebook when None) are all
+    stored; "quick" when none is complete (its missing runs are then trained)."""
+    books = NOTEBOOKS if notebook is None else (str(notebook)[:2],)
+    for preset in ORDER[:-1]:
+        configs = [c for nb in books for c in runs(nb, preset).values()]
+        if configs and all(load_result(c) is not None for c in configs):
+            return preset
+    return "quick"
+
+
+def plan(preset: str, selection: str = "all") -> dict[str, Config]:
+    """The configs named by `selection`: "all", or comma-separated notebook numbers ("02,05")
+    and/or labels ("02:naive"), deduplicated by config."""
+    _check_preset(preset)
+    chosen, seen = {}, set()
+    for item in [s.strip() for s in selection.split(",") if s.strip()] or ["all"]:
+        nb, _, label = item.partition(":")
+        books = NOTEBOOKS if nb == "all" else (nb[:2],)
+        for book in books:
+            labelled = runs(book, preset)
+            if label and label not in labelled:
+                raise ValueError(f"notebook {book} has no run {label!r}; its runs: {list(labelled)}")
+            for name, config in labelled.items():
+                if (not label or name == label) and config not in seen:
+                    seen.add(config)
+                    chosen[f"{book}:{name}"] = config
+    return chosen
+
+
+def train_plan(preset: str, selection: str = "all", verbose: bool = True, device: str | None = None) -> dict:
+    """Train the selected configs in order; each result is written as soon as it finishes, so an
+    interruption loses only the run in flight (which resumes from its checkpoint). Prints one
+    summary line per run."""
+    configs = plan(preset, selection)
+    if device:
+        configs = {k: c.replace(device=device) for k, c in configs.items()}
+    out = {}
+    for i, (label, config) in enumerate(configs.items(), 1):
+        stored = result_path(config).exists()
+        t0 = time.time()
+        r = fit(config, verbose=verbose)
+        acc = r["final_test_acc"]
+        how = "stored" if stored else f"trained in {time.time() - t0:.0f}s"
+        print(f"[{i}/{len(configs)}] {label:24s} {r['status']:9s} "
+              f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> {result_path(config)}",
+              flush=True)
+        out[label] = r
+    return out

@@ -1,0 +1,464 @@
+"""The one training loop: every experiment is a `Config` passed to `fit`.
+
+`fit` trains a CIFAR ResNet with ReLinear, stores the result as JSON under
+`<out_dir>/runs/` (named by a hash of the config) and returns it; a stored result is returned
+instead of retraining. Checkpoints are written every `checkpoint_every` epochs, atomically, and
+a run started again with the same config resumes from the last one.
+
+The fast path (GPU): data and augmentation on the device, channels-last, bf16 autocast,
+`torch.compile`, and one CUDA graph per training step covering forward, backward and the fused
+SGD step; metrics are accumulated on the device and read once per epoch. On the CPU it falls
+back to eager float32 with the same loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data as qdata
+from . import relinear
+from .models import NEURONS, SHORTCUTS, resnet
+from .utils import atomic_json, atomic_save, versions
+
+__all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
+
+STATUSES = ("completed", "collapsed")
+SCHEDULES = ("step", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+INITS = ("relinear", "naive", "conventional")
+DATASETS = ("cifar10", "synthetic")
+
+
+def _f(default, help: str, hashed: bool = True):
+    return field(default=default, metadata={"help": help, "hashed": hashed})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run depends on. Fields marked hashed=False change speed or bookkeeping only
+    and are left out of the result's name, so a result computed on a GPU is found on a CPU."""
+    # model
+    depth: int = _f(20, "ResNet depth, 6n+2 (8, 14, 20, 32, 44, 56, 110)")
+    neuron: str = _f("quadratic", f"neuron kind: {', '.join(NEURONS)}")
+    rezero: bool = _f(False, "scale each residual branch by a learnable scalar initialised to 0")
+    shortcut: str = _f("A", "shortcut: A (subsample + zero-pad) or B (1x1 conv + BN)")
+    init: str = _f("relinear", "relinear (w_g=0, b_g=1, w_b=0, c=0), naive (g, b random), or "
+                               "conventional (copy a trained conventional network: --init-from)")
+    init_from: str = _f("", "checkpoint (.pt) of a conventional network of the same depth, for init=conventional")
+    # ReLinear
+    gamma_g: float | None = _f(1e-5, "learning rate of w_g, b_g (absolute; scheduled like lr); None = lr (no shrinking)")
+    gamma_b: float | None = _f(1e-5, "learning rate of w_b, c (absolute; scheduled like lr); None = lr (no shrinking)")
+    alpha_g: float = _f(0.0, "L2 weight shrinking: alpha_g * ||w_g||^2 added to the loss")
+    alpha_b: float = _f(0.0, "L2 weight shrinking: alpha_b * ||w_b||^2 added to the loss")
+    beta_g: float = _f(0.0, "L1 weight shrinking: beta_g * ||w_g||_1 added to the loss")
+    beta_b: float = _f(0.0, "L1 weight shrinking: beta_b * ||w_b||_1 added to the loss")
+    # optimisation
+    lr: float = _f(0.1, "base learning rate (SGD)")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(1e-4, "weight decay on every parameter")
+    nesterov: bool = _f(False, "Nesterov momentum")
+    batch_size: int = _f(128, "training batch size")
+    epochs: int = _f(200, "training epochs")
+    schedule: str = _f("step", "step (x0.1 at 50%% and 75%% of the epochs: 100/150 of 200), cosine, or constant")
+    warmup_epochs: float = _f(0.0, "linear learning-rate warm-up, in epochs")
+    # data
+    dataset: str = _f("cifar10", "cifar10, or synthetic (generated, for tests and smoke runs)")
+    n_train: int | None = _f(None, "stratified training subset size (None = all)")
+    n_test: int | None = _f(None, "stratified test subset size (None = all)")
+    normalize: str = _f("cifar10", "normalisation statistics: cifar10, or imagenet (as the authors' code)")
+    augment: bool = _f(True, "random crop (4-pixel padding) and horizontal flip")
+    # runtime
+    device: str = _f("auto", "auto (cuda if available), cpu or cuda")
+    seed: int = _f(0, "seed of initialisation, data order and augmentation")
+    eval_every: int = _f(1, "evaluate on the test set every k epochs (and after the last)")
+    precision: str = _f("auto", "auto (bf16 autocast on GPUs, fp32 on CPUs), fp32, or bf16")
+    compile: str = _f("auto", "torch.compile the model: auto (on GPUs), on, off", hashed=False)
+    cuda_graphs: str = _f("auto", "capture each training step in a CUDA graph: auto (on GPUs), on, off", hashed=False)
+    channels_last: str = _f("auto", "channels-last memory format: auto (on GPUs), on, off", hashed=False)
+    checkpoint_every: int = _f(1, "write a checkpoint every k epochs", hashed=False)
+    out_dir: str = _f("results", "results folder (runs/*.json; checkpoints/ is not committed)", hashed=False)
+    data_root: str = _f("data", "CIFAR-10 folder (see qnets.data.load_cifar10)", hashed=False)
+
+    def __post_init__(self):
+        def need(ok, name, what):
+            if not ok:
+                raise ValueError(f"Config.{name} must be {what}, got {getattr(self, name)!r}")
+
+        def number(name, low=0.0, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low,
+                 name, f"a finite number >= {low}" + (" or None" if optional else ""))
+
+        def integer(name, low, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, name,
+                 f"an integer >= {low}" + (" or None" if optional else ""))
+
+        def choice(name, allowed):
+            need(getattr(self, name) in allowed, name, f"one of {allowed}")
+
+        integer("depth", 8)
+        need((self.depth - 2) % 6 == 0, "depth", "of the form 6n+2 (8, 14, 20, 32, 44, 56, 110)")
+        choice("neuron", NEURONS)
+        choice("shortcut", SHORTCUTS)
+        choice("init", INITS)
+        need((self.init == "conventional") == bool(self.init_from), "init_from",
+             "a checkpoint path exactly when init='conventional'")
+        for name in ("gamma_g", "gamma_b"):
+            number(name, optional=True)
+        for name in ("alpha_g", "alpha_b", "beta_g", "beta_b", "momentum", "weight_decay", "warmup_epochs"):
+            number(name)
+        number("lr")
+        need(self.lr > 0, "lr", "> 0")
+        integer("batch_size", 1)
+        integer("epochs", 1)
+        integer("eval_every", 1)
+        integer("checkpoint_every", 1)
+        integer("seed", 0)
+        integer("n_train", 10, optional=True)
+        integer("n_test", 10, optional=True)
+        choice("schedule", SCHEDULES)
+        choice("dataset", DATASETS)
+        choice("normalize", tuple(qdata.MEAN_STD))
+        choice("device", DEVICES)
+        choice("precision", PRECISIONS)
+        for name in ("compile", "cuda_graphs", "channels_last"):
+            choice(name, ("auto", "on", "off"))
+        for name in ("rezero", "nesterov", "augment"):
+            need(isinstance(getattr(self, name), bool), name, "True or False")
+        need(not (self.nesterov and self.momentum == 0), "nesterov", "False when momentum is 0")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown Config fields {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def config_hash(config: Config) -> str:
+    """Stable 12-hex-digit name of everything that changes a run's outcome."""
+    key = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata.get("hashed", True)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_name(config: Config) -> str:
+    rz = "-rezero" if config.rezero else ""
+    return f"resnet{config.depth}-{config.neuron}{rz}-{config_hash(config)}"
+
+
+def result_path(config: Config) -> Path:
+    return Path(config.out_dir) / "runs" / f"{run_name(config)}.json"
+
+
+def checkpoint_path(config: Config) -> Path:
+    return Path(config.out_dir) / "checkpoints" / f"{run_name(config)}.pt"
+
+
+def load_result(config: Config) -> dict | None:
+    """The stored result of `config`, or None."""
+    path = result_path(config)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def lr_factor(config: Config, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of every group's base rate at optimiser step `step` (0-based)."""
+    total = config.epochs * steps_per_epoch
+    warm = config.warmup_epochs * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    if config.schedule == "step":  # the authors' epochs 100 and 150 of 200, scaled
+        epoch = step // steps_per_epoch
+        return 0.1 ** sum(epoch >= round(config.epochs * m) for m in (0.5, 0.75))
+    if config.schedule == "cosine":
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return 1.0
+
+
+def _switch(value: str, cuda: bool) -> bool:
+    return value == "on" or (value == "auto" and cuda)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("Config.device is 'cuda' but no CUDA device is available; use device='auto' or 'cpu'")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def load_data(config: Config) -> "qdata.CIFAR10":
+    if config.dataset == "synthetic":
+        return qdata.synthetic_cifar10(config.n_train or 2000, config.n_test or 500, seed=config.seed)
+    return qdata.take(qdata.load_cifar10(config.data_root), config.n_train, config.n_test, seed=config.seed)
+
+
+def build_model(config: Config) -> torch.nn.Module:
+    torch.manual_seed(config.seed)
+    model = resnet(config.depth, config.neuron, config.rezero, config.shortcut)
+    if config.init == "naive":
+        relinear.naive_init(model)
+    elif config.init == "conventional":
+        path = Path(config.init_from)
+        if not path.exists():
+            raise FileNotFoundError(f"Config.init_from: no checkpoint at {path} (train the conventional "
+                                    "network first; its weights are in <out_dir>/checkpoints/)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        conv = resnet(config.depth, "conventional", config.rezero, config.shortcut)
+        conv.load_state_dict(state.get("model", state))
+        relinear.from_conventional(model, conv)
+    return model
+
+
+class Trainer:
+    """Holds the model, optimiser and the compiled/graphed step for one run."""
+
+    def __init__(self, config: Config, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
+        self.config, self.device, self.steps_per_epoch = config, device, steps_per_epoch
+        cuda = device.type == "cuda"
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+        self.channels_last = _switch(config.channels_last, cuda)
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
+        self.compiled = _switch(config.compile, cuda)
+        self.forward = torch.compile(self.model, dynamic=False) if self.compiled else self.model
+        extra = {"fused": True} if cuda else {}
+        self.opt = relinear.optimizer(model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
+                                      config.weight_decay, config.nesterov, **extra)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        if self.use_graphs:  # a graph reads the rates from device memory, so they must be tensors
+            for g in self.opt.param_groups:
+                g["lr"] = torch.tensor(g["lr"], device=device)
+        self.penalty_kw = {k: getattr(config, k) for k in ("alpha_g", "alpha_b", "beta_g", "beta_b")}
+        self.has_penalty = any(self.penalty_kw.values())
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.graph, self._factor = None, None
+        self.notes: list[str] = []
+
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def set_lr(self, step: int) -> list[float]:
+        factor = lr_factor(self.config, step, self.steps_per_epoch)
+        rates = [base * factor for base in self.base_lrs]
+        if factor == self._factor:  # unchanged: no kernel launches
+            return rates
+        self._factor = factor
+        for g, rate in zip(self.opt.param_groups, rates):
+            if torch.is_tensor(g["lr"]):
+                g["lr"].fill_(rate)
+            else:
+                g["lr"] = rate
+        return rates
+
+    def _step(self, x, y):
+        """Forward, backward and SGD step; accumulates loss and correct counts on the device."""
+        with self.autocast():
+            out = self.forward(x)
+            loss = F.cross_entropy(out, y)
+        total = loss + relinear.penalty(self.model, **self.penalty_kw) if self.has_penalty else loss
+        total.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=not self.use_graphs)
+        self.loss_sum += loss.detach().float() * y.shape[0]
+        self.correct += (out.detach().argmax(1) == y).sum()
+
+    def train_step(self, x, y):
+        if not self.use_graphs:
+            return self._step(x, y)
+        if self.graph is None:
+            self._capture(x, y)
+        if x.shape != self.static_x.shape:  # a last partial batch runs eagerly
+            return self._step(x, y)
+        self.static_x.copy_(x)
+        self.static_y.copy_(y)
+        self.graph.replay()
+
+    def _capture(self, x, y):
+        """Warm up on a side stream (optimiser state, compilation), then capture one step.
+        The warm-up steps are real training steps on the first batch, undone afterwards."""
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.static_x, self.static_y = x.clone(), y.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        try:
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self._step(self.static_x, self.static_y)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._step(self.static_x, self.static_y)
+            self.graph = graph
+        except Exception as e:  # fall back to eager steps rather than lose the run
+            warnings.warn(f"CUDA graph capture failed, training without graphs: {e}")
+            self.notes.append(f"cuda graph capture failed: {type(e).__name__}: {e}")
+            self.use_graphs, self.graph = False, None
+            torch.cuda.synchronize()
+        # Undo the warm-up: weights, BN statistics and momentum back to where they were.
+        with torch.no_grad():
+            self.model.load_state_dict(state)
+            for s in self.opt.state.values():
+                if s.get("momentum_buffer") is not None:
+                    s["momentum_buffer"].zero_()
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> tuple[float, float]:
+        self.model.eval()
+        loss, correct, n = torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.long), 0
+        for x, y in loader.epoch(0):
+            with self.autocast():
+                out = self.forward(x)
+            loss += F.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            n += y.shape[0]
+        self.model.train()
+        return loss.item() / n, correct.item() / n
+
+
+# ----------------------------------------------------------------------------- fit
+
+def _collapsed(history: list[dict], num_classes: int = 10) -> str | None:
+    """Why the run has collapsed, or None: a non-finite loss, or training accuracy that fell
+    back to chance after having risen clearly above it."""
+    last = history[-1]
+    if not math.isfinite(last["train_loss"]) or (last["test_loss"] is not None and not math.isfinite(last["test_loss"])):
+        return f"non-finite loss in epoch {last['epoch']}"
+    chance = 1 / num_classes
+    if max(h["train_acc"] for h in history) > chance + 0.1 and last["train_acc"] < chance + 0.02:
+        return f"training accuracy fell to chance ({last['train_acc']:.3f}) in epoch {last['epoch']}"
+    return None
+
+
+def _progress(config: Config, verbose: bool, initial: int):
+    from tqdm.auto import tqdm
+    return tqdm(total=config.epochs, initial=initial, disable=not verbose, unit="epoch", leave=True,
+                desc=f"{run_name(config)}", dynamic_ncols=True)
+
+
+def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
+    """Train `config` and return its result (see the module docstring); a stored result for the
+    same config is returned without training unless `force`. Resumes from a checkpoint."""
+    if not isinstance(config, Config):
+        raise TypeError(f"fit expects a qnets.train.Config, got {type(config).__name__}")
+    path, ckpt_path = result_path(config), checkpoint_path(config)
+    if not force and path.exists():
+        return json.loads(path.read_text())
+    if force:
+        ckpt_path.unlink(missing_ok=True)
+    device = resolve_device(config.device)
+    dataset = load_data(config)
+    model = build_model(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    cuda = device.type == "cuda"
+    train_loader = qdata.DeviceLoader(dataset.train, config.batch_size, train=True, device=device, seed=config.seed,
+                                      normalize=config.normalize, augment=config.augment, drop_last=True,
+                                      channels_last=_switch(config.channels_last, cuda))
+    test_loader = qdata.DeviceLoader(dataset.test, 1000, train=False, device=device, normalize=config.normalize,
+                                     channels_last=_switch(config.channels_last, cuda))
+    if len(train_loader) == 0:
+        raise ValueError(f"Config.batch_size ({config.batch_size}) is larger than the training set "
+                         f"({len(dataset.train)} images)")
+    trainer = Trainer(config, model, device, len(train_loader))
+
+    history, start, elapsed, started = [], 0, 0.0, time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("config") == config.to_dict():
+            model.load_state_dict(ckpt["model"])
+            trainer.opt.load_state_dict(ckpt["optimizer"])
+            if trainer.use_graphs:  # load_state_dict restores plain floats; graphs need tensors
+                for g in trainer.opt.param_groups:
+                    g["lr"] = torch.tensor(float(g["lr"]), device=device)
+            torch.set_rng_state(ckpt["rng"]["cpu"])
+            if cuda and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+            history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
+
+    status, reason, bar = "completed", None, _progress(config, verbose, start)
+    model.train()
+    try:
+        for epoch in range(start, config.epochs):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            trainer.loss_sum.zero_()
+            trainer.correct.zero_()
+            seen, rates = 0, None
+            for i, (x, y) in enumerate(train_loader.epoch(epoch)):
+                lr_now = trainer.set_lr(epoch * len(train_loader) + i)
+                rates = rates or lr_now
+                trainer.train_step(x, y)
+                seen += y.shape[0]
+            train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
+            train_time = time.perf_counter() - t0
+            evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+            test_loss, test_acc = trainer.evaluate(test_loader) if evaluate else (None, None)
+            epoch_time = time.perf_counter() - t0
+            elapsed += epoch_time
+            stats = relinear.quadratic_stats(model).get("overall", {})
+            history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                            "test_loss": test_loss, "test_acc": test_acc, "lr": rates,
+                            "epoch_time": epoch_time, "train_time": train_time,
+                            "images_per_s": seen / train_time, "quadratic": stats})
+            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
+                            test=f"{test_acc:.3f}" if test_acc is not None else "-", refresh=False)
+            bar.update(1)
+            reason = _collapsed(history)
+            if reason:
+                status = "collapsed"
+                break
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                             "optimizer": trainer.opt.state_dict(), "history": history, "elapsed": elapsed,
+                             "started": started,
+                             "rng": {"cpu": torch.get_rng_state(),
+                                     "cuda": torch.cuda.get_rng_state() if cuda else None}}, ckpt_path)
+    finally:
+        bar.close()
+
+    tested = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    result = {
+        "name": run_name(config), "hash": config_hash(config), "config": config.to_dict(), "status": status,
+        "collapse_reason": reason, "history": history,
+        "final_test_acc": tested[-1] if tested and status == "completed" else None,
+        "best_test_acc": max(tested) if tested else None,
+        "epochs_run": len(history), "params": n_params, "wall_time": elapsed,
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "fast_path": {"precision": "bf16" if trainer.bf16 else "fp32", "compile": trainer.compiled,
+                      "cuda_graphs": trainer.use_graphs, "channels_last": trainer.channels_last,
+                      "notes": trainer.notes},
+        "data": dataset.source, "versions": versions(), "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quadratic_layers": relinear.quadratic_stats(model).get("layers", {}),
+    }
+    atomic_json(result, path)
+    return result

@@ -1,0 +1,182 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qnets.train import Config, checkpoint_path, config_hash, fit, lr_factor, result_path
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE_COPY = ROOT.parent / "shared/data/cifar10/cifar10-jpeg.tar.xz"
+TIMING = ("epoch_time", "train_time", "images_per_s")
+
+
+def synthetic(tmp_path, **kw):
+    base = dict(depth=8, dataset="synthetic", n_train=500, n_test=200, batch_size=50, epochs=2, lr=0.05,
+                out_dir=str(tmp_path), schedule="cosine")
+    return Config(**(base | kw))
+
+
+def untimed(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def test_quadratic_relinear_learns_synthetic(tmp_path):
+    r = fit(synthetic(tmp_path, n_train=1000), verbose=False)
+    assert r["status"] == "completed" and r["epochs_run"] == 2
+    assert r["final_test_acc"] >= 0.5, r["history"]
+    assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
+    # ReLinear with gamma = 1e-5 moves the quadratic terms off zero, but only a little.
+    assert 0 < r["history"][-1]["quadratic"]["w_g"] < 0.05
+    saved = json.loads(result_path(synthetic(tmp_path, n_train=1000)).read_text())
+    assert saved["final_test_acc"] == r["final_test_acc"] and saved["params"] == 223_418
+    assert saved["versions"]["torch"] == torch.__version__ and saved["data"].startswith("synthetic")
+
+
+def real_cifar10_source():
+    source = os.environ.get("QNETS_CIFAR10") or (str(OFFLINE_COPY) if OFFLINE_COPY.exists() else None)
+    if source is None and not (ROOT / "data/cifar10-uint8.pt").exists():
+        pytest.skip("no real CIFAR-10 reachable (set QNETS_CIFAR10)")
+    return source
+
+
+def test_quadratic_resnet20_learns_real_cifar10(tmp_path, monkeypatch):
+    source = real_cifar10_source()
+    if source:
+        monkeypatch.setenv("QNETS_CIFAR10", source)
+    config = Config(depth=20, neuron="quadratic", n_train=2000, n_test=1000, epochs=4, batch_size=64,
+                    schedule="cosine", lr=0.05, out_dir=str(tmp_path), data_root=str(ROOT / "data"))
+    r = fit(config, verbose=False)
+    assert r["status"] == "completed"
+    assert r["final_test_acc"] >= 0.30, [h["test_acc"] for h in r["history"]]
+
+
+def test_stored_result_is_returned_without_training(tmp_path, monkeypatch):
+    config = synthetic(tmp_path, epochs=1)
+    first = fit(config, verbose=False)
+    monkeypatch.setattr("qnets.train.build_model", lambda c: pytest.fail("retrained a stored config"))
+    assert fit(config, verbose=False) == first
+    monkeypatch.undo()
+    assert fit(config, force=True, verbose=False)["finished"] >= first["finished"]
+
+
+def test_same_config_gives_same_result(tmp_path):
+    a = fit(synthetic(tmp_path / "a"), verbose=False)
+    b = fit(synthetic(tmp_path / "b"), verbose=False)
+    assert untimed(a["history"]) == untimed(b["history"])
+    c = fit(synthetic(tmp_path / "c", seed=1), verbose=False)
+    assert untimed(c["history"]) != untimed(a["history"])
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    """A real interruption: a child process is killed (SIGKILL) after its second checkpoint;
+    running the same config again resumes, and weights and history equal an uninterrupted run."""
+    kw = dict(epochs=4, n_train=400, n_test=100, neuron="quadratic", init="naive", gamma_g=None, gamma_b=None)
+    killed = synthetic(tmp_path / "killed", **kw)
+    code = (f"from qnets.train import Config, fit\nfit(Config(**{killed.to_dict()!r}), verbose=False)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    ckpt, deadline = checkpoint_path(killed), time.time() + 300
+    try:
+        while time.time() < deadline and child.poll() is None:
+            if ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, "the run finished before it could be interrupted"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    interrupted_at = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 1 <= interrupted_at < 3 and not result_path(killed).exists()
+    resumed = fit(killed, verbose=False)
+    straight_cfg = synthetic(tmp_path / "straight", **kw)
+    straight = fit(straight_cfg, verbose=False)
+    assert config_hash(killed) == config_hash(straight_cfg)
+    assert untimed(resumed["history"]) == untimed(straight["history"])
+    a = torch.load(checkpoint_path(killed), weights_only=False)["model"]
+    b = torch.load(checkpoint_path(straight_cfg), weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergent_run_is_reported_as_collapsed(tmp_path):
+    config = synthetic(tmp_path, init="naive", gamma_g=None, gamma_b=None, lr=1e4, momentum=0.9, epochs=5,
+                       schedule="constant")
+    r = fit(config, verbose=False)
+    assert r["status"] == "collapsed" and r["epochs_run"] < 5
+    assert "non-finite" in r["collapse_reason"] or "chance" in r["collapse_reason"]
+    assert r["final_test_acc"] is None and result_path(config).exists()
+
+
+def test_lr_schedules():
+    step = Config(epochs=200)
+    assert [lr_factor(step, e * 10, 10) for e in (0, 99, 100, 149, 150, 199)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_factor(Config(epochs=8), 4 * 10, 10) == pytest.approx(0.1)  # scaled: steps at 4 and 6
+    cos = Config(epochs=10, schedule="cosine")
+    assert lr_factor(cos, 0, 10) == 1 and lr_factor(cos, 50, 10) == pytest.approx(0.5)
+    warm = Config(epochs=10, warmup_epochs=1)
+    assert lr_factor(warm, 0, 10) == pytest.approx(0.1) and lr_factor(warm, 9, 10) == 1
+
+
+@pytest.mark.parametrize("field,value", [
+    ("depth", 21), ("neuron", "cubic"), ("gamma_g", -1.0), ("alpha_b", float("nan")), ("lr", 0.0),
+    ("batch_size", 0), ("schedule", "linear"), ("device", "tpu"), ("precision", "fp8"), ("n_train", 5),
+    ("init", "conventional"), ("normalize", "mnist"), ("rezero", "yes"), ("eval_every", 0),
+])
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"Config.{'init_from' if field == 'init' else field}"):
+        Config(**{field: value})
+
+
+def test_hash_ignores_speed_and_bookkeeping_fields():
+    a = Config()
+    assert config_hash(a) == config_hash(a.replace(out_dir="x", compile="off", checkpoint_every=7))
+    assert config_hash(a) != config_hash(a.replace(gamma_g=1e-4))
+
+
+def test_conventional_initialisation_from_checkpoint(tmp_path):
+    conv = fit(synthetic(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None), verbose=False)
+    ckpt = checkpoint_path(synthetic(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None))
+    quad = synthetic(tmp_path, init="conventional", init_from=str(ckpt), epochs=1, lr=1e-9, momentum=0.0)
+    r = fit(quad, verbose=False)
+    # With a vanishing learning rate the quadratic network predicts what the trained
+    # conventional one predicts (BN statistics aside): far above a fresh network.
+    assert r["history"][0]["test_acc"] >= conv["final_test_acc"] - 0.15
+    missing = synthetic(tmp_path, init="conventional", init_from=str(tmp_path / "none.pt"))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        fit(missing, verbose=False)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "qnets", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_trains_and_reports(tmp_path):
+    p = run_cli("train", "--depth", "8", "--dataset", "synthetic", "--n-train", "200", "--n-test", "100",
+                "--epochs", "1", "--batch-size", "50", "--gamma-g", "lr", "--out-dir", str(tmp_path), "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "completed: final test accuracy" in p.stdout and str(tmp_path) in p.stdout
+    [written] = (tmp_path / "runs").glob("*.json")
+    assert json.loads(written.read_text())["config"]["gamma_g"] is None
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("train", "--bogus"), "unrecognized arguments: --bogus"),
+    (("train", "--lr", "abc"), "invalid float value"),
+    (("train", "--depth", "21"), "Config.depth must be"),
+    (("train", "--rezero", "maybe"), "expected true or false"),
+])
+def test_cli_rejects_bad_input_in_one_line(args, fragment):
+    p = run_cli(*args)
+    assert p.returncode == 2 and fragment in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_cli_help_documents_every_field():
+    out = run_cli("train", "--help").stdout
+    for field in Config.__dataclass_fields__:
+        assert f"--{field.replace('_', '-')}" in out
