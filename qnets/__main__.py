@@ -85,7 +85,8 @@ def cmd_presets(args) -> int:
 
 def cmd_results(args) -> int:
     from . import experiments
-    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, device=args.device)
+    runtime = {k: getattr(args, k) for k in ("device", "compile") if getattr(args, k)}
+    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, **runtime)
     return 0
 
 
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
     p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
+    p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_results)
 

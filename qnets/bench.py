@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import json
 import math
 import platform
 import tempfile
@@ -35,7 +37,8 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depths", default="20,56", help="comma-separated depths (default: 20,56)")
     p.add_argument("--neurons", default="conventional,quadratic,compact", help="neuron kinds to time")
-    p.add_argument("--paths", default="reference,fast", help="which paths: reference, fast or both")
+    p.add_argument("--paths", default="reference,fast",
+                   help="comma-separated: reference, fast, and nocompile (the fast path without torch.compile)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 100 GPU, 8 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 20 GPU, 3 CPU)")
@@ -142,8 +145,8 @@ def _time_reference(depth, neuron, dataset, device, args, warmup, steps):
     return train_s, eval_s, len(dataset.test)
 
 
-def _time_fast(depth, neuron, dataset, device, args, warmup, steps):
-    config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type)
+def _time_fast(depth, neuron, dataset, device, args, warmup, steps, compile="auto"):
+    config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
     model = resnet(depth, neuron)
     loader = qdata.DeviceLoader(dataset.train, args.batch_size, train=True, device=device, drop_last=True,
                                 channels_last=device.type == "cuda")
@@ -178,6 +181,10 @@ def _time_fast(depth, neuron, dataset, device, args, warmup, steps):
                                                 "channels_last": trainer.channels_last, "notes": trainer.notes}
 
 
+TIMERS = {"reference": _time_reference, "fast": _time_fast,
+          "nocompile": functools.partial(_time_fast, compile="off")}
+
+
 def flops_per_image(depth: int, neuron: str) -> float:
     """Training FLOPs per image (forward + backward) from PyTorch's FLOP counter (convolutions
     and matrix products; element-wise work is not counted)."""
@@ -196,12 +203,13 @@ def _device_name(device) -> str:
 def main(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True  # both paths pick their fastest convolution algorithms
     steps = args.steps or (100 if gpu else 8)
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
-    paths = [p.strip() for p in args.paths.split(",")]
-    bad = set(paths) - {"reference", "fast"}
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]  # empty: only --check
+    bad = set(paths) - set(TIMERS)
     if bad:
-        raise ValueError(f"--paths: unknown {sorted(bad)}; choose reference and/or fast")
+        raise ValueError(f"--paths: unknown {sorted(bad)}; choose from {sorted(TIMERS)}")
     depths = [int(d) for d in args.depths.split(",")]
     neurons = [n.strip() for n in args.neurons.split(",")]
     for d in depths:
@@ -224,7 +232,7 @@ def main(args) -> int:
                 row = {"depth": depth, "neuron": neuron, "path": path, "batch_size": args.batch_size,
                        "steps": steps, "flops_per_image": flops}
                 try:
-                    timer = _time_reference if path == "reference" else _time_fast
+                    timer = TIMERS[path]
                     train_s, eval_s, n_test, *extra = timer(depth, neuron, dataset, device, args, warmup, steps)
                 except Exception as e:  # report and go on: one failing network must not lose the table
                     row["error"] = f"{type(e).__name__}: {e}"
@@ -241,17 +249,21 @@ def main(args) -> int:
                     row["fast_path"] = extra[0]
                 if path == "reference":
                     ref_ips = ips
-                row["speedup"] = ips / ref_ips if ref_ips and path == "fast" else None
+                row["speedup"] = ips / ref_ips if ref_ips and path != "reference" else None
                 rows.append(row)
                 print(f"resnet{depth}-{neuron:17s} {path:9s} {ips:8.0f} {row['ms_per_step']:8.2f} "
                       f"{row['s_per_epoch']:8.2f} {row['peak_mib'] or 0:9.0f} "
                       f"{row['speedup'] or 0:6.1f} {100 * (row['bf16_utilisation'] or 0):6.2f}%", flush=True)
-    report = {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
-    if args.check:
-        report["check"] = accuracy_check(dataset, device, args)
     slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
     path = Path(args.out) / f"{slug}.json"
+    # Merge into an earlier report of the same device: a later row replaces the same measurement.
+    old = json.loads(path.read_text()) if path.exists() else {}
+    key = lambda r: (r["depth"], r["neuron"], r["path"], r["batch_size"])
+    merged = {key(r): r for r in old.get("rows", []) + rows}
+    report = old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
+    if args.check:
+        report["check"] = accuracy_check(dataset, device, args)
     atomic_json(report, path)
     print(f"written to {path}")
     return 0

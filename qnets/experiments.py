@@ -127,13 +127,11 @@ def plan(preset: str, selection: str = "all") -> dict[str, Config]:
     return chosen
 
 
-def train_plan(preset: str, selection: str = "all", verbose: bool = True, device: str | None = None) -> dict:
+def train_plan(preset: str, selection: str = "all", verbose: bool = True, **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
     interruption loses only the run in flight (which resumes from its checkpoint). Prints one
-    summary line per run."""
-    configs = plan(preset, selection)
-    if device:
-        configs = {k: c.replace(device=device) for k, c in configs.items()}
+    summary line per run. `runtime` overrides runtime fields (device, compile, ...)."""
+    configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     out = {}
     for i, (label, config) in enumerate(configs.items(), 1):
         stored = result_path(config).exists()

@@ -239,6 +239,8 @@ class Trainer:
     def __init__(self, config: Config, model: torch.nn.Module, device: torch.device, steps_per_epoch: int):
         self.config, self.device, self.steps_per_epoch = config, device, steps_per_epoch
         cuda = device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # pick the fastest convolution algorithms once
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
         self.channels_last = _switch(config.channels_last, cuda)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
@@ -316,10 +318,10 @@ class Trainer:
             with torch.cuda.graph(graph):
                 self._step(self.static_x, self.static_y)
             self.graph = graph
-        except Exception as e:  # fall back to eager steps rather than lose the run
-            warnings.warn(f"CUDA graph capture failed, training without graphs: {e}")
-            self.notes.append(f"cuda graph capture failed: {type(e).__name__}: {e}")
-            self.use_graphs, self.graph = False, None
+        except Exception as e:  # fall back to eager, uncompiled steps rather than lose the run
+            warnings.warn(f"compiling or capturing the training step failed; training eagerly: {e}")
+            self.notes.append(f"compile/graph capture failed, eager fallback: {type(e).__name__}: {str(e)[:500]}")
+            self.use_graphs, self.graph, self.compiled, self.forward = False, None, False, self.model
             torch.cuda.synchronize()
         # Undo the warm-up: weights, BN statistics and momentum back to where they were.
         with torch.no_grad():
