@@ -260,13 +260,41 @@ def main(args) -> int:
     old = json.loads(path.read_text()) if path.exists() else {}
     key = lambda r: (r["depth"], r["neuron"], r["path"], r["batch_size"])
     merged = {key(r): r for r in old.get("rows", []) + rows}
+    for r in merged.values():  # speed-up against the reference row of the same network
+        ref = merged.get((r["depth"], r["neuron"], "reference", r["batch_size"]), {})
+        r["speedup"] = (r["images_per_s"] / ref["images_per_s"]
+                        if r["path"] != "reference" and "images_per_s" in r and "images_per_s" in ref else None)
     report = old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
     if args.check:
         report["check"] = accuracy_check(dataset, device, args)
     atomic_json(report, path)
+    print(format_report(report))
     print(f"written to {path}")
     return 0
+
+
+def format_report(report: dict) -> str:
+    """The report as a table (every network and path measured so far on this device)."""
+    lines = [f"{report['device']}, batch {report['rows'][0]['batch_size'] if report['rows'] else '-'}:",
+             f"{'network':24s} {'path':9s} {'img/s':>8s} {'ms/step':>8s} {'s/epoch':>8s} {'peak MiB':>9s} "
+             f"{'x ref':>6s} {'GFLOP/img':>9s} {'% bf16 peak':>11s}"]
+    order = {"reference": 0, "nocompile": 1, "fast": 2}
+    for r in sorted(report["rows"], key=lambda r: (r["depth"], r["neuron"], order.get(r["path"], 3))):
+        name = f"resnet{r['depth']}-{r['neuron']}"
+        if "error" in r:
+            lines.append(f"{name:24s} {r['path']:9s} failed: {r['error'][:80]}")
+            continue
+        util, speedup = r.get("bf16_utilisation"), r.get("speedup")
+        lines.append(f"{name:24s} {r['path']:9s} {r['images_per_s']:8.0f} {r['ms_per_step']:8.2f} "
+                     f"{r['s_per_epoch']:8.2f} {r['peak_mib'] or 0:9.0f} "
+                     f"{'' if speedup is None else f'{speedup:.1f}':>6s} "
+                     f"{r['flops_per_image'] / 1e9:9.3f} {'' if util is None else f'{100 * util:.2f}%':>11s}")
+    if report.get("check"):
+        c = report["check"]
+        lines.append(f"accuracy check ({c['epochs']} epochs, {c['n_train']} images): fast {c['fast']:.4f}, "
+                     f"reference {c['reference']:.4f} ({'agree' if c['agree'] else 'DISAGREE'} within noise)")
+    return "\n".join(lines)
 
 
 def accuracy_check(dataset, device, args) -> dict:

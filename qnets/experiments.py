@@ -50,6 +50,9 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
     """Labelled configs of one notebook's experiment at `preset`; `overrides` replace any
     Config field in every run (e.g. epochs=2)."""
     _check_preset(preset)
+    known = set(Config.__dataclass_fields__)
+    if set(overrides) - known:
+        raise ValueError(f"unknown Config field(s) in overrides: {sorted(set(overrides) - known)}")
     notebook = str(notebook)[:2]
     p = PRESETS[preset]
     base = Config(**(p["base"] | overrides))

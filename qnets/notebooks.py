@@ -35,7 +35,8 @@ def setup(namespace: dict, **allowed) -> dict:
     """
     import types
     skip = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-    unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in skip
+    # Parameters are lower-case data; modules, functions and CONSTANTS in the namespace are not.
+    unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in skip and k.islower()
                      and k not in allowed and not isinstance(v, types.ModuleType) and not callable(v))
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; this notebook takes {sorted(allowed)}")
@@ -51,9 +52,10 @@ def setup(namespace: dict, **allowed) -> dict:
     return params
 
 
-def save_figure(fig, name: str, folder: str | Path = "figures") -> Path:
-    """Save `fig` as figures/<name>.png (for the README and GitHub) and .pdf (for print)."""
-    folder = Path(folder)
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
+    """Save `fig` as figures/<name>.png (for the README and GitHub) and .pdf (for print).
+    $QNETS_FIGURES redirects them (the smoke checks write theirs to a temporary folder)."""
+    folder = Path(folder or os.environ.get("QNETS_FIGURES", "figures"))
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
@@ -130,6 +132,7 @@ def main(args) -> int:
     if rc:
         return rc
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["QNETS_FIGURES"] = tmp  # smoke figures must not replace the committed ones
         for nb in paths:
             print(f"== smoke: {nb}", flush=True)
             execute(nb, "smoke", Path(tmp) / nb.name)

@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qnets import experiments, plots
+from qnets.notebooks import setup
+from qnets.train import Config, fit, result_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_notebook_has_runs_at_every_preset():
+    for preset in experiments.PRESETS:
+        assert experiments.runs("01", preset) == {}
+        for nb in ("02", "03", "04", "05"):
+            configs = experiments.runs(nb, preset)
+            assert "conventional" in configs and all(isinstance(c, Config) for c in configs.values())
+
+
+def test_paper_preset_is_the_authors_recipe():
+    c = experiments.runs("02", "paper")
+    assert c["relinear-sg"].epochs == 200 and c["relinear-sg"].batch_size == 128 and c["relinear-sg"].lr == 0.1
+    assert c["relinear-sg"].schedule == "step" and c["relinear-sg"].gamma_g == 1e-5 and c["naive"].init == "naive"
+    assert c["naive"].gamma_g is None and experiments.runs("04", "paper")["relinear-rezero"].depth == 56
+
+
+def test_shared_runs_are_the_same_config():
+    """02's ReLinear run is 03's quadratic and 05's gamma=1e-5, so it is trained once."""
+    for preset in ("quick", "paper"):
+        sg = experiments.runs("02", preset)["relinear-sg"]
+        assert experiments.runs("03", preset)["quadratic"] == sg == experiments.runs("05", preset)["gamma=1e-05"]
+
+
+def test_plan_selection_and_errors():
+    all_quick = experiments.plan("quick")
+    assert len(all_quick) == len(set(all_quick.values()))  # deduplicated
+    assert list(experiments.plan("paper", "02:naive")) == ["02:naive"]
+    assert len(experiments.plan("paper", "02,03")) == 6  # 03 shares two of its three runs with 02
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        experiments.plan("paper", "02:nope")
+    with pytest.raises(ValueError, match="unknown preset"):
+        experiments.runs("02", "huge")
+    with pytest.raises(ValueError, match="unknown Config field"):
+        experiments.runs("02", "quick", epochz=3)
+
+
+def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert experiments.committed_preset("03") == "quick"
+    for config in experiments.runs("03", "gpu-short").values():
+        result_path(config).parent.mkdir(parents=True, exist_ok=True)
+        result_path(config).write_text("{}")
+    assert experiments.committed_preset("03") == "gpu-short"
+    assert experiments.committed_preset("04") == "quick"
+
+
+def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = experiments.train_plan("smoke", "02:conventional,02:relinear-sg", verbose=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and len(lines) == 2 and all("completed" in l and "trained in" in l for l in lines)
+    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    assert "stored" in capsys.readouterr().out
+
+
+def test_setup_rejects_unknown_and_bad_parameters(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok = {"preset": "quick", "overrides": {}, "PRESETS": {}, "json": json}
+    assert setup(dict(ok), preset=("quick", "paper"), overrides=dict) == {"preset": "quick", "overrides": {}}
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['prest'\]"):
+        setup(ok | {"prest": "quick"}, preset=("quick",), overrides=dict)
+    with pytest.raises(ValueError, match="preset='huge' is not allowed"):
+        setup(ok | {"preset": "huge"}, preset=("quick",), overrides=dict)
+
+
+def test_table_and_sweep_from_results(tmp_path):
+    base = dict(depth=8, dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50,
+                out_dir=str(tmp_path))
+    results = {"conventional": fit(Config(neuron="conventional", **base), verbose=False),
+               "gamma=0.0": fit(Config(gamma_g=0.0, gamma_b=0.0, **base), verbose=False),
+               "gamma=lr": fit(Config(gamma_g=None, gamma_b=None, **base), verbose=False)}
+    text = plots.table(results, baseline="conventional")
+    lines = text.splitlines()
+    assert len(lines) == 5 and "+0.00" in lines[2]
+    assert f"{100 * results['gamma=lr']['final_test_acc']:6.2f}" in lines[4]
+    assert plots.collapse_count(results) == "0 of 3 runs collapsed"
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma", 0.1,
+                     baseline=results["conventional"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "lr"]
+
+
+def test_bench_cli_writes_a_report(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
+                        "--steps", "2", "--warmup", "1", "--workers", "1", "--data", "synthetic",
+                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((tmp_path / "cpu.json").read_text())
+    rows = {r["path"]: r for r in report["rows"]}
+    assert set(rows) == {"reference", "fast"} and rows["fast"]["speedup"] > 0
+    assert rows["fast"]["flops_per_image"] == rows["reference"]["flops_per_image"] > 1e8
+    assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
+    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "warp"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--paths: unknown ['warp']" in bad.stderr
+
+
+def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
+    from qnets.bench import flops_per_image
+    conv, quad, compact = (flops_per_image(8, n) for n in ("conventional", "quadratic", "compact"))
+    # Stem and classifier are shared; every block convolution is tripled (doubled for compact).
+    blocks = (quad - conv) / 2
+    assert compact == pytest.approx(conv + blocks)
+    # Conventional ResNet-8 forward: stem 3→16 plus blocks 16·16, 16→32·32 (stride 2), 32·32, ...
+    macs = 32 * 32 * (3 * 16 * 9 + 2 * 16 * 16 * 9) + 16 * 16 * (16 * 32 * 9 + 32 * 32 * 9) \
+        + 8 * 8 * (32 * 64 * 9 + 64 * 64 * 9) + 64 * 10
+    assert conv == pytest.approx(3 * 2 * macs, rel=0.02)  # forward + backward ≈ 3 forwards
