@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The default preset is the largest one whose results are committed in results/.
-PRESET ?= $(shell test -x $(BIN)/python && $(BIN)/python -m qnets presets --committed 2>/dev/null || echo quick)
+# auto: for each notebook, the largest preset whose results are all committed in results/.
+PRESET ?= auto
 RUNS ?= all
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export MPLBACKEND := Agg
@@ -31,6 +31,7 @@ figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed not
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
 results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05
+	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
 	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS)
 
 data: $(STAMP)  ## fetch or convert CIFAR-10 into data/ (set QNETS_CIFAR10 to an archive or folder if offline)

@@ -147,3 +147,20 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, **runt
               flush=True)
         out[label] = r
     return out
+
+
+def markdown_table(notebook: str, preset: str) -> str:
+    """The stored results of one notebook's runs at `preset` as a Markdown table (for the README;
+    a test keeps the README's tables equal to this)."""
+    rows = ["| run | network | params | epochs | test accuracy | time | device | result file |",
+            "|---|---|---:|---:|---:|---:|---|---|"]
+    for label, c in runs(notebook, preset).items():
+        r = load_result(c)
+        if r is None:
+            continue
+        acc = (f"{100 * r['final_test_acc']:.2f}%" if r["final_test_acc"] is not None
+               else f"collapsed after {r['epochs_run']} epochs")
+        net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
+        rows.append(f"| {label} | {net} | {r['params']:,} | {r['epochs_run']}/{c.epochs} | {acc} | "
+                    f"{r['wall_time'] / 60:.1f} min | {r['device']} | `{r['name']}` |")
+    return "\n".join(rows)

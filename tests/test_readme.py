@@ -1,0 +1,43 @@
+"""README.md must stay true: its tables are the stored results, its links and badges resolve."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from qnets import bench, experiments
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+@pytest.mark.parametrize("marker", re.findall(r"<!-- table (\d\d) ([\w-]+) -->", README))
+def test_results_tables_are_the_stored_results(marker):
+    notebook, preset = marker
+    block = README.split(f"<!-- table {notebook} {preset} -->\n", 1)[1]
+    assert block.startswith(experiments.markdown_table(notebook, preset) + "\n")
+
+
+def test_every_quoted_run_is_committed():
+    names = re.findall(r"`(resnet\d+-[a-z-]+-[0-9a-f]{12})`", README)
+    assert names, "the README quotes no results"
+    for name in names:
+        assert (ROOT / "results" / "runs" / f"{name}.json").exists(), name
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results" / "bench").glob("*.json")), ids=lambda p: p.name)
+def test_bench_tables_are_the_stored_reports(path):
+    assert bench.markdown(json.loads(path.read_text())) in README
+
+
+def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) == 5
+    slug = REPO.removeprefix("https://github.com/")
+    for nb in notebooks:
+        assert f"](notebooks/{nb.name})" in README
+        assert f"colab.research.google.com/github/{slug}/blob/main/notebooks/{nb.name}" in README
+        text = nb.read_text()
+        assert f"git+{REPO}" in text and f"github/{slug}/blob/main/notebooks/{nb.name}" in text
