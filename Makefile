@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-export MPLBACKEND := Agg
 
 .PHONY: help venv test unit nbval figures results data bench lab clean
 

@@ -80,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def strip_volatile(path: Path) -> None:
     import nbformat
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
         # execution counts stay: they are sequential (hence stable) and nbval needs them
