@@ -27,7 +27,7 @@ from . import data as qdata
 from . import relinear
 from .layers import _Quadratic
 from .models import resnet
-from .train import Config, Trainer, fit
+from .train import Config, Trainer, fit, make_loaders
 from .utils import atomic_json, versions
 
 # Dense bf16 tensor-core rate from the vendors' data sheets (FLOP/s), by device-name fragment.
@@ -148,9 +148,7 @@ def _time_reference(depth, neuron, dataset, device, args, warmup, steps):
 def _time_fast(depth, neuron, dataset, device, args, warmup, steps, compile="auto"):
     config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
     model = resnet(depth, neuron)
-    loader = qdata.DeviceLoader(dataset.train, args.batch_size, train=True, device=device, drop_last=True,
-                                channels_last=device.type == "cuda")
-    test = qdata.DeviceLoader(dataset.test, 1000, train=False, device=device, channels_last=device.type == "cuda")
+    loader, test = make_loaders(config, dataset, device)
     trainer = Trainer(config, model, device, len(loader))
     batches = loader.epoch(0)
 
@@ -222,12 +220,10 @@ def main(args) -> int:
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     rows, steps_per_epoch = [], 50000 // args.batch_size
     print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up + {steps} timed steps; data: {dataset.source}")
-    header = f"{'network':28s} {'path':9s} {'img/s':>8s} {'ms/step':>8s} {'s/epoch':>8s} {'peak MiB':>9s} {'x ref':>6s} {'% bf16':>7s}"
-    print(header)
+    print(_HEADER)
     for depth in depths:
         for neuron in neurons:
             flops = flops_per_image(depth, neuron)
-            ref_ips = None
             for path in paths:
                 if gpu:
                     torch.cuda.empty_cache()
@@ -240,7 +236,7 @@ def main(args) -> int:
                 except Exception as e:  # report and go on: one failing network must not lose the table
                     row["error"] = f"{type(e).__name__}: {e}"
                     rows.append(row)
-                    print(f"resnet{depth}-{neuron:17s} {path:9s} failed: {row['error'][:200]}")
+                    print(_text_row(row), flush=True)
                     continue
                 ips = steps * args.batch_size / train_s
                 row.update(images_per_s=ips, ms_per_step=1000 * train_s / steps,
@@ -250,13 +246,8 @@ def main(args) -> int:
                            bf16_utilisation=ips * flops / peak if peak else None)
                 if extra:
                     row["fast_path"] = extra[0]
-                if path == "reference":
-                    ref_ips = ips
-                row["speedup"] = ips / ref_ips if ref_ips and path != "reference" else None
                 rows.append(row)
-                print(f"resnet{depth}-{neuron:17s} {path:9s} {ips:8.0f} {row['ms_per_step']:8.2f} "
-                      f"{row['s_per_epoch']:8.2f} {row['peak_mib'] or 0:9.0f} "
-                      f"{row['speedup'] or 0:6.1f} {100 * (row['bf16_utilisation'] or 0):6.2f}%", flush=True)
+                print(_text_row(row), flush=True)  # speed-ups come in the table at the end
     slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
     path = Path(args.out) / f"{slug}.json"
     # Merge into an earlier report of the same device: a later row replaces the same measurement.
@@ -277,22 +268,41 @@ def main(args) -> int:
     return 0
 
 
+# Measured columns: (Markdown header, plain-text header).
+COLUMNS = (("images/s", "img/s"), ("ms/step", "ms/step"), ("s/epoch", "s/epoch"), ("peak GPU MiB", "peak MiB"),
+           ("× reference", "x ref"), ("GFLOP/image", "GFLOP/img"), ("% of bf16 peak", "% bf16 peak"))
+_PATH_ORDER = {"reference": 0, "nocompile": 1, "fast": 2}
+
+
+def _cells(r: dict) -> list[str]:
+    """The measured values of one row as strings ("-" where a value does not apply)."""
+    if "error" in r:
+        return [f"failed: {r['error'][:80]}"]
+    util, speedup, mib = r.get("bf16_utilisation"), r.get("speedup"), r.get("peak_mib")
+    return [f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"{r['s_per_epoch']:.2f}",
+            "-" if mib is None else f"{mib:,.0f}", "-" if speedup is None else f"{speedup:.1f}",
+            f"{r['flops_per_image'] / 1e9:.3f}", "-" if util is None else f"{100 * util:.2f}"]
+
+
+def _line(network: str, path: str, cells: list[str]) -> str:
+    """One plain-text table line."""
+    return f"{network:24s} {path:9s} " + " ".join(f"{c:>{max(len(h), 8)}s}" for c, (_, h) in zip(cells, COLUMNS))
+
+
+def _text_row(r: dict) -> str:
+    return _line(f"resnet{r['depth']}-{r['neuron']}", r["path"], _cells(r))
+
+
+_HEADER = _line("network", "path", [h for _, h in COLUMNS])
+
+
+def _sorted(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (r["depth"], r["neuron"], _PATH_ORDER.get(r["path"], 3)))
+
+
 def format_report(report: dict) -> str:
-    """The report as a table (every network and path measured so far on this device)."""
-    lines = [f"{report['device']}, batch {report['rows'][0]['batch_size'] if report['rows'] else '-'}:",
-             f"{'network':24s} {'path':9s} {'img/s':>8s} {'ms/step':>8s} {'s/epoch':>8s} {'peak MiB':>9s} "
-             f"{'x ref':>6s} {'GFLOP/img':>9s} {'% bf16 peak':>11s}"]
-    order = {"reference": 0, "nocompile": 1, "fast": 2}
-    for r in sorted(report["rows"], key=lambda r: (r["depth"], r["neuron"], order.get(r["path"], 3))):
-        name = f"resnet{r['depth']}-{r['neuron']}"
-        if "error" in r:
-            lines.append(f"{name:24s} {r['path']:9s} failed: {r['error'][:80]}")
-            continue
-        util, speedup = r.get("bf16_utilisation"), r.get("speedup")
-        lines.append(f"{name:24s} {r['path']:9s} {r['images_per_s']:8.0f} {r['ms_per_step']:8.2f} "
-                     f"{r['s_per_epoch']:8.2f} {r['peak_mib'] or 0:9.0f} "
-                     f"{'' if speedup is None else f'{speedup:.1f}':>6s} "
-                     f"{r['flops_per_image'] / 1e9:9.3f} {'' if util is None else f'{100 * util:.2f}%':>11s}")
+    """The report as a plain-text table (every network and path measured so far on this device)."""
+    lines = [f"{report['device']}:", _HEADER] + [_text_row(r) for r in _sorted(report["rows"])]
     if report.get("check"):
         c = report["check"]
         lines.append(f"accuracy check ({c['epochs']} epochs, {c['n_train']} images): fast {c['fast']:.4f}, "
@@ -303,17 +313,9 @@ def format_report(report: dict) -> str:
 def markdown(report: dict) -> str:
     """The report as a Markdown table (for the README; a test keeps the two equal)."""
     lines = [f"{report['device']}, PyTorch {report['versions']['torch']}:", "",
-             "| network | path | images/s | ms/step | s/epoch | peak GPU MiB | × reference | GFLOP/image | % of bf16 peak |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    order = {"reference": 0, "nocompile": 1, "fast": 2}
-    for r in sorted(report["rows"], key=lambda r: (r["depth"], r["neuron"], order.get(r["path"], 3))):
-        if "error" in r:
-            continue
-        util, speedup, mib = r.get("bf16_utilisation"), r.get("speedup"), r.get("peak_mib")
-        lines.append(f"| ResNet-{r['depth']} {r['neuron']} | {r['path']} | {r['images_per_s']:,.0f} | "
-                     f"{r['ms_per_step']:.2f} | {r['s_per_epoch']:.2f} | {'-' if mib is None else f'{mib:,.0f}'} | "
-                     f"{'-' if speedup is None else f'{speedup:.1f}'} | {r['flops_per_image'] / 1e9:.3f} | "
-                     f"{'-' if util is None else f'{100 * util:.2f}'} |")
+             "| network | path | " + " | ".join(h for h, _ in COLUMNS) + " |", "|---|---|" + "---:|" * len(COLUMNS)]
+    lines += [f"| ResNet-{r['depth']} {r['neuron']} | {r['path']} | " + " | ".join(_cells(r)) + " |"
+              for r in _sorted(report["rows"]) if "error" not in r]
     return "\n".join(lines)
 
 

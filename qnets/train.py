@@ -233,6 +233,21 @@ def build_model(config: Config) -> torch.nn.Module:
     return model
 
 
+def make_loaders(config: Config, dataset: "qdata.CIFAR10", device: torch.device):
+    """The training loader (shuffled, augmented, full batches only: a CUDA graph needs one shape)
+    and the test loader (batches of 1,000) of `config` on `device`."""
+    if config.batch_size > len(dataset.train):
+        raise ValueError(f"Config.batch_size ({config.batch_size}) is larger than the training set "
+                         f"({len(dataset.train)} images)")
+    channels_last = _switch(config.channels_last, device.type == "cuda")
+    train = qdata.DeviceLoader(dataset.train, config.batch_size, train=True, device=device, seed=config.seed,
+                               normalize=config.normalize, augment=config.augment, drop_last=True,
+                               channels_last=channels_last)
+    test = qdata.DeviceLoader(dataset.test, 1000, train=False, device=device, normalize=config.normalize,
+                              channels_last=channels_last)
+    return train, test
+
+
 class Trainer:
     """Holds the model, optimiser and the compiled/graphed step for one run."""
 
@@ -381,14 +396,7 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     cuda = device.type == "cuda"
-    train_loader = qdata.DeviceLoader(dataset.train, config.batch_size, train=True, device=device, seed=config.seed,
-                                      normalize=config.normalize, augment=config.augment, drop_last=True,
-                                      channels_last=_switch(config.channels_last, cuda))
-    test_loader = qdata.DeviceLoader(dataset.test, 1000, train=False, device=device, normalize=config.normalize,
-                                     channels_last=_switch(config.channels_last, cuda))
-    if len(train_loader) == 0:
-        raise ValueError(f"Config.batch_size ({config.batch_size}) is larger than the training set "
-                         f"({len(dataset.train)} images)")
+    train_loader, test_loader = make_loaders(config, dataset, device)
     trainer = Trainer(config, model, device, len(train_loader))
 
     history, start, elapsed, started = [], 0, 0.0, time.strftime("%Y-%m-%dT%H:%M:%S%z")
