@@ -19,6 +19,36 @@ __all__ = ["QuadraticConv2d", "QuadraticLinear", "INITS", "quadratic_modules"]
 INITS = ("relinear", "naive")
 
 
+class _ProductPlus(torch.autograd.Function):
+    """r * g + b for r, g the two halves of `rg` along `dim` (the fused r/g output).
+
+    Eagerly, `rg.chunk(2) -> r * g + b` costs an extra pass and its backward concatenates the
+    two halves' gradients into a new tensor; here the forward is one `addcmul` and the backward
+    writes both halves straight into one gradient buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, rg, b, dim):
+        r, g = rg.chunk(2, dim=dim)
+        ctx.save_for_backward(rg)
+        ctx.dim = dim
+        return torch.addcmul(b, r, g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rg,) = ctx.saved_tensors
+        grad_rg = None
+        if ctx.needs_input_grad[0]:
+            r, g = rg.chunk(2, dim=ctx.dim)
+            if torch.is_grad_enabled():  # create_graph=True: stay differentiable (no out=)
+                return torch.cat((grad * g, grad * r), dim=ctx.dim), grad, None
+            grad_rg = torch.empty_like(rg)
+            grad_r, grad_g = grad_rg.chunk(2, dim=ctx.dim)
+            torch.mul(grad, g, out=grad_r)
+            torch.mul(grad, r, out=grad_g)
+        return grad_rg, grad, None
+
+
 class _Quadratic(nn.Module):
     """Shared mechanism: parameters, initialisation and the quadratic arithmetic.
 
@@ -76,7 +106,10 @@ class _Quadratic(nn.Module):
         if self.fuse_rg:
             rg = self._apply_op(x, torch.cat((self.weight_r, self.weight_g)),
                                 torch.cat((self.bias_r, self.bias_g)))
-            r, g = rg.chunk(2, dim=self._feature_dim)
+            if torch.compiler.is_compiling():  # the compiler fuses the plain arithmetic itself
+                r, g = rg.chunk(2, dim=self._feature_dim)
+                return r * g + quad
+            return _ProductPlus.apply(rg, quad, self._feature_dim)
         else:
             r = self._apply_op(x, self.weight_r, self.bias_r)
             g = self._apply_op(x, self.weight_g, self.bias_g)
