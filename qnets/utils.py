@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import ctypes
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "atomic_json", "versions"]
+__all__ = ["atomic_write", "atomic_save", "atomic_json", "versions", "tune_cpu_allocator"]
 
 
 _UMASK = os.umask(0)
@@ -52,3 +54,30 @@ def versions() -> dict:
     from . import __version__
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "qnets": __version__}
+
+
+_ALLOCATOR: str | None = None
+
+
+def tune_cpu_allocator() -> str:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse (once per process).
+
+    CPU training allocates and frees tensors of a few MiB every step. By default glibc hands
+    blocks that size back to the kernel and takes them again, so every step pays tens of
+    thousands of page faults (a tenth or more of a CPU step's time on a small machine). Setting
+    M_MMAP_THRESHOLD (which also turns off its adaptive growth) and M_TRIM_THRESHOLD keeps them in
+    the heap; the process then holds on to its peak memory, as PyTorch's GPU allocator does.
+    Returns what was done; elsewhere than glibc it does nothing and says so.
+    """
+    global _ALLOCATOR
+    if _ALLOCATOR is None:
+        _ALLOCATOR = "unchanged (not glibc)"
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL(None)
+                m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+                if libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30):
+                    _ALLOCATOR = "glibc: mmap threshold 32 MiB, trim threshold 1 GiB"
+            except (OSError, AttributeError):
+                pass
+    return _ALLOCATOR
