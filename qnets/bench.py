@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import math
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from . import relinear
 from .layers import _Quadratic
 from .models import resnet
 from .train import Config, Trainer, fit, make_loaders
-from .utils import atomic_json, versions
+from .utils import atomic_json, tune_cpu_allocator, versions
 
 # Dense bf16 tensor-core rate from the vendors' data sheets (FLOP/s), by device-name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -40,8 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", default="reference,fast",
                    help="comma-separated: reference, fast, and nocompile (the fast path without torch.compile)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 100 GPU, 8 CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 20 GPU, 3 CPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 100 GPU, 4 CPU)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds; with more than one the paths take turns and each reports its median "
+                        "round (default: 1 GPU, 3 CPU, whose speed drifts)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 20 GPU, 2 CPU)")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference path (default: 4)")
     p.add_argument("--data", default="auto", help="auto (CIFAR-10 if available, else synthetic), cifar10, synthetic")
     p.add_argument("--out", default="results/bench", help="folder of the JSON report (default: results/bench)")
@@ -122,65 +127,156 @@ def _reference_steps(model, opt, loader, device, n):
         done += 1
 
 
-def _time_reference(depth, neuron, dataset, device, args, warmup, steps):
-    torch.manual_seed(0)
-    with separate_convs():
-        model = resnet(depth, neuron).to(device)
-        opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
-        loader = reference_loader(dataset.train, args.batch_size, args.workers, True)
-        _reference_steps(model, opt, loader, device, warmup)
-        _sync(device)
-        t0 = time.perf_counter()
-        _reference_steps(model, opt, loader, device, steps)
-        _sync(device)
-        train_s = time.perf_counter() - t0
-        test = reference_loader(dataset.test, 1000 if device.type == "cuda" else 250, args.workers, False)
-        model.eval()
-        t0 = time.perf_counter()
-        with torch.no_grad():
+class _Timed:
+    """One path of one network, built and ready: `train(n)` times n steps, `evaluate()` one pass
+    over the test set. Keeping several alive lets the bench interleave their timing."""
+
+    info: dict | None = None
+
+    def train(self, n: int) -> float:
+        raise NotImplementedError
+
+    def evaluate(self) -> tuple[float, int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Reference(_Timed):
+    def __init__(self, depth, neuron, dataset, device, args):
+        torch.manual_seed(0)
+        self.device, self.dataset, self.args = device, dataset, args
+        with separate_convs():  # the flag is read at every forward call, so it is set around each
+            self.model = resnet(depth, neuron).to(device)
+        self.opt = relinear.optimizer(self.model, 0.1, 1e-5, 1e-5)
+        self.loader = reference_loader(dataset.train, args.batch_size, args.workers, True)
+
+    def train(self, n):
+        with separate_convs():
+            _sync(self.device)
+            t0 = time.perf_counter()
+            _reference_steps(self.model, self.opt, self.loader, self.device, n)
+            _sync(self.device)
+            return time.perf_counter() - t0
+
+    def evaluate(self):
+        test = reference_loader(self.dataset.test, 1000 if self.device.type == "cuda" else 250,
+                                self.args.workers, False)
+        self.model.eval()
+        with separate_convs(), torch.no_grad():
+            t0 = time.perf_counter()
             for x, y in test:
-                model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
-        _sync(device)
-        eval_s = time.perf_counter() - t0
-    return train_s, eval_s, len(dataset.test)
+                self.model(x.to(self.device)).argmax(1).eq(y.to(self.device)).sum().item()
+            _sync(self.device)
+            seconds = time.perf_counter() - t0
+        self.model.train()
+        return seconds, len(self.dataset.test)
+
+    def close(self):
+        self.loader = None  # ends the persistent workers
 
 
-def _time_fast(depth, neuron, dataset, device, args, warmup, steps, compile="auto"):
-    config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
-    model = resnet(depth, neuron)
-    loader, test = make_loaders(config, dataset, device)
-    trainer = Trainer(config, model, device, len(loader))
-    batches = loader.epoch(0)
+class _Fast(_Timed):
+    def __init__(self, depth, neuron, dataset, device, args, compile="auto"):
+        config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
+        self.device = device
+        self.loader, self.test = make_loaders(config, dataset, device)
+        self.trainer = Trainer(config, resnet(depth, neuron), device, len(self.loader))
+        self.batches, self.n_test, self.compiled_eval = self.loader.epoch(0), len(dataset.test), False
 
-    def run(n):
-        nonlocal batches
+    @property
+    def info(self):  # read after the run: a failed graph capture falls back and says so
+        t = self.trainer
+        return {"compile": t.compiled, "cuda_graphs": t.use_graphs, "precision": "bf16" if t.bf16 else "fp32",
+                "channels_last": t.channels_last, "notes": t.notes}
+
+    def train(self, n):
+        _sync(self.device)
+        t0 = time.perf_counter()
         for _ in range(n):
             try:
-                x, y = next(batches)
+                x, y = next(self.batches)
             except StopIteration:
-                batches = loader.epoch(1)
-                x, y = next(batches)
-            trainer.set_lr(0)
-            trainer.train_step(x, y)
+                self.batches = self.loader.epoch(1)
+                x, y = next(self.batches)
+            self.trainer.set_lr(0)
+            self.trainer.train_step(x, y)
+        self.trainer.loss_sum.item()  # the one synchronisation per epoch the loop makes
+        _sync(self.device)
+        return time.perf_counter() - t0
 
-    run(warmup)
-    trainer.evaluate(test)  # compile the evaluation graph outside the timing
-    _sync(device)
-    t0 = time.perf_counter()
-    run(steps)
-    trainer.loss_sum.item()  # the one synchronisation per epoch the loop makes
-    _sync(device)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    trainer.evaluate(test)
-    eval_s = time.perf_counter() - t0
-    return train_s, eval_s, len(dataset.test), {"compile": trainer.compiled, "cuda_graphs": trainer.use_graphs,
-                                                "precision": "bf16" if trainer.bf16 else "fp32",
-                                                "channels_last": trainer.channels_last, "notes": trainer.notes}
+    def evaluate(self):
+        if not self.compiled_eval:  # compile the evaluation graph outside the timing
+            self.trainer.evaluate(self.test)
+            self.compiled_eval = True
+        t0 = time.perf_counter()
+        self.trainer.evaluate(self.test)
+        return time.perf_counter() - t0, self.n_test
 
 
-TIMERS = {"reference": _time_reference, "fast": _time_fast,
-          "nocompile": functools.partial(_time_fast, compile="off")}
+TIMERS = {"reference": _Reference, "fast": _Fast, "nocompile": functools.partial(_Fast, compile="off")}
+
+
+def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds) -> dict:
+    """Time each path of one network over `rounds` rounds of `steps` steps; returns {path: fields}
+    ({"error": ...} for a path that failed).
+
+    With one round each path is built, timed and freed in turn. With several the paths take turns
+    (reference, fast, reference, fast, ...), so that a machine whose speed drifts, such as a shared
+    or throttled CPU, slows every path alike; a path's time per step is then its median round.
+    Peak memory is each path's own: what it allocated beyond what was already resident.
+    """
+    gpu = device.type == "cuda"
+    live, rows = {}, {}
+
+    def build(path):
+        if gpu:
+            gc.collect()  # the previous path's model, graphs and data go before this one is measured
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if gpu else 0
+        timed = TIMERS[path](depth, neuron, dataset, device, args)
+        timed.train(warmup)
+        rows[path] = {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20 if gpu else None,
+                      "round_s": []}
+        return timed
+
+    def finish(path, timed):
+        eval_s, n_test = timed.evaluate()
+        timed.close()
+        row = rows[path]
+        row.update(ms_per_step=1000 * statistics.median(row["round_s"]) / steps, eval_s=eval_s * 10000 / n_test)
+        if timed.info is not None:
+            row["fast_path"] = timed.info
+
+    def failed(path, e):
+        rows[path] = {"error": f"{type(e).__name__}: {e}"}
+        live.pop(path, None)
+
+    for path in paths:
+        try:  # report and go on: one failing path must not lose the table
+            timed = build(path)
+            if rounds == 1:
+                rows[path]["round_s"].append(timed.train(steps))
+                finish(path, timed)
+                timed = None
+            else:
+                live[path] = timed
+        except Exception as e:
+            failed(path, e)
+    for _ in range(rounds if rounds > 1 else 0):
+        for path, timed in list(live.items()):
+            try:
+                rows[path]["round_s"].append(timed.train(steps))
+            except Exception as e:
+                failed(path, e)
+    for path, timed in list(live.items()):
+        try:
+            finish(path, timed)
+        except Exception as e:
+            failed(path, e)
+    return rows
 
 
 def flops_per_image(depth: int, neuron: str) -> float:
@@ -202,8 +298,15 @@ def main(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = True  # both paths pick their fastest convolution algorithms
-    steps = args.steps or (100 if gpu else 8)
-    warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
+    steps = args.steps if args.steps is not None else (100 if gpu else 4)
+    rounds = args.rounds if args.rounds is not None else (1 if gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
+    for name, value, least in (("--steps", steps, 1), ("--rounds", rounds, 1), ("--warmup", warmup, 0),
+                               ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+    # Process-wide, so the reference path gets it too: the speed-up is not the allocator's.
+    allocator = None if gpu else tune_cpu_allocator()
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]  # empty: only --check
     bad = set(paths) - set(TIMERS)
     if bad:
@@ -219,33 +322,21 @@ def main(args) -> int:
     name = _device_name(device)
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     rows, steps_per_epoch = [], 50000 // args.batch_size
-    print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up + {steps} timed steps; data: {dataset.source}")
+    print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
+          + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")
+          + f"; data: {dataset.source}")
     print(_HEADER)
     for depth in depths:
         for neuron in neurons:
             flops = flops_per_image(depth, neuron)
+            measured = measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds)
             for path in paths:
-                if gpu:
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
                 row = {"depth": depth, "neuron": neuron, "path": path, "batch_size": args.batch_size,
-                       "steps": steps, "flops_per_image": flops}
-                try:
-                    timer = TIMERS[path]
-                    train_s, eval_s, n_test, *extra = timer(depth, neuron, dataset, device, args, warmup, steps)
-                except Exception as e:  # report and go on: one failing network must not lose the table
-                    row["error"] = f"{type(e).__name__}: {e}"
-                    rows.append(row)
-                    print(_text_row(row), flush=True)
-                    continue
-                ips = steps * args.batch_size / train_s
-                row.update(images_per_s=ips, ms_per_step=1000 * train_s / steps,
-                           eval_s=eval_s * 10000 / n_test,
-                           s_per_epoch=steps_per_epoch * train_s / steps + eval_s * 10000 / n_test,
-                           peak_mib=torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
-                           bf16_utilisation=ips * flops / peak if peak else None)
-                if extra:
-                    row["fast_path"] = extra[0]
+                       "steps": steps, "rounds": rounds, "flops_per_image": flops} | measured[path]
+                if "error" not in row:
+                    ips = 1000 * args.batch_size / row["ms_per_step"]
+                    row.update(images_per_s=ips, s_per_epoch=steps_per_epoch * row["ms_per_step"] / 1000 + row["eval_s"],
+                               bf16_utilisation=ips * flops / peak if peak else None)
                 rows.append(row)
                 print(_text_row(row), flush=True)  # speed-ups come in the table at the end
     slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
@@ -260,6 +351,8 @@ def main(args) -> int:
                         if r["path"] != "reference" and "images_per_s" in r and "images_per_s" in ref else None)
     report = old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
+    if allocator:
+        report["cpu_allocator"] = allocator
     if args.check:
         report["check"] = accuracy_check(full, device, args)
     atomic_json(report, path)

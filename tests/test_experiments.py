@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from qnets import experiments, plots
 from qnets.notebooks import setup
@@ -96,17 +97,63 @@ def test_table_and_sweep_from_results(tmp_path):
 
 def test_bench_cli_writes_a_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
-                        "--steps", "2", "--warmup", "1", "--workers", "1", "--data", "synthetic",
+                        "--steps", "1", "--rounds", "2", "--warmup", "1", "--workers", "1", "--data", "synthetic",
                         "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     report = json.loads((tmp_path / "cpu.json").read_text())
     rows = {r["path"]: r for r in report["rows"]}
     assert set(rows) == {"reference", "fast"} and rows["fast"]["speedup"] > 0
+    assert rows["fast"]["rounds"] == 2 and rows["fast"]["fast_path"]["channels_last"]
+    assert rows["fast"]["images_per_s"] == pytest.approx(128_000 / rows["fast"]["ms_per_step"])
+    assert "2 interleaved rounds of 1 timed steps" in p.stdout
     assert rows["fast"]["flops_per_image"] == rows["reference"]["flops_per_image"] > 1e8
     assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
     bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "warp"], capture_output=True,
                          text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--paths: unknown ['warp']" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--rounds", "0"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--rounds must be at least 1, got 0" in bad.stderr
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_bench_measure_takes_turns_and_reports_the_median_round(monkeypatch, rounds):
+    """Several rounds interleave the paths (a drifting machine slows them alike) and each path's
+    time per step is its median round; one round builds, times and frees one path at a time."""
+    from qnets import bench
+    events = []
+
+    def fake(name, seconds):
+        class Timed(bench._Timed):
+            def __init__(self, *args):
+                events.append(("build", name))
+                self.rounds = iter(seconds)
+
+            def train(self, n):
+                events.append(("train", name, n))
+                return n * next(self.rounds)
+
+            def evaluate(self):
+                events.append(("evaluate", name))
+                return 0.5, 1000
+
+        return Timed
+
+    monkeypatch.setattr(bench, "TIMERS", {"reference": fake("reference", [9, 2, 4, 3]),
+                                          "fast": fake("fast", [9, 1, 7, 2])})
+    rows = bench.measure(20, "quadratic", ["reference", "fast"], None, torch.device("cpu"), None,
+                         warmup=1, steps=2, rounds=rounds)
+    trains = [e[1] for e in events if e[0] == "train"]
+    if rounds == 1:
+        assert events == [("build", "reference"), ("train", "reference", 1), ("train", "reference", 2),
+                          ("evaluate", "reference"), ("build", "fast"), ("train", "fast", 1),
+                          ("train", "fast", 2), ("evaluate", "fast")]
+        assert rows["reference"]["ms_per_step"] == pytest.approx(2000) and rows["fast"]["ms_per_step"] == 1000
+    else:
+        assert trains == ["reference", "fast"] + ["reference", "fast"] * 3  # warm-ups, then turns
+        assert rows["reference"]["ms_per_step"] == pytest.approx(3000)  # median of 2, 4, 3 s per step
+        assert rows["fast"]["ms_per_step"] == pytest.approx(2000)  # median of 1, 7, 2
+    assert rows["fast"]["eval_s"] == pytest.approx(5.0)  # 0.5 s per 1,000 images, scaled to 10,000
 
 
 def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
