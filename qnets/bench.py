@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 100 GPU, 4 CPU)")
     p.add_argument("--rounds", type=int, default=None,
                    help="timed rounds; with more than one the paths take turns and each reports its median "
-                        "round (default: 1 GPU, 3 CPU, whose speed drifts)")
+                        "round (default: 1 GPU, 5 CPU, whose speed drifts)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 20 GPU, 2 CPU)")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference path (default: 4)")
     p.add_argument("--data", default="auto", help="auto (CIFAR-10 if available, else synthetic), cifar10, synthetic")
@@ -299,7 +299,7 @@ def main(args) -> int:
     gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = True  # both paths pick their fastest convolution algorithms
     steps = args.steps if args.steps is not None else (100 if gpu else 4)
-    rounds = args.rounds if args.rounds is not None else (1 if gpu else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if gpu else 5)
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
     for name, value, least in (("--steps", steps, 1), ("--rounds", rounds, 1), ("--warmup", warmup, 0),
                                ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
