@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference path (default: 4)")
     p.add_argument("--data", default="auto", help="auto (CIFAR-10 if available, else synthetic), cifar10, synthetic")
     p.add_argument("--out", default="results/bench", help="folder of the JSON report (default: results/bench)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile a few fast-path steps per network: where the step's time goes, by operator "
+                        "or GPU kernel and by kind (convolution, batch norm, ...); stored with the fast row")
+    p.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile (default: 5)")
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
     p.add_argument("--check-epochs", type=int, default=3, help="epochs of the --check runs (default: 3)")
     p.add_argument("--check-train", type=int, default=5000, help="training images of the --check runs")
@@ -279,6 +283,64 @@ def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds) 
     return rows
 
 
+# Kinds of work, recognised by (lower-cased) operator or kernel name; the first match wins.
+KINDS = (("batch norm", ("batch_norm", "bn_fw", "bn_bw", "batchnorm")),
+         ("optimizer", ("sgd", "foreach", "multi_tensor", "optimizer")),
+         ("convolution", ("conv", "xmma", "fprop", "dgrad", "wgrad", "implicit_gemm", "cudnn", "winograd")),
+         ("matrix product", ("gemm", "addmm", "aten::mm", "cutlass")),
+         ("compiled element-wise", ("triton",)),
+         ("memory copy", ("memcpy", "memset", "copy_", "aten::cat", "fill_")))
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other element-wise and rest")
+
+
+def profile_fast(make, depth, neuron, dataset, device, args, steps: int, top: int = 12) -> dict:
+    """Profile `steps` training steps of a fast path (`make` builds it, like TIMERS) after
+    warm-up: self time per operator on a CPU, or per kernel on a GPU, also summed into kinds of
+    work (KINDS). Times are per step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    timed = make(depth, neuron, dataset, device, args)
+    timed.train(max(3, args.warmup or 0))
+    gpu = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+        wall = timed.train(steps)
+    timed.close()
+    where = DeviceType.CUDA if gpu else DeviceType.CPU
+
+    def self_us(e):  # the device-time attribute was renamed across PyTorch versions
+        if gpu:
+            return getattr(e, "self_device_time_total", 0) or getattr(e, "device_time_total", 0)
+        return e.self_cpu_time_total
+
+    events = [e for e in prof.key_averages() if e.device_type == where and self_us(e) > 0
+              and not e.key.startswith("ProfilerStep")]
+    total = sum(self_us(e) for e in events) or 1.0
+    kinds: dict[str, float] = {}
+    for e in events:
+        kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + self_us(e)
+    ms = lambda us: us / 1000 / steps
+    return {"steps": steps, "wall_ms_per_step": 1000 * wall / steps, "busy_ms_per_step": ms(total),
+            "measured": "GPU kernels" if gpu else "CPU operators",
+            "kinds": {k: {"ms_per_step": ms(v), "share": v / total} for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": e.key[:120], "kind": kind_of(e.key), "calls_per_step": e.count / steps,
+                     "ms_per_step": ms(self_us(e)), "share": self_us(e) / total}
+                    for e in sorted(events, key=self_us, reverse=True)[:top]]}
+
+
+def format_profile(network: str, prof: dict) -> str:
+    lines = [f"{network}: fast path, {prof['steps']} profiled steps, {prof['wall_ms_per_step']:.2f} ms per step "
+             f"wall, {prof['busy_ms_per_step']:.2f} ms of {prof['measured']}:"]
+    lines += [f"  {k:30s} {v['ms_per_step']:9.3f} ms {100 * v['share']:5.1f}%" for k, v in prof["kinds"].items()]
+    lines.append("  top:")
+    lines += [f"  {t['ms_per_step']:9.3f} ms {100 * t['share']:5.1f}% {t['calls_per_step']:6.1f}x  {t['name'][:90]}"
+              for t in prof["top"]]
+    return "\n".join(lines)
+
+
 def flops_per_image(depth: int, neuron: str) -> float:
     """Training FLOPs per image (forward + backward) from PyTorch's FLOP counter (convolutions
     and matrix products; element-wise work is not counted)."""
@@ -302,7 +364,8 @@ def main(args) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if gpu else 5)
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
     for name, value, least in (("--steps", steps, 1), ("--rounds", rounds, 1), ("--warmup", warmup, 0),
-                               ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+                               ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                               ("--profile-steps", args.profile_steps, 1)):
         if value < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
     # Process-wide, so the reference path gets it too: the speed-up is not the allocator's.
@@ -337,6 +400,13 @@ def main(args) -> int:
                     ips = 1000 * args.batch_size / row["ms_per_step"]
                     row.update(images_per_s=ips, s_per_epoch=steps_per_epoch * row["ms_per_step"] / 1000 + row["eval_s"],
                                bf16_utilisation=ips * flops / peak if peak else None)
+                if args.profile and path != "reference" and "error" not in row:
+                    try:
+                        row["profile"] = profile_fast(TIMERS[path], depth, neuron, dataset, device, args,
+                                                      args.profile_steps)
+                        print(format_profile(f"resnet{depth}-{neuron}", row["profile"]), flush=True)
+                    except Exception as e:
+                        row["profile"] = {"error": f"{type(e).__name__}: {e}"}
                 rows.append(row)
                 print(_text_row(row), flush=True)  # speed-ups come in the table at the end
     slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()

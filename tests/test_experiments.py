@@ -98,7 +98,7 @@ def test_table_and_sweep_from_results(tmp_path):
 def test_bench_cli_writes_a_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
                         "--steps", "1", "--rounds", "2", "--warmup", "1", "--workers", "1", "--data", "synthetic",
-                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+                        "--profile", "--profile-steps", "1", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     report = json.loads((tmp_path / "cpu.json").read_text())
     rows = {r["path"]: r for r in report["rows"]}
@@ -106,6 +106,13 @@ def test_bench_cli_writes_a_report(tmp_path):
     assert rows["fast"]["rounds"] == 2 and rows["fast"]["fast_path"]["channels_last"]
     assert rows["fast"]["images_per_s"] == pytest.approx(128_000 / rows["fast"]["ms_per_step"])
     assert "2 interleaved rounds of 1 timed steps" in p.stdout
+    # The profile accounts for the step by kind of work; convolutions dominate a ResNet step.
+    prof = rows["fast"]["profile"]
+    assert "profile" not in rows["reference"] and prof["measured"] == "CPU operators"
+    assert sum(k["share"] for k in prof["kinds"].values()) == pytest.approx(1.0)
+    assert max(prof["kinds"], key=lambda k: prof["kinds"][k]["share"]) == "convolution"
+    assert 0.5 < prof["busy_ms_per_step"] / prof["wall_ms_per_step"] <= 1.05
+    assert prof["top"][0]["name"].startswith("aten::") and "resnet8-quadratic: fast path" in p.stdout
     assert rows["fast"]["flops_per_image"] == rows["reference"]["flops_per_image"] > 1e8
     assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
     bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "warp"], capture_output=True,
@@ -166,3 +173,18 @@ def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
     macs = 32 * 32 * (3 * 16 * 9 + 2 * 16 * 16 * 9) + 16 * 16 * (16 * 32 * 9 + 32 * 32 * 9) \
         + 8 * 8 * (32 * 64 * 9 + 64 * 64 * 9) + 64 * 10
     assert conv == pytest.approx(3 * 2 * macs, rel=0.02)  # forward + backward ≈ 3 forwards
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
+    ("sm90_xmma_wgrad_implicit_gemm_indexed_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution"),
+    ("void cudnn::bn_fw_tr_1C11_kernel_NCHW<__nv_bfloat16, float, int, 512, true, 1, true>", "batch norm"),
+    ("triton_red_fused__native_batch_norm_legit_functional_relu_3", "batch norm"),
+    ("void at::native::multi_tensor_apply_kernel<at::native::FusedSgdMathFunctor<float, 2>>", "optimizer"),
+    ("triton_poi_fused_add_addcmul_mul_7", "compiled element-wise"),
+    ("Memcpy DtoD (Device -> Device)", "memory copy"),
+    ("aten::mkldnn_convolution", "convolution"), ("aten::native_batch_norm_backward", "batch norm"),
+    ("aten::mul", "other element-wise and rest")])
+def test_profile_kinds(name, kind):
+    from qnets.bench import kind_of
+    assert kind_of(name) == kind
