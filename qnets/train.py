@@ -268,6 +268,11 @@ class Trainer:
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
         self.compiled = _switch(config.compile, cuda)
+        if self.compiled:
+            # Start from an empty compile cache: dynamo compiles one function for at most 8 variants
+            # (networks, train/eval) and then runs it eagerly without a word, so a batch of runs or
+            # the bench in one process would quietly lose compilation after a few networks.
+            torch.compiler.reset()
         self.forward = torch.compile(self.model, dynamic=False) if self.compiled else self.model
         extra = {"fused": True} if cuda else {}
         self.opt = relinear.optimizer(model, config.lr, config.gamma_g, config.gamma_b, config.momentum,

@@ -211,3 +211,24 @@ def test_cpu_allocator_stops_the_page_fault_churn():
         share[mode] = float(p.stdout)
     assert "glibc: mmap threshold 32 MiB" in p.stderr
     assert share["tuned"] < 0.4, share  # glibc's default re-faults nearly every page each step
+
+
+def test_each_trainer_compiles_its_network(monkeypatch):
+    """Dynamo compiles one function for at most 8 variants, then silently runs it eagerly; six
+    networks, each in training and evaluation mode, are 12, so every Trainer must start afresh."""
+    from torch._dynamo.utils import counters
+
+    from qnets.models import resnet
+    from qnets.train import Trainer
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile(model, backend="eager", **kw))
+    x = torch.randn(2, 3, 32, 32)
+    for depth in (8, 14):
+        for neuron in ("conventional", "quadratic", "compact"):
+            config = Config(depth=depth, neuron=neuron, dataset="synthetic", device="cpu", compile="on")
+            trainer = Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1)
+            before = counters["stats"]["unique_graphs"]
+            trainer.forward(x)
+            trainer.model.eval()
+            trainer.forward(x)
+            assert counters["stats"]["unique_graphs"] == before + 2, (depth, neuron)
