@@ -181,6 +181,12 @@ class _Reference(_Timed):
         self.loader = None  # ends the persistent workers
 
 
+def _graphs_compiled() -> int:
+    """Graphs torch.compile has produced in this process so far."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
 class _Fast(_Timed):
     def __init__(self, depth, neuron, dataset, device, args, compile="auto"):
         config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
@@ -188,12 +194,14 @@ class _Fast(_Timed):
         self.loader, self.test = make_loaders(config, dataset, device)
         self.trainer = Trainer(config, resnet(depth, neuron), device, len(self.loader))
         self.batches, self.n_test, self.compiled_eval = self.loader.epoch(0), len(dataset.test), False
+        self.graphs_before = _graphs_compiled()
 
     @property
     def info(self):  # read after the run: a failed graph capture falls back and says so
         t = self.trainer
         return {"compile": t.compiled, "cuda_graphs": t.use_graphs, "precision": "bf16" if t.bf16 else "fp32",
-                "channels_last": t.channels_last, "notes": t.notes}
+                "channels_last": t.channels_last, "notes": t.notes,
+                "graphs_compiled": _graphs_compiled() - self.graphs_before}  # 0 with compile on: it fell back
 
     def train(self, n):
         _sync(self.device)
