@@ -151,8 +151,7 @@ class _Reference(_Timed):
     def __init__(self, depth, neuron, dataset, device, args):
         torch.manual_seed(0)
         self.device, self.dataset, self.args = device, dataset, args
-        with separate_convs():  # the flag is read at every forward call, so it is set around each
-            self.model = resnet(depth, neuron).to(device)
+        self.model = resnet(depth, neuron).to(device)  # separate_convs() is applied around each call
         self.opt = relinear.optimizer(self.model, 0.1, 1e-5, 1e-5)
         self.loader = reference_loader(dataset.train, args.batch_size, args.workers, True)
 
@@ -230,14 +229,15 @@ class _Fast(_Timed):
 TIMERS = {"reference": _Reference, "fast": _Fast, "nocompile": functools.partial(_Fast, compile="off")}
 
 
-def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds) -> dict:
+def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds, profile_steps=0) -> dict:
     """Time each path of one network over `rounds` rounds of `steps` steps; returns {path: fields}
     ({"error": ...} for a path that failed).
 
     With one round each path is built, timed and freed in turn. With several the paths take turns
     (reference, fast, reference, fast, ...), so that a machine whose speed drifts, such as a shared
     or throttled CPU, slows every path alike; a path's time per step is then its median round.
-    Peak memory is each path's own: what it allocated beyond what was already resident.
+    Peak memory is each path's own: what it allocated beyond what was already resident. With
+    `profile_steps`, each fast path is then profiled as it stands (see `profile_fast`).
     """
     gpu = device.type == "cuda"
     live, rows = {}, {}
@@ -255,9 +255,14 @@ def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds) 
         return timed
 
     def finish(path, timed):
+        row = rows[path]
+        if profile_steps and path != "reference":
+            try:  # a failed profile must not lose the timing
+                row["profile"] = profile_fast(timed, device, profile_steps)
+            except Exception as e:
+                row["profile"] = {"error": f"{type(e).__name__}: {e}"}
         eval_s, n_test = timed.evaluate()
         timed.close()
-        row = rows[path]
         row.update(ms_per_step=1000 * statistics.median(row["round_s"]) / steps, eval_s=eval_s * 10000 / n_test)
         if timed.info is not None:
             row["fast_path"] = timed.info
@@ -305,18 +310,14 @@ def kind_of(name: str) -> str:
     return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other element-wise and rest")
 
 
-def profile_fast(make, depth, neuron, dataset, device, args, steps: int, top: int = 12) -> dict:
-    """Profile `steps` training steps of a fast path (`make` builds it, like TIMERS) after
-    warm-up: self time per operator on a CPU, or per kernel on a GPU, also summed into kinds of
-    work (KINDS). Times are per step."""
+def profile_fast(timed: _Timed, device, steps: int, top: int = 12) -> dict:
+    """Profile `steps` training steps of a built, warmed-up path: self time per operator on a
+    CPU, or per kernel on a GPU, also summed into kinds of work (KINDS). Times are per step."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    timed = make(depth, neuron, dataset, device, args)
-    timed.train(max(3, args.warmup or 0))
     gpu = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
         wall = timed.train(steps)
-    timed.close()
     where = DeviceType.CUDA if gpu else DeviceType.CPU
 
     def self_us(e):  # the device-time attribute was renamed across PyTorch versions
@@ -324,8 +325,7 @@ def profile_fast(make, depth, neuron, dataset, device, args, steps: int, top: in
             return getattr(e, "self_device_time_total", 0) or getattr(e, "device_time_total", 0)
         return e.self_cpu_time_total
 
-    events = [e for e in prof.key_averages() if e.device_type == where and self_us(e) > 0
-              and not e.key.startswith("ProfilerStep")]
+    events = [e for e in prof.key_averages() if e.device_type == where and self_us(e) > 0]
     total = sum(self_us(e) for e in events) or 1.0
     kinds: dict[str, float] = {}
     for e in events:
@@ -340,6 +340,8 @@ def profile_fast(make, depth, neuron, dataset, device, args, steps: int, top: in
 
 
 def format_profile(network: str, prof: dict) -> str:
+    if "error" in prof:
+        return f"{network}: profile failed: {prof['error']}"
     lines = [f"{network}: fast path, {prof['steps']} profiled steps, {prof['wall_ms_per_step']:.2f} ms per step "
              f"wall, {prof['busy_ms_per_step']:.2f} ms of {prof['measured']}:"]
     lines += [f"  {k:30s} {v['ms_per_step']:9.3f} ms {100 * v['share']:5.1f}%" for k, v in prof["kinds"].items()]
@@ -400,7 +402,8 @@ def main(args) -> int:
     for depth in depths:
         for neuron in neurons:
             flops = flops_per_image(depth, neuron)
-            measured = measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds)
+            measured = measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds,
+                               args.profile_steps if args.profile else 0)
             for path in paths:
                 row = {"depth": depth, "neuron": neuron, "path": path, "batch_size": args.batch_size,
                        "steps": steps, "rounds": rounds, "flops_per_image": flops} | measured[path]
@@ -408,13 +411,8 @@ def main(args) -> int:
                     ips = 1000 * args.batch_size / row["ms_per_step"]
                     row.update(images_per_s=ips, s_per_epoch=steps_per_epoch * row["ms_per_step"] / 1000 + row["eval_s"],
                                bf16_utilisation=ips * flops / peak if peak else None)
-                if args.profile and path != "reference" and "error" not in row:
-                    try:
-                        row["profile"] = profile_fast(TIMERS[path], depth, neuron, dataset, device, args,
-                                                      args.profile_steps)
-                        print(format_profile(f"resnet{depth}-{neuron}", row["profile"]), flush=True)
-                    except Exception as e:
-                        row["profile"] = {"error": f"{type(e).__name__}: {e}"}
+                if "profile" in row:
+                    print(format_profile(f"resnet{depth}-{neuron}", row["profile"]), flush=True)
                 rows.append(row)
                 print(_text_row(row), flush=True)  # speed-ups come in the table at the end
     slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
