@@ -1,8 +1,9 @@
 """Small helpers shared by the package: atomic file writes and version facts."""
 from __future__ import annotations
 
-import json
 import ctypes
+import functools
+import json
 import os
 import platform
 import sys
@@ -56,9 +57,7 @@ def versions() -> dict:
             "torchvision": torchvision.__version__, "qnets": __version__}
 
 
-_ALLOCATOR: str | None = None
-
-
+@functools.cache
 def tune_cpu_allocator() -> str:
     """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse (once per process).
 
@@ -69,15 +68,12 @@ def tune_cpu_allocator() -> str:
     the heap; the process then holds on to its peak memory, as PyTorch's GPU allocator does.
     Returns what was done; elsewhere than glibc it does nothing and says so.
     """
-    global _ALLOCATOR
-    if _ALLOCATOR is None:
-        _ALLOCATOR = "unchanged (not glibc)"
-        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL(None)
-                m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-                if libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30):
-                    _ALLOCATOR = "glibc: mmap threshold 32 MiB, trim threshold 1 GiB"
-            except (OSError, AttributeError):
-                pass
-    return _ALLOCATOR
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        try:
+            libc = ctypes.CDLL(None)
+            m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+            if libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30):
+                return "glibc: mmap threshold 32 MiB, trim threshold 1 GiB"
+        except (OSError, AttributeError):
+            pass
+    return "unchanged (not glibc)"
