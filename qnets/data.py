@@ -42,6 +42,7 @@ _SPLITS = ("train", "test")
 _BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json", ".csv"}  # notes that may sit beside images
 _SIDE = 32
+PAD = 4  # random crops: a 32×32 window of the image zero-padded by PAD pixels on each side
 
 
 class DataError(RuntimeError):
@@ -466,16 +467,25 @@ class DeviceLoader:
     def __iter__(self):
         return self.epoch(0)
 
-    def epoch(self, e: int):
-        """Return an iterator over the (x, y) batches of epoch `e` (x float `dtype`, y int64)."""
+    def draw(self, e: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The order of epoch `e` and its augmentation (crop offsets N×2, flips N), or None
+        without augmentation; drawn on the CPU from (seed, e) alone, returned on the device."""
         g = _generator(self.seed, e)
         order = torch.randperm(self.n, generator=g) if self.train else torch.arange(self.n)
         aug = None
         if self.augment:  # drawn for the whole epoch at once, then moved to the device
-            off = torch.randint(0, 9, (self.n, 2), generator=g)
+            off = torch.randint(0, 2 * PAD + 1, (self.n, 2), generator=g)
             flip = torch.rand(self.n, generator=g) < 0.5
             aug = off.to(self.device), flip.to(self.device)
-        return self._batches(order.to(self.device), aug)
+        return order.to(self.device), aug
+
+    def epoch(self, e: int):
+        """Return an iterator over the (x, y) batches of epoch `e` (x float `dtype`, y int64)."""
+        return self._batches(*self.draw(e))
+
+    def normalise(self, u8: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float, scaled to [0, 1] and normalised with this loader's statistics."""
+        return u8.float().div_(255).sub_(self.mean).div_(self.std)
 
     def _batches(self, order, aug):
         for b in range(len(self)):
@@ -484,7 +494,7 @@ class DeviceLoader:
             u8 = self.images[idx]
             if aug is not None:
                 u8 = self._crop_flip(u8, aug[0][s], aug[1][s])
-            x = u8.float().div_(255).sub_(self.mean).div_(self.std)
+            x = self.normalise(u8)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x.to(self.dtype), self.labels[idx]
@@ -493,7 +503,7 @@ class DeviceLoader:
     def _crop_flip(u8, off, flip):
         """Return crops of `u8` zero-padded by 4 at offsets `off` (B×2), mirrored where `flip`."""
         n, c, h, w = u8.shape
-        padded = F.pad(u8, (4, 4, 4, 4))  # zeros in pixel space, like RandomCrop(padding=4)
+        padded = F.pad(u8, (PAD,) * 4)  # zeros in pixel space, like RandomCrop(padding=4)
         rows = off[:, :1] + torch.arange(h, device=u8.device)
         cols = off[:, 1:] + torch.arange(w, device=u8.device)
         cols = torch.where(flip[:, None], cols.flip(1), cols)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["QuadraticConv2d", "QuadraticLinear", "INITS", "quadratic_modules"]
+__all__ = ["QuadraticConv2d", "QuadraticLinear", "INITS", "quadratic_modules", "product_plus"]
 
 INITS = ("relinear", "naive")
 
@@ -47,6 +47,11 @@ class _ProductPlus(torch.autograd.Function):
             torch.mul(grad, g, out=grad_r)
             torch.mul(grad, r, out=grad_g)
         return grad_rg, grad, None
+
+
+def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """r * g + b, where r and g are the two halves of `rg` along `dim` (see _ProductPlus)."""
+    return _ProductPlus.apply(rg, b, dim)
 
 
 class _Quadratic(nn.Module):

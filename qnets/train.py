@@ -264,7 +264,7 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # pick the fastest convolution algorithms once
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
-        self.channels_last = _channels_last(config, device)
+        self.channels_last = self._layout()
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
         self.compiled = _switch(config.compile, cuda)
@@ -274,21 +274,36 @@ class Trainer:
             # the bench in one process would quietly lose compilation after a few networks.
             torch.compiler.reset()
         self.forward = torch.compile(self.model, dynamic=False) if self.compiled else self.model
-        extra = {"fused": True} if cuda else {}
-        self.opt = relinear.optimizer(model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
-                                      config.weight_decay, config.nesterov, **extra)
-        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
-        if self.use_graphs:  # a graph reads the rates from device memory, so they must be tensors
-            for g in self.opt.param_groups:
-                g["lr"] = torch.tensor(g["lr"], device=device)
+        self.opt = self._make_optimizer()
         self.penalty_kw = {k: getattr(config, k) for k in ("alpha_g", "alpha_b", "beta_g", "beta_b")}
         self.has_penalty = any(self.penalty_kw.values())
-        self.loss_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.loss_sum = torch.zeros(self.metric_shape, device=device)
+        self.correct = torch.zeros(self.metric_shape, device=device, dtype=torch.long)
         self.graph, self._factor = None, None
         self.notes: list[str] = []
         if device.type == "cpu":
             self.notes.append(f"CPU allocator: {tune_cpu_allocator()}")
+
+    metric_shape: tuple[int, ...] = ()  # of loss_sum and correct: one run
+
+    def _layout(self) -> bool:
+        """Whether to train in channels-last memory format."""
+        return _channels_last(self.config, self.device)
+
+    def _make_optimizer(self):
+        config, cuda = self.config, self.device.type == "cuda"
+        opt = relinear.optimizer(self.model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
+                                 config.weight_decay, config.nesterov, **({"fused": True} if cuda else {}))
+        self.base_lrs = [g["lr"] for g in opt.param_groups]
+        if self.use_graphs:  # a graph reads the rates from device memory, so they must be tensors
+            for g in opt.param_groups:
+                g["lr"] = torch.tensor(g["lr"], device=self.device)
+        return opt
+
+    def _zero_momentum(self):
+        for s in self.opt.state.values():
+            if s.get("momentum_buffer") is not None:
+                s["momentum_buffer"].zero_()
 
     def autocast(self):
         if self.bf16:
@@ -355,9 +370,7 @@ class Trainer:
         # Undo the warm-up: weights, BN statistics and momentum back to where they were.
         with torch.no_grad():
             self.model.load_state_dict(state)
-            for s in self.opt.state.values():
-                if s.get("momentum_buffer") is not None:
-                    s["momentum_buffer"].zero_()
+            self._zero_momentum()
         self.loss_sum.zero_()
         self.correct.zero_()
 
@@ -395,37 +408,84 @@ def _progress(config: Config, verbose: bool, initial: int):
                 desc=f"{run_name(config)}", dynamic_ncols=True)
 
 
+def read_checkpoint(config: Config) -> dict | None:
+    """The checkpoint of `config` if there is one written for exactly this config, else None."""
+    path = checkpoint_path(config)
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt if ckpt.get("config") == config.to_dict() else None
+
+
+def write_checkpoint(config: Config, epoch: int, model_state: dict, optimizer_state: dict, history: list[dict],
+                     elapsed: float, started: str, cuda: bool) -> None:
+    atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model_state, "optimizer": optimizer_state,
+                 "history": history, "elapsed": elapsed, "started": started,
+                 "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None}},
+                checkpoint_path(config))
+
+
+def history_entry(epoch: int, train_loss: float, train_acc: float, test: tuple, rates, epoch_time: float,
+                  train_time: float, seen: int, model: torch.nn.Module) -> dict:
+    """One epoch of a run's history (`test` is (loss, accuracy), or (None, None) when not evaluated)."""
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test[0],
+            "test_acc": test[1], "lr": rates, "epoch_time": epoch_time, "train_time": train_time,
+            "images_per_s": seen / train_time, "quadratic": relinear.quadratic_stats(model).get("overall", {})}
+
+
+def write_result(config: Config, status: str, reason: str | None, history: list[dict], model: torch.nn.Module,
+                 elapsed: float, started: str, device: torch.device, trainer: "Trainer", data_source: str,
+                 **extra) -> dict:
+    """Assemble the result of a finished (or collapsed) run, store it and return it."""
+    cuda = device.type == "cuda"
+    tested = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    result = {
+        "name": run_name(config), "hash": config_hash(config), "config": config.to_dict(), "status": status,
+        "collapse_reason": reason, "history": history,
+        "final_test_acc": tested[-1] if tested and status == "completed" else None,
+        "best_test_acc": max(tested) if tested else None,
+        "epochs_run": len(history), "params": sum(p.numel() for p in model.parameters()), "wall_time": elapsed,
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "fast_path": {"precision": "bf16" if trainer.bf16 else "fp32", "compile": trainer.compiled,
+                      "cuda_graphs": trainer.use_graphs, "channels_last": trainer.channels_last,
+                      "notes": trainer.notes},
+        "data": data_source, "versions": versions(), "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quadratic_layers": relinear.quadratic_stats(model).get("layers", {}),
+    } | extra
+    atomic_json(result, result_path(config))
+    return result
+
+
 def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
     """Train `config` and return its result (see the module docstring); a stored result for the
     same config is returned without training unless `force`. Resumes from a checkpoint."""
     if not isinstance(config, Config):
         raise TypeError(f"fit expects a qnets.train.Config, got {type(config).__name__}")
-    path, ckpt_path = result_path(config), checkpoint_path(config)
+    path = result_path(config)
     if not force and path.exists():
         return json.loads(path.read_text())
     if force:
-        ckpt_path.unlink(missing_ok=True)
+        checkpoint_path(config).unlink(missing_ok=True)
     device = resolve_device(config.device)
     dataset = load_data(config)
     model = build_model(config)
-    n_params = sum(p.numel() for p in model.parameters())
     cuda = device.type == "cuda"
     train_loader, test_loader = make_loaders(config, dataset, device)
     trainer = Trainer(config, model, device, len(train_loader))
 
     history, start, elapsed, started = [], 0, 0.0, time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("config") == config.to_dict():
-            model.load_state_dict(ckpt["model"])
-            trainer.opt.load_state_dict(ckpt["optimizer"])
-            if trainer.use_graphs:  # load_state_dict restores plain floats; graphs need tensors
-                for g in trainer.opt.param_groups:
-                    g["lr"] = torch.tensor(float(g["lr"]), device=device)
-            torch.set_rng_state(ckpt["rng"]["cpu"])
-            if cuda and ckpt["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-            history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
+    ckpt = read_checkpoint(config)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        if trainer.use_graphs:  # load_state_dict restores plain floats; graphs need tensors
+            for g in trainer.opt.param_groups:
+                g["lr"] = torch.tensor(float(g["lr"]), device=device)
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if cuda and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
 
     status, reason, bar = "completed", None, _progress(config, verbose, start)
     model.train()
@@ -445,44 +505,21 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
             train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
             train_time = time.perf_counter() - t0
             evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            test_loss, test_acc = trainer.evaluate(test_loader) if evaluate else (None, None)
+            test = trainer.evaluate(test_loader) if evaluate else (None, None)
             epoch_time = time.perf_counter() - t0
             elapsed += epoch_time
-            stats = relinear.quadratic_stats(model).get("overall", {})
-            history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                            "test_loss": test_loss, "test_acc": test_acc, "lr": rates,
-                            "epoch_time": epoch_time, "train_time": train_time,
-                            "images_per_s": seen / train_time, "quadratic": stats})
+            history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
+                                         model))
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
-                            test=f"{test_acc:.3f}" if test_acc is not None else "-", refresh=False)
+                            test=f"{test[1]:.3f}" if test[1] is not None else "-", refresh=False)
             bar.update(1)
             reason = _collapsed(history)
             if reason:
                 status = "collapsed"
                 break
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                             "optimizer": trainer.opt.state_dict(), "history": history, "elapsed": elapsed,
-                             "started": started,
-                             "rng": {"cpu": torch.get_rng_state(),
-                                     "cuda": torch.cuda.get_rng_state() if cuda else None}}, ckpt_path)
+                write_checkpoint(config, epoch, model.state_dict(), trainer.opt.state_dict(), history, elapsed,
+                                 started, cuda)
     finally:
         bar.close()
-
-    tested = [h["test_acc"] for h in history if h["test_acc"] is not None]
-    result = {
-        "name": run_name(config), "hash": config_hash(config), "config": config.to_dict(), "status": status,
-        "collapse_reason": reason, "history": history,
-        "final_test_acc": tested[-1] if tested and status == "completed" else None,
-        "best_test_acc": max(tested) if tested else None,
-        "epochs_run": len(history), "params": n_params, "wall_time": elapsed,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "fast_path": {"precision": "bf16" if trainer.bf16 else "fp32", "compile": trainer.compiled,
-                      "cuda_graphs": trainer.use_graphs, "channels_last": trainer.channels_last,
-                      "notes": trainer.notes},
-        "data": dataset.source, "versions": versions(), "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "quadratic_layers": relinear.quadratic_stats(model).get("layers", {}),
-    }
-    atomic_json(result, path)
-    return result
+    return write_result(config, status, reason, history, model, elapsed, started, device, trainer, dataset.source)
