@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 # auto: for each notebook, the largest preset whose results are all committed in results/.
 PRESET ?= auto
 RUNS ?= all
+PACK ?= 1
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 .PHONY: help venv test unit nbval figures results data bench lab clean
@@ -29,9 +30,9 @@ test: $(STAMP)  ## unit tests, then every notebook checked with nbval and run wi
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
-results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05
+results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K]
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
-	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS)
+	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK)
 
 data: $(STAMP)  ## fetch or convert CIFAR-10 into data/ (set QNETS_CIFAR10 to an archive or folder if offline)
 	$(BIN)/python -m qnets data

@@ -86,7 +86,7 @@ def cmd_presets(args) -> int:
 def cmd_results(args) -> int:
     from . import experiments
     runtime = {k: getattr(args, k) for k in ("device", "compile") if getattr(args, k)}
-    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, **runtime)
+    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, **runtime)
     return 0
 
 
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
     p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
+    p.add_argument("--pack", type=int, default=1, metavar="K",
+                   help="train up to K runs of one network at once as one packed network (default: 1, lone runs); "
+                        "same results and names as lone runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_results)
 

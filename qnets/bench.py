@@ -54,9 +54,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also profile a few fast-path steps per network: where the step's time goes, by operator "
                         "or GPU kernel and by kind (convolution, batch norm, ...); stored with the fast row")
     p.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile (default: 5)")
+    p.add_argument("--pack", default=None, metavar="K,K,...",
+                   help="packing mode: aggregate throughput of K runs trained at once, for each K (e.g. 1,2,4,8,16)")
+    p.add_argument("--mechanisms", default="grouped,streams",
+                   help="packing mechanisms to time: grouped (one packed network), streams (K trainers on K CUDA streams)")
+    p.add_argument("--pack-compile", default="off,on", help="packing: torch.compile settings to time (default: off,on)")
+    p.add_argument("--pack-lone", type=_on_off, default=True, metavar="on|off",
+                   help="packing: time the lone fast path first as the baseline (default: on)")
+    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
+                   help="packing: memory format of the packed runs (default: auto, as Config)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="packing: precision of the packed runs (default: auto, as Config)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="packing: start no new measurement after this many seconds")
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
     p.add_argument("--check-epochs", type=int, default=3, help="epochs of the --check runs (default: 3)")
     p.add_argument("--check-train", type=int, default=5000, help="training images of the --check runs")
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
 
 
 def _load(kind: str) -> qdata.CIFAR10:
@@ -394,6 +413,10 @@ def main(args) -> int:
                                 dataset.source)
     name = _device_name(device)
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    if args.pack:
+        from . import packbench
+        packbench.run(args, dataset, device, name, peak, flops_per_image)
+        return 0
     rows, steps_per_epoch = [], 50000 // args.batch_size
     print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
           + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")
@@ -481,6 +504,9 @@ def format_report(report: dict) -> str:
 
 def markdown(report: dict) -> str:
     """The report as a Markdown table (for the README; a test keeps the two equal)."""
+    if report.get("kind") == "packing":
+        from .packbench import markdown as packing_markdown
+        return packing_markdown(report)
     lines = [f"{report['device']}, PyTorch {report['versions']['torch']}:", "",
              "| network | path | " + " | ".join(h for h, _ in COLUMNS) + " |", "|---|---|" + "---:|" * len(COLUMNS)]
     lines += [f"| ResNet-{r['depth']} {r['neuron']} | {r['path']} | " + " | ".join(_cells(r)) + " |"

@@ -130,23 +130,61 @@ def plan(preset: str, selection: str = "all") -> dict[str, Config]:
     return chosen
 
 
-def train_plan(preset: str, selection: str = "all", verbose: bool = True, **runtime) -> dict:
+def pack_groups(configs: dict[str, Config], pack: int) -> list[list[str]]:
+    """Labels of the configs still to train, in plan order, grouped into packs of at most `pack`
+    runs that can train together: the same network, batches, schedule and runtime
+    (`qnets.packed.pack_key`) and the same epoch to resume from."""
+    from .packed import pack_key
+    from .train import read_checkpoint
+    if not isinstance(pack, int) or pack < 1:
+        raise ValueError(f"pack must be a positive integer, got {pack!r}")
+    groups: dict[tuple, list[list[str]]] = {}
+    order: list[list[str]] = []
+    for label, c in configs.items():
+        if result_path(c).exists():
+            continue
+        ckpt = read_checkpoint(c)
+        key = (pack_key(c), 0 if ckpt is None else ckpt["epoch"] + 1)
+        chunks = groups.setdefault(key, [])
+        if not chunks or len(chunks[-1]) == pack:
+            chunks.append([])
+            order.append(chunks[-1])
+        chunks[-1].append(label)
+    return order
+
+
+def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
-    interruption loses only the run in flight (which resumes from its checkpoint). Prints one
-    summary line per run. `runtime` overrides runtime fields (device, compile, ...)."""
+    interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
+    > 1, up to `pack` runs that can share a network are trained at once (`qnets.packed`); results
+    and names are those of lone runs. Prints one summary line per run. `runtime` overrides
+    runtime fields (device, compile, ...)."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
-    out = {}
-    for i, (label, config) in enumerate(configs.items(), 1):
-        stored = result_path(config).exists()
-        t0 = time.time()
-        r = fit(config, verbose=verbose)
+    stored = {label for label, c in configs.items() if result_path(c).exists()}
+    out, t0 = {}, time.time()
+
+    def report(label, r):
         acc = r["final_test_acc"]
-        how = "stored" if stored else f"trained in {time.time() - t0:.0f}s"
-        print(f"[{i}/{len(configs)}] {label:24s} {r['status']:9s} "
-              f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> {result_path(config)}",
-              flush=True)
+        how = "stored" if label in stored else f"trained in {time.time() - t0:.0f}s" + (
+            f" in a pack of {r['pack']['k']}" if r.get("pack") else "")
+        print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
+              f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
+              f"{result_path(configs[label])}", flush=True)
         out[label] = r
-    return out
+
+    first_of = {group[0]: group for group in (pack_groups(configs, pack) if pack > 1 else []) if len(group) > 1}
+    in_pack = {label for group in first_of.values() for label in group}
+    for label, config in configs.items():
+        if label in first_of:
+            from .packed import fit_packed
+            group = first_of[label]
+            t0 = time.time()
+            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose)):
+                report(member, r)
+        elif label not in in_pack:
+            t0 = time.time()
+            report(label, fit(config, verbose=verbose))
+    return {label: out[label] for label in configs}
 
 
 def markdown_table(notebook: str, preset: str) -> str:

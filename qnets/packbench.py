@@ -1,0 +1,280 @@
+"""`python -m qnets bench --pack 1,2,4,8,16`: aggregate throughput of K runs trained at once.
+
+Mechanisms, each timed in this one process for every K:
+- grouped: the K runs as one packed network (`qnets.packed`: grouped convolutions, one
+  BatchNorm over the K runs' channels, batched classifier, per-element SGD rates), one CUDA graph
+  per step, with or without torch.compile;
+- streams: K lone fast-path trainers (one CUDA graph each, torch.compile off: compiling K copies
+  would take K compilations), their steps issued round-robin on K CUDA streams.
+
+Every run trains on its own batches (own seed); images/s are training images summed over the K
+runs. The lone fast path (`bench`'s "fast" row, compiled) is timed first as the baseline. Rows
+are written to `<out>/<device>-packing.json` as they are measured, so a run stopped by
+`--budget` or a timeout keeps what it measured.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .packed import PackedLoader, PackedResNet, PackedTrainer, packed_channels_last
+from .train import Config, Trainer, _channels_last, build_model, make_loaders
+from .utils import atomic_json, versions
+
+MECHANISMS = ("grouped", "streams")
+
+
+def _configs(depth, neuron, k, batch_size, device, compile_, channels_last, precision):
+    return [Config(depth=depth, neuron=neuron, seed=i, batch_size=batch_size, device=device.type, compile=compile_,
+                   channels_last=channels_last, precision=precision) for i in range(k)]
+
+
+class _Grouped:
+    """K runs as one packed network."""
+
+    def __init__(self, configs, dataset, device):
+        packed = PackedResNet.from_models([build_model(c) for c in configs])
+        self.loader = PackedLoader([dataset.train] * len(configs), configs[0].batch_size,
+                                   seeds=[c.seed for c in configs], train=True, device=device,
+                                   channels_last=_layout(configs[0], device))
+        self.trainer = PackedTrainer(configs, packed, device, len(self.loader))
+        self.batches, self.epoch = self.loader.epoch(0), 0
+
+    def steps(self, n):
+        for _ in range(n):
+            try:
+                x, y = next(self.batches)
+            except StopIteration:
+                self.epoch += 1
+                self.batches = self.loader.epoch(self.epoch)
+                x, y = next(self.batches)
+            self.trainer.set_lr(0)
+            self.trainer.train_step(x, y)
+
+    @property
+    def info(self):
+        t = self.trainer
+        return {"compile": t.compiled, "cuda_graphs": t.use_graphs, "channels_last": t.channels_last,
+                "precision": "bf16" if t.bf16 else "fp32", "notes": t.notes}
+
+
+class _Streams:
+    """K lone trainers, each step of each issued on its own CUDA stream."""
+
+    def __init__(self, configs, dataset, device):
+        if device.type != "cuda":
+            raise ValueError("the streams mechanism needs a GPU")
+        self.trainers, self.loaders, self.batches = [], [], []
+        self.streams = [torch.cuda.Stream() for _ in configs]
+        for c in configs:
+            c = c.replace(compile="off")  # K compilations of the same network would dominate the run
+            loader, _ = make_loaders(c, dataset, device)
+            self.loaders.append(loader)
+            self.trainers.append(Trainer(c, build_model(c), device, len(loader)))
+            self.batches.append(loader.epoch(0))
+        self.epoch = 0
+
+    def steps(self, n):
+        main = torch.cuda.current_stream()
+        for s in self.streams:
+            s.wait_stream(main)
+        for _ in range(n):
+            for i, (t, s) in enumerate(zip(self.trainers, self.streams)):
+                with torch.cuda.stream(s):
+                    try:
+                        x, y = next(self.batches[i])
+                    except StopIteration:
+                        self.batches[i] = self.loaders[i].epoch(self.epoch + 1)
+                        x, y = next(self.batches[i])
+                    t.set_lr(0)
+                    t.train_step(x, y)
+        for s in self.streams:
+            main.wait_stream(s)
+
+    @property
+    def info(self):
+        t = self.trainers[0]
+        return {"compile": False, "cuda_graphs": t.use_graphs, "channels_last": t.channels_last,
+                "precision": "bf16" if t.bf16 else "fp32", "notes": t.notes}
+
+
+BUILDERS = {"grouped": _Grouped, "streams": _Streams}
+
+
+def _layout(config, device) -> bool:
+    return packed_channels_last(config, device)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_pack(mechanism, configs, dataset, device, warmup, steps, profile_steps=0) -> dict:
+    """Build `mechanism` for `configs`, run `warmup` steps, time `steps` steps; one row."""
+    gpu = device.type == "cuda"
+    gc.collect()
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if gpu else 0
+    t0 = time.perf_counter()
+    timed = BUILDERS[mechanism](configs, dataset, device)
+    timed.steps(warmup)
+    _sync(device)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    timed.steps(steps)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    c, k = configs[0], len(configs)
+    row = {"steps": steps, "build_s": build_s, "ms_per_step": 1000 * seconds / steps,
+           "images_per_s": k * c.batch_size * steps / seconds,
+           "peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20 if gpu else None, "fast_path": timed.info}
+    if profile_steps:
+        from .bench import profile_fast
+
+        class _Adapter:  # what profile_fast times: train(n) -> seconds
+            def train(self, n):
+                t = time.perf_counter()
+                timed.steps(n)
+                _sync(device)
+                return time.perf_counter() - t
+        try:  # a failed profile must not lose the timing
+            row["profile"] = profile_fast(_Adapter(), device, profile_steps)
+        except Exception as e:
+            row["profile"] = {"error": f"{type(e).__name__}: {e}"}
+    return row
+
+
+def _key(r: dict) -> tuple:
+    return (r["mechanism"], r["depth"], r["neuron"], r["k"], r["compile"], r["channels_last"], r["precision"],
+            r["batch_size"])
+
+
+def run(args, dataset, device, name, peak, flops_of) -> dict:
+    """Measure every (compile setting, network, mechanism, K) and write the report."""
+    from .bench import measure
+    ks = [int(k) for k in args.pack.split(",")]
+    mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
+    bad = set(mechanisms) - set(MECHANISMS)
+    if bad or not mechanisms:
+        raise ValueError(f"--mechanisms: unknown {sorted(bad)}; choose from {MECHANISMS}")
+    if any(k < 1 for k in ks):
+        raise ValueError(f"--pack: every K must be at least 1, got {args.pack}")
+    if "streams" in mechanisms and device.type != "cuda":
+        raise ValueError("--mechanisms streams needs a GPU; use --mechanisms grouped here")
+    compiles = [c.strip() for c in args.pack_compile.split(",") if c.strip()]
+    if not compiles or set(compiles) - {"on", "off"}:
+        raise ValueError(f"--pack-compile: expected on, off or both, got {args.pack_compile!r}")
+    depths = [int(d) for d in args.depths.split(",")]
+    neurons = [n.strip() for n in args.neurons.split(",")]
+    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if device.type == "cuda" else "cpu"))
+    path = Path(args.out) / f"{slug.strip('-').lower()}-packing.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report |= {"kind": "packing", "device": name, "peak_bf16_flops": peak, "versions": versions(),
+               "data": dataset.source}
+    rows = {_key(r): r for r in report.get("rows", [])}
+    lone = {(r["depth"], r["neuron"]): r for r in report.get("lone", [])}
+    deadline = time.monotonic() + args.budget if args.budget else None
+    steps, warmup = args.steps or 50, 10 if args.warmup is None else args.warmup
+    print(f"packing: {name}; batch {args.batch_size}; {warmup} warm-up steps, then {steps} timed steps")
+
+    def save():
+        report.update(rows=list(rows.values()), lone=list(lone.values()), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_json(report, path)
+
+    def spent():
+        if deadline and time.monotonic() > deadline:
+            print("--budget spent: stopping here")
+            return True
+        return False
+
+    for depth in depths:
+        for neuron in neurons:
+            flops = flops_of(depth, neuron)
+            if args.pack_lone and not spent():  # the baseline: one lone run on the fast path
+                measured = measure(depth, neuron, ["fast"], dataset, device, args, warmup, steps, 1,
+                                   args.profile_steps if args.profile else 0)["fast"]
+                if "error" not in measured:
+                    ips = 1000 * args.batch_size / measured["ms_per_step"]
+                    lone[(depth, neuron)] = {"depth": depth, "neuron": neuron, "batch_size": args.batch_size,
+                                             "images_per_s": ips, "bf16_utilisation": ips * flops / peak if peak else None,
+                                             "flops_per_image": flops} | measured
+                    print(f"resnet{depth}-{neuron} lone fast path: {ips:,.0f} img/s", flush=True)
+                save()
+            for compile_ in compiles:
+                for mechanism in mechanisms:
+                    if mechanism == "streams" and compile_ == "on":
+                        continue  # streams' trainers are never compiled
+                    for k in ks:
+                        if spent():
+                            save()
+                            return report
+                        configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last,
+                                           args.precision)
+                        head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k,
+                                "batch_size": args.batch_size, "compile": compile_ == "on",
+                                "channels_last": (_layout if mechanism == "grouped" else _channels_last)(configs[0], device),
+                                "precision": configs[0].precision if configs[0].precision != "auto" else
+                                ("bf16" if device.type == "cuda" else "fp32")}
+                        try:
+                            row = head | measure_pack(mechanism, configs, dataset, device, warmup, steps,
+                                                      args.profile_steps if args.profile else 0)
+                            row["flops_per_image"] = flops
+                            row["bf16_utilisation"] = row["images_per_s"] * flops / peak if peak else None
+                        except Exception as e:  # out of memory included: report and go on
+                            row = head | {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                        rows[_key(row)] = row
+                        print(format_row(row, lone.get((depth, neuron))), flush=True)
+                        save()
+    save()
+    return report
+
+
+def _speedup(r: dict, lone: dict | None) -> float | None:
+    if lone is None or "images_per_s" not in r or lone.get("batch_size") != r["batch_size"]:
+        return None
+    return r["images_per_s"] / lone["images_per_s"]
+
+
+def format_row(r: dict, lone: dict | None = None) -> str:
+    head = (f"resnet{r['depth']}-{r['neuron']:9s} {r['mechanism']:8s} K={r['k']:<3d} "
+            f"compile={'on ' if r['compile'] else 'off'} {'NHWC' if r['channels_last'] else 'NCHW'} {r['precision']}")
+    if "error" in r:
+        return f"{head} failed: {r['error'][:120]}"
+    util, mib, x = r.get("bf16_utilisation"), r.get("peak_mib"), _speedup(r, lone)
+    return (f"{head} {r['images_per_s']:9,.0f} img/s {r['ms_per_step']:7.2f} ms/step "
+            f"{'-' if mib is None else f'{mib:,.0f}':>7s} MiB" + ("" if x is None else f" {x:4.2f}x lone")
+            + ("" if util is None else f" {100 * util:5.2f}% of bf16 peak"))
+
+
+def markdown(report: dict) -> str:
+    """The packing report as a Markdown table (for the README; a test keeps the two equal)."""
+    lone = {(r["depth"], r["neuron"]): r for r in report.get("lone", [])}
+    sizes = sorted({r["batch_size"] for r in report["rows"]} | {r["batch_size"] for r in lone.values()})
+    lines = [f"{report['device']}, PyTorch {report['versions']['torch']}, batch {'/'.join(map(str, sizes))} per run; "
+             "images/s summed over the K runs:", "",
+             "| network | mechanism | compile | layout | precision | K | images/s | ms/step | peak GPU MiB "
+             "| × lone fast run | % of bf16 peak |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    def line(r, mechanism, compiled, channels_last, precision, k, x):
+        mib, util = r.get("peak_mib"), r.get("bf16_utilisation")
+        return (f"| ResNet-{r['depth']} {r['neuron']} | {mechanism} | {'on' if compiled else 'off'} | "
+                f"{'NHWC' if channels_last else 'NCHW'} | {precision} | {k} | {r['images_per_s']:,.0f} | "
+                f"{r['ms_per_step']:.2f} | {'-' if mib is None else f'{mib:,.0f}'} | {'-' if x is None else f'{x:.2f}'} | "
+                f"{'-' if util is None else f'{100 * util:.2f}'} |")
+
+    for _, r in sorted(lone.items()):
+        f = r["fast_path"]
+        lines.append(line(r, "lone fast path", f["compile"], f["channels_last"], f["precision"], 1, 1.0))
+    order = lambda r: (r["depth"], r["neuron"], r["mechanism"], r["precision"], not r["channels_last"], r["compile"],
+                       r["k"])
+    for r in sorted((r for r in report["rows"] if "error" not in r), key=order):
+        x = _speedup(r, lone.get((r["depth"], r["neuron"])))
+        lines.append(line(r, r["mechanism"], r["compile"], r["channels_last"], r["precision"], r["k"], x))
+    return "\n".join(lines)
