@@ -68,8 +68,8 @@ def cmd_train(args) -> int:
 def cmd_data(args) -> int:
     from .data import load_cifar10
     data = load_cifar10(args.root, args.source)
-    print(f"CIFAR-10 from {data.source}: {len(data.train)} training and {len(data.test)} test images; "
-          f"cached in {args.root}/")
+    where = f"cached in {data.cache}" if data.cache else "not cached (the cache could not be written)"
+    print(f"CIFAR-10 from {data.source}: {len(data.train)} training and {len(data.test)} test images; {where}")
     return 0
 
 
@@ -86,7 +86,7 @@ def cmd_presets(args) -> int:
 def cmd_results(args) -> int:
     from . import experiments
     runtime = {k: getattr(args, k) for k in ("device", "compile") if getattr(args, k)}
-    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, **runtime)
+    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force, **runtime)
     return 0
 
 
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", type=int, default=1, metavar="K",
                    help="train up to K runs of one network at once as one packed network (default: 1, lone runs); "
                         "same results and names as lone runs")
+    p.add_argument("--force", action="store_true", help="train the selected runs again even where results are stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_results)
 

@@ -399,6 +399,8 @@ def main(args) -> int:
             raise ValueError(f"{name} must be at least {least}, got {value}")
     # Process-wide, so the reference path gets it too: the speed-up is not the allocator's.
     allocator = None if gpu else tune_cpu_allocator()
+    if args.data not in ("auto", "cifar10", "synthetic"):
+        raise ValueError(f"--data must be auto, cifar10 or synthetic, got {args.data!r}")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]  # empty: only --check
     bad = set(paths) - set(TIMERS)
     if bad:

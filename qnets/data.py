@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .utils import atomic_save
 
-__all__ = ["CIFAR10_CLASSES", "MEAN_STD", "DataError", "Split", "CIFAR10", "load_cifar10",
+__all__ = ["CIFAR10_CLASSES", "MEAN_STD", "DataError", "Split", "CIFAR10", "load_cifar10", "fingerprint",
            "synthetic_cifar10", "subset", "take", "DeviceLoader"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -74,10 +74,24 @@ class Split:
 
 @dataclass
 class CIFAR10:
-    """Both splits and `source`, a short description of where the data came from."""
+    """Both splits and `source`, a short description of where the data came from; `cache` is
+    the cache file holding this copy, or None where none could be written."""
     train: Split
     test: Split
     source: str
+    cache: Path | None = None
+
+
+def fingerprint(data: CIFAR10) -> str:
+    """16 hex digits identifying the exact images and labels of both splits (after any subset),
+    whatever file or folder they came from."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=8)
+    for split in (data.train, data.test):
+        h.update(repr((tuple(split.images.shape), tuple(split.labels.shape))).encode())
+        h.update(split.images.contiguous().numpy().tobytes())
+        h.update(split.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _seed(*keys: int) -> int:
@@ -257,23 +271,36 @@ def _from_source(path: Path) -> tuple[Split, Split, str]:
 # ---------------------------------------------------------------------------------------------
 # Cache and the public loader
 
-def _read_cache(path: Path) -> CIFAR10:
+def _read_cache(path: Path) -> tuple[CIFAR10, str | None]:
+    """The cached data and the origin it was converted from (None: not recorded)."""
     d = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(d, dict) or d.get("format") != 1 or not isinstance(d.get("source"), str):
         raise ValueError("not a qnets CIFAR-10 cache (format 1)")
     return CIFAR10(Split(d["train_images"], d["train_labels"]),
-                   Split(d["test_images"], d["test_labels"]), d["source"])
+                   Split(d["test_images"], d["test_labels"]), d["source"], path), d.get("origin")
 
 
-def _write_cache(path: Path, data: CIFAR10) -> None:
-    """Write `data` to `path` atomically; a failure to write only costs the speed-up."""
-    blob = {"format": 1, "source": data.source,
+def _origin(path: Path) -> str:
+    """Identity of a user-given source: its resolved path, and size and modification time for a file."""
+    path = path.resolve()
+    if path.is_file():
+        st = path.stat()
+        return f"{path} ({st.st_size} bytes, modified {st.st_mtime_ns})"
+    return str(path)
+
+
+def _write_cache(path: Path, data: CIFAR10, origin: str | None) -> CIFAR10:
+    """Write `data` to `path` atomically; a failure to write only costs the speed-up (and is said)."""
+    blob = {"format": 1, "source": data.source, "origin": origin,
             "train_images": data.train.images, "train_labels": data.train.labels,
             "test_images": data.test.images, "test_labels": data.test.labels}
     try:
         atomic_save(blob, path)
+        data.cache = path
     except OSError as e:
-        warnings.warn(f"could not write the CIFAR-10 cache {path} ({e}); it will be converted again next time")
+        warnings.warn(f"could not write the CIFAR-10 cache {path} ({e.strerror or e}); "
+                      "it will be converted again next time")
+    return data
 
 
 def _help(root: Path) -> str:
@@ -290,32 +317,44 @@ def _help(root: Path) -> str:
 def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
     """Return CIFAR-10 as uint8 tensors (50,000 train and 10,000 test images, labels 0-9).
 
-    Tried in order: the cache `<root>/cifar10-uint8.pt`; the official batches in
-    `<root>/cifar-10-batches-py` or `<root>/cifar-10-python.tar.gz`; `source` (else the environment
-    variable QNETS_CIFAR10): an official archive or batches folder, an image-folder tree
-    `train/<class>/*`, `test/<class>/*`, or a .tar/.tar.gz/.tgz/.tar.xz archive of one; finally,
-    only if no source was given and `download`, a torchvision download into `root`. Whatever is
-    converted is cached atomically. Raises DataError listing every attempt and the ways out.
+    A source you name wins: `source` (else the environment variable QNETS_CIFAR10), an official
+    archive or batches folder, an image-folder tree `train/<class>/*`, `test/<class>/*`, or a
+    .tar/.tar.gz/.tgz/.tar.xz archive of one, is read unless the cache `<root>/cifar10-uint8.pt`
+    was made from that very file. With no source named: the cache; the official batches in
+    `<root>/cifar-10-batches-py` or `<root>/cifar-10-python.tar.gz`; finally, if `download`, a
+    torchvision download into `root`. Whatever is converted is cached atomically. Raises
+    DataError listing every attempt and the ways out.
     """
     root = Path(root)
     cache, tried = root / CACHE_NAME, []
+    given = source or os.environ.get(ENV_VAR) or None
+    origin = _origin(Path(given)) if given is not None and Path(given).exists() else None
     if cache.is_file():
         try:
-            return _read_cache(cache)
+            data, cached_from = _read_cache(cache)
+            if given is None or cached_from == origin:
+                return data
+            tried.append(f"cache {cache}: made from {cached_from or data.source}, not from the source given; "
+                         "it will be rebuilt from that source")
         except Exception as e:
             tried.append(f"cache {cache}: corrupt ({type(e).__name__}: {e}); it will be rebuilt")
     else:
         tried.append(f"cache {cache}: not found")
 
-    def done(train, test, desc):
-        data = CIFAR10(train, test, desc)
-        _write_cache(cache, data)
-        return data
+    def done(train, test, desc, origin=None):
+        return _write_cache(cache, CIFAR10(train, test, desc), origin)
 
     def fail():
         lines = "\n".join("  - " + " ".join(t.split()) for t in tried)  # one line per attempt
         return DataError(f"Could not load CIFAR-10. Tried, in order:\n{lines}\n{_help(root)}")
 
+    if given is not None:  # a source the user names wins over anything found in root
+        try:
+            return done(*_from_source(Path(given)), origin=origin)
+        except DataError as e:
+            tried.append(f"source {given}{'' if source else f' (from {ENV_VAR})'}: {e}")
+        tried.append("download: not attempted because a source was given (fix or remove it to download)")
+        raise fail()
     batches, archive = root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"
     for path, reader, desc in ((batches, _batches_dir, f"official python batches at {batches}"),
                                (archive, _from_archive, f"official archive {archive}")):
@@ -327,14 +366,6 @@ def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
         except DataError as e:
             tried.append(f"{desc}: {e}")
 
-    given = source or os.environ.get(ENV_VAR) or None
-    if given is not None:
-        try:
-            return done(*_from_source(Path(given)))
-        except DataError as e:
-            tried.append(f"source {given}{'' if source else f' (from {ENV_VAR})'}: {e}")
-        tried.append("download: not attempted because a source was given (fix or remove it to download)")
-        raise fail()
     tried.append(f"source: none given (source=None and {ENV_VAR} unset)")
     if not download:
         tried.append("download: not attempted (download=False)")

@@ -91,11 +91,15 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
 
 
 def results(configs: dict[str, Config], train_missing: bool = True, verbose: bool = True) -> dict[str, dict]:
-    """label -> result for each config: stored results are read, missing ones trained (or
-    skipped when not `train_missing`)."""
+    """label -> result for each config: stored results are read as they are (no data needed:
+    each says which data it came from), missing ones trained (or skipped when not
+    `train_missing`). `fit` itself reuses a stored result only for the same data."""
     out = {}
     for label, config in configs.items():
-        if train_missing or result_path(config).exists():
+        stored = load_result(config)
+        if stored is not None:
+            out[label] = stored
+        elif train_missing:
             out[label] = fit(config, verbose=verbose)
     return out
 
@@ -116,7 +120,10 @@ def plan(preset: str, selection: str = "all") -> dict[str, Config]:
     and/or labels ("02:naive"), deduplicated by config."""
     _check_preset(preset)
     chosen, seen = {}, set()
-    for item in [s.strip() for s in selection.split(",") if s.strip()] or ["all"]:
+    items = [s.strip() for s in str(selection).split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"no runs named in {selection!r}: give notebook numbers (02,05), labels (02:naive) or all")
+    for item in items:
         nb, _, label = item.partition(":")
         books = NOTEBOOKS if nb == "all" else (nb[:2],)
         for book in books:
@@ -130,7 +137,7 @@ def plan(preset: str, selection: str = "all") -> dict[str, Config]:
     return chosen
 
 
-def pack_groups(configs: dict[str, Config], pack: int) -> list[list[str]]:
+def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> list[list[str]]:
     """Labels of the configs still to train, in plan order, grouped into packs of at most `pack`
     runs that can train together: the same network, batches, schedule and runtime
     (`qnets.packed.pack_key`) and the same epoch to resume from."""
@@ -141,9 +148,9 @@ def pack_groups(configs: dict[str, Config], pack: int) -> list[list[str]]:
     groups: dict[tuple, list[list[str]]] = {}
     order: list[list[str]] = []
     for label, c in configs.items():
-        if result_path(c).exists():
+        if result_path(c).exists() and not force:
             continue
-        ckpt = read_checkpoint(c)
+        ckpt = None if force else read_checkpoint(c)
         key = (pack_key(c), 0 if ckpt is None else ckpt["epoch"] + 1)
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) == pack:
@@ -153,14 +160,15 @@ def pack_groups(configs: dict[str, Config], pack: int) -> list[list[str]]:
     return order
 
 
-def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, **runtime) -> dict:
+def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, force: bool = False,
+               **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
     interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
     > 1, up to `pack` runs that can share a network are trained at once (`qnets.packed`); results
     and names are those of lone runs. Prints one summary line per run. `runtime` overrides
-    runtime fields (device, compile, ...)."""
+    runtime fields (device, compile, ...); `force` trains every selected run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
-    stored = {label for label, c in configs.items() if result_path(c).exists()}
+    stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
     out, t0 = {}, time.time()
 
     def report(label, r):
@@ -172,26 +180,28 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
               f"{result_path(configs[label])}", flush=True)
         out[label] = r
 
-    first_of = {group[0]: group for group in (pack_groups(configs, pack) if pack > 1 else []) if len(group) > 1}
+    groups = pack_groups(configs, pack, force) if pack > 1 else []
+    first_of = {group[0]: group for group in groups if len(group) > 1}
     in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():
         if label in first_of:
             from .packed import fit_packed
             group = first_of[label]
             t0 = time.time()
-            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose)):
+            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose, force=force)):
                 report(member, r)
         elif label not in in_pack:
             t0 = time.time()
-            report(label, fit(config, verbose=verbose))
+            report(label, fit(config, force=force, verbose=verbose))
     return {label: out[label] for label in configs}
 
 
 def markdown_table(notebook: str, preset: str) -> str:
-    """The stored results of one notebook's runs at `preset` as a Markdown table (for the README;
-    a test keeps the README's tables equal to this)."""
-    rows = ["| run | network | params | epochs | test accuracy | time | device | result file |",
-            "|---|---|---:|---:|---:|---:|---|---|"]
+    """The stored results of one notebook's runs at `preset` as a Markdown table, then one line per
+    dataset they were trained on (for the README; a test keeps the README's tables equal to this)."""
+    rows = ["| run | network | params | epochs | test accuracy | time | device | data | result file |",
+            "|---|---|---:|---:|---:|---:|---|---|---|"]
+    sources = {}
     for label, c in runs(notebook, preset).items():
         r = load_result(c)
         if r is None:
@@ -199,6 +209,10 @@ def markdown_table(notebook: str, preset: str) -> str:
         acc = (f"{100 * r['final_test_acc']:.2f}%" if r["final_test_acc"] is not None
                else f"collapsed after {r['epochs_run']} epochs")
         net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
+        data = (r.get("data_fingerprint") or "unknown")[:8]
+        sources.setdefault(data, r.get("data", "not recorded"))
         rows.append(f"| {label} | {net} | {r['params']:,} | {r['epochs_run']}/{c.epochs} | {acc} | "
-                    f"{r['wall_time'] / 60:.1f} min | {r['device']} | `{r['name']}` |")
+                    f"{r['wall_time'] / 60:.1f} min | {r['device']} | `{data}` | `{r['name']}` |")
+    rows.append("")
+    rows += [f"Data `{fp}`: {source}." for fp, source in sources.items()]
     return "\n".join(rows)

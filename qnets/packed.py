@@ -532,22 +532,25 @@ def _load_all(configs) -> list:
     return out
 
 
-def fit_packed(configs: Sequence, verbose: bool = True) -> list[dict]:
+def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> list[dict]:
     """Train K configs that share `pack_key` and start epoch as one packed network; returns their
     results in order. Each run reads and writes its own lone checkpoint and result file (same name
     and schema as `fit`, with "pack" added); a run that collapses is written and dropped from the
-    reporting while its slice of the pack idles on."""
+    reporting while its slice of the pack idles on. Stored results are not consulted: pass only
+    runs to train (`force` also discards their checkpoints)."""
     import time
 
     from tqdm.auto import tqdm
 
-    from .train import (_collapsed, build_model, history_entry, read_checkpoint, resolve_device,
+    from .train import (_collapsed, build_model, history_entry, prepare, read_checkpoint, resolve_device,
                         run_name, write_checkpoint, write_result)
     configs = list(configs)
     if len({pack_key(c) for c in configs}) != 1:
         raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
                          "settings (see qnets.packed.pack_key); train them in separate packs")
     config, k = configs[0], len(configs)
+    for c in configs:
+        prepare(c, force)
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
     ckpts = [read_checkpoint(c) for c in configs]
@@ -588,7 +591,7 @@ def fit_packed(configs: Sequence, verbose: bool = True) -> list[dict]:
     def finish(j, status, reason):
         model = packed.lone_model(j)
         results[j] = write_result(configs[j], status, reason, histories[j], model, elapsed[j], started[j], device,
-                                  trainer, datasets[j].source, pack=pack)
+                                  trainer, datasets[j], pack=pack)
         live.remove(j)
 
     packed.train()

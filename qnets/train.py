@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from . import data as qdata
 from . import relinear
 from .models import NEURONS, SHORTCUTS, resnet
-from .utils import atomic_json, atomic_save, tune_cpu_allocator, versions
+from .utils import atomic_json, atomic_save, provenance, remove_orphans, tune_cpu_allocator, versions
 
 __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
 
@@ -40,14 +42,31 @@ INITS = ("relinear", "naive", "conventional")
 DATASETS = ("cifar10", "synthetic")
 
 
-def _f(default, help: str, hashed: bool = True):
-    return field(default=default, metadata={"help": help, "hashed": hashed})
+MAX_RATE = 1e6  # rates and coefficients above this overflow float32 arithmetic in the optimiser
+
+
+def _f(default, help: str, named: bool = True):
+    """A Config field. `named` fields change a run's outcome and enter its result's name;
+    the others (runtime: device, speed switches, folders) never do."""
+    return field(default=default, metadata={"help": help, "named": named})
+
+
+# The fields every result name covered when names were introduced, in this form: frozen. A named
+# field added to Config later enters a name only where its value differs from its default (the
+# value that reproduces the behaviour before it existed), so adding one renames nothing. Never
+# change the default of a named field: add a new field instead. `device` was once named; names
+# keep its value then, "auto", so that a run's name does not depend on where it ran.
+NAME_FIELDS_V1 = ("depth", "neuron", "rezero", "shortcut", "init", "init_from", "gamma_g", "gamma_b", "alpha_g",
+                  "alpha_b", "beta_g", "beta_b", "lr", "momentum", "weight_decay", "nesterov", "batch_size", "epochs",
+                  "schedule", "warmup_epochs", "dataset", "n_train", "n_test", "normalize", "augment", "device",
+                  "seed", "eval_every", "precision")
+NAME_PINNED = {"device": "auto"}
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a run depends on. Fields marked hashed=False change speed or bookkeeping only
-    and are left out of the result's name, so a result computed on a GPU is found on a CPU."""
+    """Everything a run depends on. Fields marked named=False change speed, place or bookkeeping
+    only and are left out of the result's name, so a result computed on a GPU is found on a CPU."""
     # model
     depth: int = _f(20, "ResNet depth, 6n+2 (8, 14, 20, 32, 44, 56, 110)")
     neuron: str = _f("quadratic", f"neuron kind: {', '.join(NEURONS)}")
@@ -79,16 +98,16 @@ class Config:
     normalize: str = _f("cifar10", "normalisation statistics: cifar10, or imagenet (as the authors' code)")
     augment: bool = _f(True, "random crop (4-pixel padding) and horizontal flip")
     # runtime
-    device: str = _f("auto", "auto (cuda if available), cpu or cuda")
+    device: str = _f("auto", "auto (cuda if available), cpu or cuda", named=False)
     seed: int = _f(0, "seed of initialisation, data order and augmentation")
     eval_every: int = _f(1, "evaluate on the test set every k epochs (and after the last)")
     precision: str = _f("auto", "auto (bf16 autocast on GPUs, fp32 on CPUs), fp32, or bf16")
-    compile: str = _f("auto", "torch.compile the model: auto (on GPUs), on, off", hashed=False)
-    cuda_graphs: str = _f("auto", "capture each training step in a CUDA graph: auto (on GPUs), on, off", hashed=False)
-    channels_last: str = _f("auto", "channels-last memory format: auto (on GPUs and CPUs), on, off", hashed=False)
-    checkpoint_every: int = _f(1, "write a checkpoint every k epochs", hashed=False)
-    out_dir: str = _f("results", "results folder (runs/*.json; checkpoints/ is not committed)", hashed=False)
-    data_root: str = _f("data", "CIFAR-10 folder (see qnets.data.load_cifar10)", hashed=False)
+    compile: str = _f("auto", "torch.compile the model: auto (on GPUs), on, off", named=False)
+    cuda_graphs: str = _f("auto", "capture each training step in a CUDA graph: auto (on GPUs), on, off", named=False)
+    channels_last: str = _f("auto", "channels-last memory format: auto (on GPUs and CPUs), on, off", named=False)
+    checkpoint_every: int = _f(1, "write a checkpoint every k epochs", named=False)
+    out_dir: str = _f("results", "results folder (runs/*.json; checkpoints/ is not committed)", named=False)
+    data_root: str = _f("data", "CIFAR-10 folder (see qnets.data.load_cifar10)", named=False)
 
     def __post_init__(self):
         def need(ok, name, what):
@@ -99,8 +118,8 @@ class Config:
             v = getattr(self, name)
             if optional and v is None:
                 return
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low,
-                 name, f"a finite number >= {low}" + (" or None" if optional else ""))
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= MAX_RATE,
+                 name, f"a number from {low} to {MAX_RATE:g}" + (" or None" if optional else ""))
 
         def integer(name, low, optional=False):
             v = getattr(self, name)
@@ -136,6 +155,8 @@ class Config:
         choice("dataset", DATASETS)
         choice("normalize", tuple(qdata.MEAN_STD))
         choice("device", DEVICES)
+        for name in ("out_dir", "data_root"):
+            need(isinstance(getattr(self, name), str) and getattr(self, name).strip() != "", name, "a folder name")
         choice("precision", PRECISIONS)
         for name in ("compile", "cuda_graphs", "channels_last"):
             choice(name, ("auto", "on", "off"))
@@ -158,9 +179,24 @@ class Config:
         return cls(**d)
 
 
-def config_hash(config: Config) -> str:
-    """Stable 12-hex-digit name of everything that changes a run's outcome."""
-    key = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata.get("hashed", True)}
+def name_key(config: "Config | dict", fields=None) -> dict:
+    """What a result's name covers, from a Config or a stored config dict: the frozen fields of
+    NAME_FIELDS_V1 (with NAME_PINNED's values) and any later named field that is not at its default."""
+    values = config.to_dict() if isinstance(config, Config) else dict(config)
+    fields = fields if fields is not None else dataclasses.fields(Config)
+    key = {}
+    for f in fields:
+        if f.name in NAME_FIELDS_V1:
+            key[f.name] = NAME_PINNED.get(f.name, values.get(f.name, f.default))
+        elif f.metadata.get("named", True) and f.name in values and values[f.name] != f.default:
+            key[f.name] = values[f.name]
+    return key
+
+
+def config_hash(config: "Config | dict") -> str:
+    """Stable 12-hex-digit name of everything that changes a run's outcome (see name_key)."""
+    fields = dataclasses.fields(config) if dataclasses.is_dataclass(config) else None
+    key = name_key(config if not dataclasses.is_dataclass(config) else dataclasses.asdict(config), fields)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -177,10 +213,56 @@ def checkpoint_path(config: Config) -> Path:
     return Path(config.out_dir) / "checkpoints" / f"{run_name(config)}.pt"
 
 
+class StoreError(ValueError):
+    """A stored result or checkpoint cannot be used; the message names the file and what to do."""
+
+
+def _fraction(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1)
+
+
+def read_result(path: str | Path) -> dict:
+    """Read and check a stored result. Raises StoreError naming the file and the field at fault."""
+    path = Path(path)
+    fix = "delete it, or train it again with --force"
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be read ({e.strerror}); {fix}") from None
+    try:  # files written before results were strict JSON may hold NaN: read as null
+        r = json.loads(text, parse_constant=lambda name: None)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path}: not a valid result (broken JSON at line {e.lineno}: {e.msg}); {fix}") from None
+
+    def bad(field, what):
+        raise StoreError(f"{path}: field {field!r} {what}; {fix}")
+    if not isinstance(r, dict):
+        bad("(top level)", "is not an object")
+    for field in ("name", "config", "status", "history", "final_test_acc", "epochs_run"):
+        if field not in r:
+            bad(field, "is missing")
+    if r["name"] != path.stem:
+        bad("name", f"is {r['name']!r}, not the file's name {path.stem!r}")
+    if r["status"] not in STATUSES:
+        bad("status", f"is {r['status']!r}, not one of {STATUSES}")
+    if not isinstance(r["config"], dict) or config_hash(r["config"]) != path.stem.rsplit("-", 1)[-1]:
+        bad("config", "does not match the file's name")
+    if not isinstance(r["history"], list) or not all(isinstance(h, dict) and "epoch" in h for h in r["history"]):
+        bad("history", "is not a list of epochs")
+    if r["epochs_run"] != len(r["history"]):
+        bad("epochs_run", f"is {r['epochs_run']!r} but the history holds {len(r['history'])} epochs")
+    for field in ("final_test_acc", "best_test_acc"):
+        if not _fraction(r.get(field)):
+            bad(field, f"is {r.get(field)!r}, not an accuracy between 0 and 1")
+    if (r["final_test_acc"] is None) != (r["status"] != "completed"):
+        bad("final_test_acc", f"is {r['final_test_acc']!r} for a {r['status']} run")
+    return r
+
+
 def load_result(config: Config) -> dict | None:
-    """The stored result of `config`, or None."""
+    """The stored result of `config` (checked by read_result), or None. Needs no data."""
     path = result_path(config)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_result(path) if path.exists() else None
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -233,9 +315,14 @@ def build_model(config: Config) -> torch.nn.Module:
         if not path.exists():
             raise FileNotFoundError(f"Config.init_from: no checkpoint at {path} (train the conventional "
                                     "network first; its weights are in <out_dir>/checkpoints/)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        conv = resnet(config.depth, "conventional", config.rezero, config.shortcut)
-        conv.load_state_dict(state.get("model", state))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            conv = resnet(config.depth, "conventional", config.rezero, config.shortcut)
+            conv.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        except Exception as e:
+            raise ValueError(f"Config.init_from: {path} is not the checkpoint of a conventional ResNet-{config.depth}"
+                             f"{' with ReZero' if config.rezero else ''} ({type(e).__name__}); give the .pt that a "
+                             "conventional run of the same depth left in <out_dir>/checkpoints/") from None
         relinear.from_conventional(model, conv)
     return model
 
@@ -408,13 +495,30 @@ def _progress(config: Config, verbose: bool, initial: int):
                 desc=f"{run_name(config)}", dynamic_ncols=True)
 
 
+CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "history", "elapsed", "started", "rng")
+
+
 def read_checkpoint(config: Config) -> dict | None:
-    """The checkpoint of `config` if there is one written for exactly this config, else None."""
+    """The checkpoint of `config`, or None. A checkpoint counts when it was written for the same
+    name (runtime fields such as device, compile or checkpoint_every may differ). One that cannot
+    be read, or belongs to another config, is moved aside (kept) with a warning: the run restarts."""
     path = checkpoint_path(config)
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return ckpt if ckpt.get("config") == config.to_dict() else None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise ValueError(f"missing {missing}")
+        why = None if config_hash(ckpt["config"]) == config_hash(config) else "it was written for another config"
+    except Exception as e:
+        why = f"it cannot be read ({type(e).__name__}: {str(e)[:120]})"
+    if why is None:
+        return ckpt
+    aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    warnings.warn(f"checkpoint {path}: {why}; moved to {aside.name}, and the run starts from epoch 0")
+    return None
 
 
 def write_checkpoint(config: Config, epoch: int, model_state: dict, optimizer_state: dict, history: list[dict],
@@ -434,7 +538,7 @@ def history_entry(epoch: int, train_loss: float, train_acc: float, test: tuple, 
 
 
 def write_result(config: Config, status: str, reason: str | None, history: list[dict], model: torch.nn.Module,
-                 elapsed: float, started: str, device: torch.device, trainer: "Trainer", data_source: str,
+                 elapsed: float, started: str, device: torch.device, trainer: "Trainer", dataset: "qdata.CIFAR10",
                  **extra) -> dict:
     """Assemble the result of a finished (or collapsed) run, store it and return it."""
     cuda = device.type == "cuda"
@@ -449,7 +553,8 @@ def write_result(config: Config, status: str, reason: str | None, history: list[
         "fast_path": {"precision": "bf16" if trainer.bf16 else "fp32", "compile": trainer.compiled,
                       "cuda_graphs": trainer.use_graphs, "channels_last": trainer.channels_last,
                       "notes": trainer.notes},
-        "data": data_source, "versions": versions(), "started": started,
+        "data": dataset.source, "data_fingerprint": qdata.fingerprint(dataset), "versions": versions(),
+        "provenance": provenance(), "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quadratic_layers": relinear.quadratic_stats(model).get("layers", {}),
     } | extra
@@ -457,18 +562,48 @@ def write_result(config: Config, status: str, reason: str | None, history: list[
     return result
 
 
+def prepare(config: Config, force: bool) -> None:
+    """Before a run trains: its output folders must be writable (checked now, not after an epoch),
+    temporary files a killed run left are removed, and with `force` its checkpoint goes."""
+    for path in (result_path(config), checkpoint_path(config)):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as e:
+            raise ValueError(f"Config.out_dir: cannot write into {path.parent} ({e.strerror}); "
+                             "choose a writable folder (--out-dir)") from None
+        remove_orphans(path)
+    if force:
+        checkpoint_path(config).unlink(missing_ok=True)
+
+
+def reusable(config: Config, dataset: "qdata.CIFAR10") -> dict | None:
+    """The stored result of `config` if it was trained on exactly `dataset` (same fingerprint);
+    otherwise None, with a warning where a stored result is set aside."""
+    stored = load_result(config)
+    if stored is None:
+        return None
+    now = qdata.fingerprint(dataset)
+    if stored.get("data_fingerprint") == now:
+        return stored
+    was = stored.get("data_fingerprint") or "not recorded"
+    warnings.warn(f"{result_path(config)} was trained on other data ({stored.get('data', '?')}, fingerprint {was}) "
+                  f"than the data loaded now ({dataset.source}, fingerprint {now}); training it again")
+    return None
+
+
 def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
     """Train `config` and return its result (see the module docstring); a stored result for the
     same config is returned without training unless `force`. Resumes from a checkpoint."""
     if not isinstance(config, Config):
         raise TypeError(f"fit expects a qnets.train.Config, got {type(config).__name__}")
-    path = result_path(config)
-    if not force and path.exists():
-        return json.loads(path.read_text())
-    if force:
-        checkpoint_path(config).unlink(missing_ok=True)
+    prepare(config, force)
     device = resolve_device(config.device)
     dataset = load_data(config)
+    stored = None if force else reusable(config, dataset)
+    if stored is not None:
+        return stored
     model = build_model(config)
     cuda = device.type == "cuda"
     train_loader, test_loader = make_loaders(config, dataset, device)
@@ -522,4 +657,4 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
                                  started, cuda)
     finally:
         bar.close()
-    return write_result(config, status, reason, history, model, elapsed, started, device, trainer, dataset.source)
+    return write_result(config, status, reason, history, model, elapsed, started, device, trainer, dataset)

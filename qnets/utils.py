@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import math
 import os
 import platform
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "atomic_json", "versions", "tune_cpu_allocator"]
+__all__ = ["atomic_write", "atomic_save", "atomic_json", "strict", "remove_orphans", "provenance", "versions",
+           "tune_cpu_allocator"]
 
 
 _UMASK = os.umask(0)
@@ -43,10 +45,50 @@ def atomic_save(obj, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def strict(obj):
+    """`obj` with every non-finite float replaced by None, so that it is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
 def atomic_json(obj, path: str | Path) -> Path:
-    """JSON with sorted keys and a trailing newline (stable diffs), atomically."""
-    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n"
+    """Strict JSON (non-finite numbers as null) with sorted keys and a trailing newline (stable
+    diffs), atomically."""
+    text = json.dumps(strict(obj), indent=1, sort_keys=True, allow_nan=False) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def remove_orphans(path: str | Path) -> list[Path]:
+    """Delete the temporary files that an atomic write of `path` left when its process was killed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    orphans = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for o in orphans:
+        o.unlink(missing_ok=True)
+    return orphans
+
+
+@functools.cache
+def provenance() -> dict:
+    """The git commit of the code that runs (and whether its tree has uncommitted changes), or
+    None for both outside a git checkout."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def versions() -> dict:

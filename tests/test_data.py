@@ -1,8 +1,8 @@
+import contextlib
 import io
 import os
 import pickle
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,13 +125,21 @@ def assert_clean(root: Path):
     assert not [n for n in left if "cifar10-uint8" in n], left
 
 
+@contextlib.contextmanager
+def from_cache_only():
+    """A context in which every converter fails: what loads comes from the cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("_from_source", "_from_archive", "_batches_dir"):
+            mp.setattr(D, name, lambda *a, **k: pytest.fail("converted again instead of reading the cache"))
+        yield
+
+
 def assert_cached(root, expected, source):
-    """The cache exists and a second call, with the source gone, returns the same data fast."""
+    """The cache exists and a second call, with the source gone, returns the same data from it."""
     assert (root / D.CACHE_NAME).is_file()
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
-    t = time.perf_counter()
-    again = load_cifar10(root, download=False)
-    assert time.perf_counter() - t < 1.0
+    with from_cache_only():
+        again = load_cifar10(root, download=False)
     assert_data(again, expected)
     assert again.source == source
 
@@ -217,7 +225,7 @@ def test_env_var_is_the_default_source(tmp_path, monkeypatch, no_download):
     assert not no_download
 
 
-def test_cache_takes_precedence_and_corrupt_cache_is_rebuilt(tmp_path):
+def test_a_named_source_wins_over_a_cache_made_from_anything_else(tmp_path):
     tree = make_tree(tmp_path / "tree")
     root = tmp_path / "root"
     root.mkdir()
@@ -227,9 +235,31 @@ def test_cache_takes_precedence_and_corrupt_cache_is_rebuilt(tmp_path):
     data = load_cifar10(root, source=tree, download=False)  # falls through, then overwrites
     assert_data(data, expected_tree())
     assert_cached(root, expected_tree(), data.source)
-    synthetic = synthetic_cifar10(20, 10)  # a valid cache wins over any source
-    D._write_cache(root / D.CACHE_NAME, synthetic)
-    assert load_cifar10(root, source=tree).source == "synthetic(seed=0)"
+    assert data.cache == root / D.CACHE_NAME
+    with from_cache_only():  # the cache made from this very source serves it
+        assert load_cifar10(root, source=tree, download=False).source == data.source
+    # a cache made from something else (a 20-image synthetic set) serves calls that name no
+    # source, but never one that names a source
+    D._write_cache(root / D.CACHE_NAME, synthetic_cifar10(20, 10), origin=None)
+    assert load_cifar10(root, download=False).source == "synthetic(seed=0)"
+    again = load_cifar10(root, source=tree, download=False)
+    assert_data(again, expected_tree())
+    assert load_cifar10(root, download=False).source == again.source  # and it is cached again
+
+
+def test_qnets_data_says_cached_only_when_the_cache_was_written(tmp_path, monkeypatch, capsys):
+    from qnets.__main__ import main
+    tree = make_tree(tmp_path / "tree")
+    assert main(["data", "--root", str(tmp_path / "root"), "--source", str(tree)]) == 0
+    assert f"cached in {tmp_path / 'root' / D.CACHE_NAME}" in capsys.readouterr().out
+
+    def refuse(obj, path):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(D, "atomic_save", refuse)
+    with pytest.warns(UserWarning, match="could not write the CIFAR-10 cache"):
+        assert main(["data", "--root", str(tmp_path / "other"), "--source", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "not cached" in out and "cached in" not in out
 
 
 def test_download_fallback(tmp_path, monkeypatch):

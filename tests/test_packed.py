@@ -231,7 +231,7 @@ def test_results_packs_runs_that_can_share_a_network(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     packs = []
     real = packed.fit_packed
-    monkeypatch.setattr(packed, "fit_packed", lambda cs, verbose=True: packs.append(len(cs)) or real(cs, verbose))
+    monkeypatch.setattr(packed, "fit_packed", lambda cs, **kw: packs.append(len(cs)) or real(cs, **kw))
     out = experiments.train_plan("smoke", "05", verbose=False, pack=4)
     # notebook 05 at smoke: one conventional and ten quadratic ResNet-8 runs: packs of 4, 4, 2; one lone
     assert packs == [4, 4, 2] and len(out) == 11
