@@ -519,13 +519,15 @@ def markdown(report: dict) -> str:
 def accuracy_check(dataset, device, args) -> dict:
     """Train a quadratic ResNet-20 with ReLinear on the same subset and seed through both paths
     for a few epochs; their test accuracies should agree within run-to-run noise."""
-    data = qdata.take(dataset, args.check_train, 2000, seed=0)
-    out = {"epochs": args.check_epochs, "n_train": len(data.train), "n_test": len(data.test)}
+    n_test = min(2000, len(dataset.test))
+    data = qdata.take(dataset, min(args.check_train, len(dataset.train)), n_test, seed=0)
+    out = {"epochs": args.check_epochs, "n_train": len(data.train), "n_test": len(data.test),
+           "batch_size": args.batch_size}
     # fast: the real training loop
     with tempfile.TemporaryDirectory() as tmp:
         kind = "synthetic" if dataset.source.startswith("synthetic") else "cifar10"
-        cfg = Config(depth=20, neuron="quadratic", epochs=args.check_epochs, n_train=args.check_train, n_test=2000,
-                     dataset=kind, schedule="cosine", out_dir=tmp)
+        cfg = Config(depth=20, neuron="quadratic", epochs=args.check_epochs, n_train=len(data.train), n_test=n_test,
+                     batch_size=args.batch_size, dataset=kind, schedule="cosine", out_dir=tmp)
         out["fast"] = fit(cfg, verbose=False)["final_test_acc"]
     # reference: the authors' loop
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ PRESET_HELP = {
     "smoke": "synthetic data, 200 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
     "quick": "4,000 CIFAR-10 images, 6 epochs (cosine), ResNet-8/14: 16 runs, 20 to 30 minutes on 2 CPU cores; "
              "shows trends, not the paper's numbers",
-    "gpu-short": "full CIFAR-10, the authors' recipe shortened to 50 epochs (steps at 25/37), ResNet-20/56, GPU",
+    "gpu-short": "full CIFAR-10, the authors' recipe shortened to 50 epochs (steps at 25/38), ResNet-20/56, GPU",
     "paper": "full CIFAR-10, the authors' recipe: 200 epochs, batch 128, lr x0.1 at 100/150, ResNet-20/56, GPU",
 }
 ORDER = ("paper", "gpu-short", "quick", "smoke")  # largest first

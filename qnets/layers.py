@@ -63,10 +63,12 @@ class _Quadratic(nn.Module):
     # Fuse conv_r and conv_g into one operator call on stacked weights (one kernel
     # instead of two); set False to reproduce the authors' three separate calls.
     fuse_rg = True
-    _feature_dim = 1  # where output features sit: channels for conv2d, last dim for linear
+    _feature_dim = -1  # where output features sit (counted from the end: input may be unbatched)
 
     def __init__(self, out_features: int, compact: bool, init: str, device=None, dtype=None):
         super().__init__()
+        if not isinstance(compact, bool):
+            raise ValueError(f"compact must be True or False, got {compact!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.compact = bool(compact)
@@ -140,11 +142,13 @@ class QuadraticConv2d(_Quadratic):
         for name, value, least in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                                    ("kernel_size", kernel_size, 1), ("stride", stride, 1),
                                    ("padding", padding, 0)):
-            if not isinstance(value, int) or value < least:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         super().__init__(out_channels, compact, init, device, dtype)
+
+    _feature_dim = -3  # channels, in batched (N, C, H, W) and unbatched (C, H, W) input alike
 
     def _weight_shape(self):
         k = self.kernel_size
@@ -164,7 +168,7 @@ class QuadraticLinear(_Quadratic):
     def __init__(self, in_features: int, out_features: int, compact: bool = False,
                  init: str = "relinear", device=None, dtype=None):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
         super().__init__(out_features, compact, init, device, dtype)

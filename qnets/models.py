@@ -66,13 +66,15 @@ class ResNet(nn.Module):
     def __init__(self, depth: int = 20, neuron: str = "conventional", rezero: bool = False,
                  shortcut: str = "A", num_classes: int = 10):
         super().__init__()
-        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
         if neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
+        if not isinstance(rezero, bool):
+            raise ValueError(f"rezero must be True or False, got {rezero!r}")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         self.depth, self.neuron, self.rezero, self.shortcut = depth, neuron, bool(rezero), shortcut
         n = (depth - 2) // 6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,8 @@ def setup(namespace: dict, **allowed) -> dict:
     # Parameters are lower-case data; modules, functions and CONSTANTS in the namespace are not.
     unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in skip and k.islower()
                      and k not in allowed and not isinstance(v, types.ModuleType) and not callable(v))
+    # a parameter given in another case (-p Preset smoke) would otherwise be ignored
+    unknown += sorted(k for k in namespace if k not in allowed and k.lower() in allowed)
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; this notebook takes {sorted(allowed)}")
     params = {}
@@ -52,10 +55,16 @@ def setup(namespace: dict, **allowed) -> dict:
     return params
 
 
-def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
-    """Save `fig` as figures/<name>.png (for the README and GitHub) and .pdf (for print).
-    $QNETS_FIGURES redirects them (the smoke checks write theirs to a temporary folder)."""
-    folder = Path(folder or os.environ.get("QNETS_FIGURES", "figures"))
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path | None:
+    """Save `fig` as <folder>/<name>.png (for the README and GitHub) and .pdf (for print), where
+    folder is `folder`, else $QNETS_FIGURES; with neither, nothing is written (the figure stays in
+    the notebook). `make figures` sets $QNETS_FIGURES to a staging folder and moves a notebook's
+    figures into figures/ only after that notebook succeeded, so exploring a notebook by hand, or
+    running it with papermill, never changes the committed figures."""
+    folder = folder or os.environ.get("QNETS_FIGURES")
+    if not folder:
+        return None
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
@@ -94,6 +103,21 @@ def strip_volatile(path: Path) -> None:
     os.replace(tmp, path)
 
 
+def publish(staging: Path, prefix: str, figures: Path) -> list[Path]:
+    """Move one notebook's freshly made figures from `staging` into `figures`, replacing its old
+    ones (files named <prefix>_*); figures it no longer makes are removed."""
+    figures.mkdir(parents=True, exist_ok=True)
+    new = sorted(staging.glob(f"{prefix}_*"))
+    for old in figures.glob(f"{prefix}_*"):
+        if not (staging / old.name).exists():
+            old.unlink()
+    for path in new:
+        shutil.copy2(path, figures / f".{path.name}.tmp")
+    for path in new:  # renames only, once every copy is in place
+        os.replace(figures / f".{path.name}.tmp", figures / path.name)
+    return [figures / p.name for p in new]
+
+
 def execute(notebook: Path, preset: str, output: Path, extra: dict | None = None) -> None:
     import papermill
     params = {"preset": preset} | (extra or {})
@@ -112,15 +136,24 @@ def main(args) -> int:
         raise ValueError(f"--preset must be auto or one of {tuple(PRESETS)}, got {args.preset!r}")
     if args.execute:
         for nb in paths:
-            preset = committed_preset(nb.name[:2]) if args.preset == "auto" else args.preset
+            committed = committed_preset(nb.name[:2])
+            preset = committed if args.preset == "auto" else args.preset
             print(f"== {nb} (preset {preset})", flush=True)
             tmp = nb.with_suffix(".running.ipynb")
-            try:
-                execute(nb, preset, tmp)
-                strip_volatile(tmp)
-                os.replace(tmp, nb)  # the committed notebook changes only when the run succeeded
-            finally:
-                tmp.unlink(missing_ok=True)
+            with tempfile.TemporaryDirectory() as staging:
+                os.environ["QNETS_FIGURES"] = staging
+                try:
+                    execute(nb, preset, tmp)
+                    strip_volatile(tmp)
+                    os.replace(tmp, nb)  # the committed notebook changes only when the run succeeded
+                finally:
+                    tmp.unlink(missing_ok=True)
+                    os.environ.pop("QNETS_FIGURES", None)
+                if preset == committed:
+                    publish(Path(staging), nb.name[:2], Path(project_root()) / "figures")
+                else:
+                    print(f"   figures of preset {preset} stay in the notebook: figures/ (and the README) show "
+                          f"the committed preset {committed}", flush=True)
         return 0
     # --check: (1) the committed notebooks as committed, result tables compared; (2) smoke runs.
     rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",

@@ -89,7 +89,7 @@ class Config:
     nesterov: bool = _f(False, "Nesterov momentum")
     batch_size: int = _f(128, "training batch size")
     epochs: int = _f(200, "training epochs")
-    schedule: str = _f("step", "step (x0.1 at 50%% and 75%% of the epochs: 100/150 of 200), cosine, or constant")
+    schedule: str = _f("step", "step (x0.1 at 50%% and 75%% of the epochs, rounded: 100/150 of 200, 25/38 of 50), cosine, or constant")
     warmup_epochs: float = _f(0.0, "linear learning-rate warm-up, in epochs")
     # data
     dataset: str = _f("cifar10", "cifar10, or synthetic (generated, for tests and smoke runs)")

@@ -1,4 +1,6 @@
+import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +195,86 @@ def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
 def test_profile_kinds(name, kind):
     from qnets.bench import kind_of
     assert kind_of(name) == kind
+
+
+def test_a_parameter_in_another_case_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['Preset'\]"):
+        setup({"preset": "quick", "Preset": "smoke"}, preset=("quick", "smoke"))
+
+
+def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from qnets.notebooks import save_figure
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QNETS_FIGURES", raising=False)
+    fig = plt.figure()
+    assert save_figure(fig, "02_x") is None and not list(tmp_path.rglob("*.png"))  # exploring: nothing
+    monkeypatch.setenv("QNETS_FIGURES", str(tmp_path / "staging"))
+    assert save_figure(fig, "02_x") == tmp_path / "staging" / "02_x.png"
+    assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == ["02_x.pdf", "02_x.png"]
+    plt.close(fig)
+
+
+def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_path, monkeypatch):
+    """`notebooks --execute` with a fake papermill: a notebook that fails leaves figures/ as it was;
+    one that succeeds replaces its figures (stale ones go); another preset than the committed one
+    leaves figures/ alone."""
+    from qnets import notebooks
+    root = tmp_path / "repo"
+    (root / "qnets").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    figures = root / "figures"
+    figures.mkdir()
+    for name in ("02_old.png", "02_curves.png", "03_keep.png"):
+        (figures / name).write_text("committed")
+    nb = root / "notebooks" / "02_demo.ipynb"
+    nb.parent.mkdir()
+    nb.write_text("{}")
+    monkeypatch.chdir(root)
+    outcome = {}
+
+    def fake_execute(notebook, preset, output, extra=None):
+        staging = Path(os.environ["QNETS_FIGURES"])
+        (staging / "02_curves.png").write_text(f"new {preset}")
+        if outcome.get("fail"):
+            raise RuntimeError("cell 7 failed")
+        Path(output).write_text("{}")
+    monkeypatch.setattr(notebooks, "execute", fake_execute)
+    monkeypatch.setattr(notebooks, "strip_volatile", lambda path: None)
+    monkeypatch.setattr("qnets.experiments.committed_preset", lambda nb=None: "gpu-short")
+    args = lambda preset: argparse.Namespace(execute=True, check=False, preset=preset, notebooks=[str(nb)])  # noqa
+
+    outcome["fail"] = True
+    with pytest.raises(RuntimeError):
+        notebooks.main(args("auto"))
+    assert {p.name: p.read_text() for p in figures.iterdir()} == {
+        "02_old.png": "committed", "02_curves.png": "committed", "03_keep.png": "committed"}
+    outcome["fail"] = False
+    notebooks.main(args("quick"))  # not the committed preset: figures/ untouched
+    assert (figures / "02_curves.png").read_text() == "committed"
+    notebooks.main(args("auto"))
+    assert {p.name: p.read_text() for p in figures.iterdir()} == {"02_curves.png": "new gpu-short",
+                                                                  "03_keep.png": "committed"}
+    assert "QNETS_FIGURES" not in os.environ
+
+
+def test_schedule_steps_where_the_readme_says():
+    from qnets.train import lr_factor
+    short = Config(epochs=50)
+    steps = [e for e in range(1, 50) if lr_factor(short, e * 10, 10) < lr_factor(short, (e - 1) * 10, 10)]
+    assert steps == [25, 38]
+    assert "steps at 25/38" in (ROOT / "README.md").read_text()
+
+
+def test_bench_check_runs_on_synthetic_data_at_the_batch_size_asked(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "", "--check", "--check-epochs", "1",
+                        "--check-train", "200", "--batch-size", "50", "--data", "synthetic", "--depths", "8",
+                        "--neurons", "quadratic", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    check = json.loads((tmp_path / "cpu.json").read_text())["check"]
+    assert check["n_train"] == 200 and check["batch_size"] == 50
+    assert 0 <= check["fast"] <= 1 and 0 <= check["reference"] <= 1

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from qnets import QuadraticConv2d, QuadraticLinear
 
@@ -125,3 +126,29 @@ def test_fused_gradients_match_formula(kind):
     # Second derivatives too (create_graph=True takes the differentiable branch).
     torch.autograd.gradcheck(lambda inp: layer(inp), (x,))
     torch.autograd.gradgradcheck(lambda inp: layer(inp), (x,))
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (3, 6, 10), (3, 5, 5)])
+def test_unbatched_input_behaves_like_conv2d(compact, shape):
+    torch.manual_seed(0)
+    q = QuadraticConv2d(3, 4, 3, padding=1, compact=compact, init="naive")
+    x = torch.randn(*shape)
+    out = q(x)
+    assert out.shape == nn.Conv2d(3, 4, 3, padding=1)(x).shape
+    assert torch.allclose(out, q(x.unsqueeze(0)).squeeze(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(in_channels=True), dict(out_channels=False), dict(kernel_size=True),
+                                    dict(compact="no"), dict(compact=1)])
+def test_bool_and_int_mixups_are_refused(kwargs):
+    args = dict(in_channels=3, out_channels=4, kernel_size=3) | kwargs
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        QuadraticConv2d(**args)
+
+
+def test_resnet_refuses_non_bool_rezero():
+    from qnets.models import resnet
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match="rezero must be True or False"):
+            resnet(8, "quadratic", rezero=bad)
