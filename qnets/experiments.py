@@ -206,8 +206,9 @@ def markdown_table(notebook: str, preset: str) -> str:
         r = load_result(c)
         if r is None:
             continue
-        acc = (f"{100 * r['final_test_acc']:.2f}%" if r["final_test_acc"] is not None
-               else f"collapsed after {r['epochs_run']} epochs")
+        acc = {"completed": lambda: f"{100 * r['final_test_acc']:.2f}%",
+               "collapsed": lambda: f"collapsed in epoch {r['epochs_run']}",
+               "stopped": lambda: f"stopped in epoch {r['epochs_run']} by the old rule (training healthy)"}[r["status"]]()
         net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
         data = (r.get("data_fingerprint") or "unknown")[:8]
         sources.setdefault(data, r.get("data", "not recorded"))

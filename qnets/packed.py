@@ -27,7 +27,7 @@ from . import data as qdata
 from . import relinear
 from .layers import QuadraticConv2d, product_plus
 from .models import ResNet, ShortcutA, resnet
-from .train import Trainer, lr_factor
+from .train import Tally, Trainer, lr_factor
 
 __all__ = ["PackedResNet", "PackedSGD", "PackedLoader", "PackedTrainer", "pack_key"]
 
@@ -498,20 +498,16 @@ class PackedTrainer(Trainer):
         self.correct += (out.detach().argmax(2) == y).sum(0)
 
     @torch.no_grad()
-    def evaluate(self, loader) -> tuple[list[float], list[float]]:
-        """Per-run mean test loss and accuracy."""
+    def evaluate(self, loader) -> dict:
+        """Per-run test results: each value of Trainer.evaluate's dict as a list over the runs."""
         self.model.eval()
-        k = self.model.k
-        loss = torch.zeros(k, device=self.device)
-        correct, n = torch.zeros(k, device=self.device, dtype=torch.long), 0
+        tally = Tally(self.metric_shape, self.device)
         for x, y in loader.epoch(0):
             with self.autocast():
-                out = self.forward(x)
-            loss += F.cross_entropy(out.float().transpose(1, 2), y, reduction="none").sum(0)
-            correct += (out.argmax(2) == y).sum(0)
-            n += y.shape[0]
+                out = self.forward(x)  # (N, K, classes)
+            tally.add(out.float(), y, classes_dim=-1)
         self.model.train()
-        return [v / n for v in loss.tolist()], [v / n for v in correct.tolist()]
+        return tally.result()
 
 
 # ----------------------------------------------------------------------------- fit
@@ -614,12 +610,13 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> 
             train_acc = [v / seen for v in trainer.correct.tolist()]
             train_time = time.perf_counter() - t0
             evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            test_loss, test_acc = trainer.evaluate(test_loader) if evaluate else ([None] * k, [None] * k)
+            test = trainer.evaluate(test_loader) if evaluate else None
             epoch_time = time.perf_counter() - t0
             for j in list(live):
                 elapsed[j] += epoch_time
                 model = packed.lone_model(j)
-                histories[j].append(history_entry(epoch, train_loss[j], train_acc[j], (test_loss[j], test_acc[j]),
+                histories[j].append(history_entry(epoch, train_loss[j], train_acc[j],
+                                                  test and {key: v[j] for key, v in test.items()},
                                                   rates[j], epoch_time, train_time, seen, model))
                 reason = _collapsed(histories[j])
                 if reason:

@@ -36,8 +36,19 @@ def table(results: dict[str, dict], baseline: str | None = None) -> str:
 
 
 def collapse_count(results: dict[str, dict]) -> str:
+    """How many runs collapsed (training broke down), and which; runs stopped by the old rule,
+    whose training was healthy, are named apart."""
     collapsed = [f"{k} ({r['collapse_reason']})" for k, r in results.items() if r["status"] == "collapsed"]
-    return f"{len(collapsed)} of {len(results)} runs collapsed" + (": " + "; ".join(collapsed) if collapsed else "")
+    text = f"{len(collapsed)} of {len(results)} runs collapsed" + (": " + "; ".join(collapsed) if collapsed else "")
+    stopped = [k for k, r in results.items() if r["status"] == "stopped"]
+    if stopped:
+        text += (f"\n{len(stopped)} stopped early by the old rule (non-finite test loss, healthy training), "
+                 f"to be re-run: {', '.join(stopped)}")
+    return text
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _axes(ax):
@@ -46,10 +57,11 @@ def _axes(ax):
 
 
 def curves(results: dict[str, dict], metric: str = "test_acc", ax=None, title: str | None = None):
-    """`metric` of every run against epochs; a collapsed run ends in a cross."""
+    """`metric` of every run against epochs; a collapsed run ends in a cross, a run stopped by
+    the old rule in an open circle."""
     ax = _axes(ax)
     for label, r in results.items():
-        pts = [(h["epoch"] + 1, h[metric]) for h in r["history"] if h[metric] is not None and math.isfinite(h[metric])]
+        pts = [(h["epoch"] + 1, h[metric]) for h in r["history"] if _finite(h.get(metric))]
         if not pts:
             continue
         x, y = zip(*pts)
@@ -57,6 +69,8 @@ def curves(results: dict[str, dict], metric: str = "test_acc", ax=None, title: s
         line, = ax.plot(x, [scale * v for v in y], label=label, lw=1.6)
         if r["status"] == "collapsed":
             ax.plot(x[-1], scale * y[-1], "x", color=line.get_color(), ms=9, mew=2)
+        elif r["status"] == "stopped":  # stopped by the old rule: an open circle, not a collapse
+            ax.plot(x[-1], scale * y[-1], "o", mfc="none", color=line.get_color(), ms=8, mew=1.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)"}.get(metric, metric))
     ax.grid(alpha=0.3)
@@ -74,7 +88,7 @@ def quadratic_curves(results: dict[str, dict], keys=("w_g", "w_b"), ax=None, tit
     for i, (label, r) in enumerate((k, r) for k, r in results.items() if r["history"][0]["quadratic"]):
         for key in keys:
             pts = [(h["epoch"] + 1, h["quadratic"][key]) for h in r["history"]
-                   if math.isfinite(h["quadratic"].get(key, float("nan"))) and h["quadratic"][key] > 0]
+                   if _finite(h["quadratic"].get(key)) and h["quadratic"][key] > 0]
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, styles.get(key, "-"), color=f"C{i}", label=f"{label}: {key}/w_r")
@@ -112,7 +126,7 @@ def sweep(results: dict[str, dict], param: str, lr: float, baseline: dict | None
         ax.plot(*best, "*", ms=16, color="C3", label=f"best: {best[1]:.2f}%")
     if bad:
         y = min([a for _, a in ok] or [10]) - 2
-        ax.plot(bad, [y] * len(bad), "x", ms=10, mew=2, color="k", label="collapsed")
+        ax.plot(bad, [y] * len(bad), "x", ms=10, mew=2, color="k", label="collapsed or stopped")
     if baseline and baseline.get("final_test_acc") is not None:
         ax.axhline(100 * baseline["final_test_acc"], color="gray", ls="--",
                    label=f"conventional: {100 * baseline['final_test_acc']:.2f}%")

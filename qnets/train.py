@@ -34,7 +34,7 @@ from .utils import atomic_json, atomic_save, provenance, remove_orphans, tune_cp
 
 __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
 
-STATUSES = ("completed", "collapsed")
+STATUSES = ("completed", "collapsed", "stopped")  # stopped: by the old collapse rule (legacy_status)
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -260,9 +260,10 @@ def read_result(path: str | Path) -> dict:
 
 
 def load_result(config: Config) -> dict | None:
-    """The stored result of `config` (checked by read_result), or None. Needs no data."""
+    """The stored result of `config` (checked by read_result, labelled by legacy_status), or None.
+    Needs no data."""
     path = result_path(config)
-    return read_result(path) if path.exists() else None
+    return legacy_status(read_result(path)) if path.exists() else None
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -462,31 +463,96 @@ class Trainer:
         self.correct.zero_()
 
     @torch.no_grad()
-    def evaluate(self, loader) -> tuple[float, float]:
+    def evaluate(self, loader) -> dict:
+        """One pass over `loader` in evaluation mode (see `evaluation`)."""
         self.model.eval()
-        loss, correct, n = torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.long), 0
+        tally = Tally(self.metric_shape, self.device)
         for x, y in loader.epoch(0):
             with self.autocast():
                 out = self.forward(x)
-            loss += F.cross_entropy(out.float(), y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
-            n += y.shape[0]
+            tally.add(out.float(), y, classes_dim=-1)
         self.model.train()
-        return loss.item() / n, correct.item() / n
+        return tally.result()
+
+
+class Tally:
+    """Test-set sums kept on the device (for one run, or per run of a pack). An image whose logits
+    are not all finite (a deep quadratic network in evaluation mode can overflow on a few images)
+    counts as wrong and is left out of the loss; how many there were and the largest finite |logit|
+    are recorded."""
+
+    def __init__(self, shape: tuple[int, ...], device):
+        self.loss = torch.zeros(shape, device=device, dtype=torch.float64)
+        self.correct = torch.zeros(shape, device=device, dtype=torch.long)
+        self.nonfinite = torch.zeros(shape, device=device, dtype=torch.long)
+        self.max_logit = torch.zeros(shape, device=device)
+        self.n = 0
+
+    def add(self, out: torch.Tensor, y: torch.Tensor, classes_dim: int = -1) -> None:
+        """out: (N, [K,] classes) logits, y: (N, [K]) labels."""
+        out = out.movedim(classes_dim, -1)
+        finite = torch.isfinite(out).all(-1)
+        per_image = F.cross_entropy(out.movedim(-1, 1), y, reduction="none")
+        self.loss += torch.where(finite, per_image, 0).sum(0)
+        self.correct += ((out.argmax(-1) == y) & finite).sum(0)
+        self.nonfinite += (~finite).sum(0)
+        magnitude = torch.where(torch.isfinite(out), out.abs(), 0).amax(-1).amax(0)
+        self.max_logit = torch.maximum(self.max_logit, magnitude)
+        self.n += y.shape[0]
+
+    def result(self) -> dict:
+        """test_loss (mean over finite images; None if none was), test_acc, test_nonfinite and
+        test_max_logit: floats for one run, lists of them for a pack."""
+        loss, correct, bad, big = (t.tolist() for t in (self.loss, self.correct, self.nonfinite, self.max_logit))
+        one = not isinstance(loss, list)
+        loss, correct, bad, big = ([v] if one else v for v in (loss, correct, bad, big))
+        out = {"test_loss": [l / (self.n - b) if b < self.n else None for l, b in zip(loss, bad)],
+               "test_acc": [c / self.n for c in correct], "test_nonfinite": bad, "test_max_logit": big}
+        return {k: v[0] for k, v in out.items()} if one else out
 
 
 # ----------------------------------------------------------------------------- fit
 
+# Collapse means that training broke down, judged on the training set alone: the training loss of
+# an epoch is not finite, or training accuracy, having once risen more than COLLAPSE_RISEN above
+# chance, falls back to within COLLAPSE_FALLEN of it. What the test set does (a deep quadratic
+# network in evaluation mode can overflow on a few images) never stops a run: it is recorded.
+COLLAPSE_RISEN = 0.10
+COLLAPSE_FALLEN = 0.02
+COLLAPSE_RULE = 2  # recorded in results; results without it were stopped by rule 1 (see legacy_status)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _collapsed(history: list[dict], num_classes: int = 10) -> str | None:
-    """Why the run has collapsed, or None: a non-finite loss, or training accuracy that fell
-    back to chance after having risen clearly above it."""
+    """Why training has broken down by the end of `history`, or None (COLLAPSE_* above)."""
     last = history[-1]
-    if not math.isfinite(last["train_loss"]) or (last["test_loss"] is not None and not math.isfinite(last["test_loss"])):
-        return f"non-finite loss in epoch {last['epoch']}"
+    if not _finite(last["train_loss"]):
+        return f"non-finite training loss in epoch {last['epoch']}"
     chance = 1 / num_classes
-    if max(h["train_acc"] for h in history) > chance + 0.1 and last["train_acc"] < chance + 0.02:
-        return f"training accuracy fell to chance ({last['train_acc']:.3f}) in epoch {last['epoch']}"
+    accs = [h["train_acc"] for h in history if _finite(h["train_acc"])]
+    if accs and max(accs) > chance + COLLAPSE_RISEN and last["train_acc"] < chance + COLLAPSE_FALLEN:
+        return f"training accuracy fell back to chance ({last['train_acc']:.3f}) in epoch {last['epoch']}"
     return None
+
+
+def legacy_status(result: dict) -> dict:
+    """A result made before COLLAPSE_RULE 2, as the rule it was made under deserves: rule 1 also
+    stopped a run when its *test* loss was not finite. Where the training history shows no
+    breakdown, the run did not collapse: it is relabelled "stopped" (not finished, no final
+    accuracy), with the reason. Results of rule 2 are returned as they are."""
+    if result.get("collapse_rule") == COLLAPSE_RULE or result.get("status") != "collapsed":
+        return result
+    history = result["history"]
+    if history and _collapsed(history) is None:
+        last = history[-1]
+        return result | {"status": "stopped", "collapse_reason": None, "stop_reason": (
+            f"stopped by the old rule in epoch {last['epoch']}: the test loss was not finite while training "
+            f"was healthy (in that epoch: training loss {last['train_loss']:.3f}, training accuracy "
+            f"{last['train_acc']:.3f}, test accuracy {last['test_acc']:.3f}); to be re-run")}
+    return result
 
 
 def _progress(config: Config, verbose: bool, initial: int):
@@ -529,12 +595,15 @@ def write_checkpoint(config: Config, epoch: int, model_state: dict, optimizer_st
                 checkpoint_path(config))
 
 
-def history_entry(epoch: int, train_loss: float, train_acc: float, test: tuple, rates, epoch_time: float,
+NOT_EVALUATED = {"test_loss": None, "test_acc": None, "test_nonfinite": None, "test_max_logit": None}
+
+
+def history_entry(epoch: int, train_loss: float, train_acc: float, test: dict | None, rates, epoch_time: float,
                   train_time: float, seen: int, model: torch.nn.Module) -> dict:
-    """One epoch of a run's history (`test` is (loss, accuracy), or (None, None) when not evaluated)."""
-    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test[0],
-            "test_acc": test[1], "lr": rates, "epoch_time": epoch_time, "train_time": train_time,
-            "images_per_s": seen / train_time, "quadratic": relinear.quadratic_stats(model).get("overall", {})}
+    """One epoch of a run's history (`test` from Trainer.evaluate, or None when not evaluated)."""
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc} | (test or NOT_EVALUATED) | {
+        "lr": rates, "epoch_time": epoch_time, "train_time": train_time, "images_per_s": seen / train_time,
+        "quadratic": relinear.quadratic_stats(model).get("overall", {})}
 
 
 def write_result(config: Config, status: str, reason: str | None, history: list[dict], model: torch.nn.Module,
@@ -545,7 +614,7 @@ def write_result(config: Config, status: str, reason: str | None, history: list[
     tested = [h["test_acc"] for h in history if h["test_acc"] is not None]
     result = {
         "name": run_name(config), "hash": config_hash(config), "config": config.to_dict(), "status": status,
-        "collapse_reason": reason, "history": history,
+        "collapse_reason": reason, "collapse_rule": COLLAPSE_RULE, "history": history,
         "final_test_acc": tested[-1] if tested and status == "completed" else None,
         "best_test_acc": max(tested) if tested else None,
         "epochs_run": len(history), "params": sum(p.numel() for p in model.parameters()), "wall_time": elapsed,
@@ -640,13 +709,13 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
             train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
             train_time = time.perf_counter() - t0
             evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            test = trainer.evaluate(test_loader) if evaluate else (None, None)
+            test = trainer.evaluate(test_loader) if evaluate else None
             epoch_time = time.perf_counter() - t0
             elapsed += epoch_time
             history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
                                          model))
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
-                            test=f"{test[1]:.3f}" if test[1] is not None else "-", refresh=False)
+                            test=f"{test['test_acc']:.3f}" if test else "-", refresh=False)
             bar.update(1)
             reason = _collapsed(history)
             if reason:

@@ -232,3 +232,46 @@ def test_each_trainer_compiles_its_network(monkeypatch):
             trainer.model.eval()
             trainer.forward(x)
             assert counters["stats"]["unique_graphs"] == before + 2, (depth, neuron)
+
+
+def test_a_test_set_overflow_is_recorded_and_training_goes_on(tmp_path, monkeypatch):
+    """In evaluation mode two test images give infinite logits (as a deep quadratic network can):
+    the run completes, each evaluation records them, and they count as wrong."""
+    import qnets.train as T
+    real = T.resnet
+
+    def overflowing(*args, **kw):
+        model = real(*args, **kw)
+
+        def hook(module, inputs, out):
+            if module.training:
+                return out
+            out = out.clone()
+            out[:2] = float("inf")
+            return out
+        model.register_forward_hook(hook)
+        return model
+    monkeypatch.setattr(T, "resnet", overflowing)
+    r = fit(synthetic(tmp_path, epochs=2), verbose=False)
+    assert r["status"] == "completed" and r["collapse_rule"] == 2
+    for h in r["history"]:
+        assert h["test_nonfinite"] == 2 and 0 < h["test_max_logit"] < float("inf")
+        assert h["test_loss"] is not None and h["test_acc"] <= 198 / 200
+
+
+def test_the_collapse_rule_reads_training_only():
+    from qnets.train import _collapsed, legacy_status
+    h = lambda e, loss, acc, test_loss=1.0: {"epoch": e, "train_loss": loss, "train_acc": acc,  # noqa: E731
+                                             "test_loss": test_loss, "test_acc": 0.5}
+    assert _collapsed([h(0, 1.5, 0.4, test_loss=float("nan"))]) is None  # test overflow: not a collapse
+    assert "non-finite training loss" in _collapsed([h(0, 1.5, 0.4), h(1, float("nan"), 0.1)])
+    assert _collapsed([h(0, None, 0.1)]) is not None  # stored JSON has null for NaN
+    assert "fell back to chance" in _collapsed([h(0, 1.5, 0.25), h(1, 2.3, 0.11)])
+    assert _collapsed([h(0, 2.3, 0.15), h(1, 2.3, 0.11)]) is None  # never rose above chance + 0.1
+    old = {"status": "collapsed", "collapse_reason": "non-finite loss in epoch 1", "final_test_acc": None,
+           "history": [h(0, 1.5, 0.4), h(1, 1.2, 0.5, test_loss=None)]}
+    relabelled = legacy_status(old)
+    assert relabelled["status"] == "stopped" and "old rule" in relabelled["stop_reason"]
+    broke = old | {"history": [h(0, 1.5, 0.4), h(1, None, 0.1)]}
+    assert legacy_status(broke) is broke  # training broke down: still a collapse
+    assert legacy_status(old | {"collapse_rule": 2}) == old | {"collapse_rule": 2}
