@@ -80,7 +80,8 @@ def cache_root(tmp_path, name, seed):
     return root
 
 
-def test_a_result_trained_on_other_data_is_not_reused(tmp_path):
+def test_a_result_trained_on_other_data_is_not_reused(tmp_path, monkeypatch):
+    monkeypatch.delenv("QNETS_CIFAR10", raising=False)  # a named source would win over both caches
     a, b = cache_root(tmp_path, "a", 0), cache_root(tmp_path, "b", 1)
     config = small(tmp_path, dataset="cifar10", data_root=str(a), epochs=1)
     first = fit(config, verbose=False)

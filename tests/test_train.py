@@ -47,11 +47,11 @@ def real_cifar10_source():
     return source
 
 
-def test_quadratic_resnet20_learns_real_cifar10(tmp_path, monkeypatch):
+def test_quadratic_resnet_learns_real_cifar10(tmp_path, monkeypatch):
     source = real_cifar10_source()
     if source:
         monkeypatch.setenv("QNETS_CIFAR10", source)
-    config = Config(depth=20, neuron="quadratic", n_train=2000, n_test=1000, epochs=4, batch_size=64,
+    config = Config(depth=8, neuron="quadratic", n_train=2000, n_test=1000, epochs=4, batch_size=64,
                     schedule="cosine", lr=0.05, out_dir=str(tmp_path), data_root=str(ROOT / "data"))
     r = fit(config, verbose=False)
     assert r["status"] == "completed"
