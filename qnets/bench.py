@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="packing: memory format of the packed runs (default: auto, as Config)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="packing: precision of the packed runs (default: auto, as Config)")
+    p.add_argument("--pack-check", type=int, default=0, metavar="EPOCHS",
+                   help="packing: also train seeds 0-3 of the quadratic ResNet-20 packed and alone for EPOCHS epochs "
+                        "and compare their test accuracies (a packed run must learn like a lone run)")
     p.add_argument("--budget", type=float, default=None,
                    help="packing: start no new measurement after this many seconds")
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
@@ -417,7 +420,11 @@ def main(args) -> int:
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     if args.pack:
         from . import packbench
-        packbench.run(args, dataset, device, name, peak, flops_per_image)
+        report, path = packbench.run(args, dataset, device, name, peak, flops_per_image)
+        if args.pack_check:
+            report["learning_check"] = packbench.learning_check(full, device, 4, args.pack_check, args.check_train,
+                                                                args.batch_size, depth=int(args.depths.split(",")[0]))
+            atomic_json(report, path)
         return 0
     rows, steps_per_epoch = [], 50000 // args.batch_size
     print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "

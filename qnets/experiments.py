@@ -17,20 +17,21 @@ __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "runs", "committed_preset", "t
 PRESETS: dict[str, dict] = {
     "smoke": {"base": dict(dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50, depth=8,
                            out_dir="results/smoke"), "deep": 14},
-    "quick": {"base": dict(n_train=4000, n_test=1000, epochs=6, depth=8, schedule="cosine"), "deep": 14},
+    "quick": {"base": dict(n_train=3000, n_test=None, epochs=6, depth=8, schedule="cosine", eval_every=2), "deep": 14},
     "gpu-short": {"base": dict(epochs=50, depth=20, checkpoint_every=10), "deep": 56},
     "paper": {"base": dict(epochs=200, depth=20, checkpoint_every=10), "deep": 56},
 }
 PRESET_HELP = {
     "smoke": "synthetic data, 200 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
-    "quick": "4,000 CIFAR-10 images, 6 epochs (cosine), ResNet-8/14: 16 runs, 20 to 30 minutes on 2 CPU cores; "
-             "shows trends, not the paper's numbers",
+    "quick": "3,000 CIFAR-10 training images, 6 epochs (cosine), scored on all 10,000 test images, ResNet-8/14, "
+             "3 seeds: 60 runs on 2 CPU cores; shows trends, not the paper's numbers",
     "gpu-short": "full CIFAR-10, the authors' recipe shortened to 50 epochs (steps at 25/38), ResNet-20/56, GPU",
     "paper": "full CIFAR-10, the authors' recipe: 200 epochs, batch 128, lr x0.1 at 100/150, ResNet-20/56, GPU",
 }
 ORDER = ("paper", "gpu-short", "quick", "smoke")  # largest first
 NOTEBOOKS = ("01", "02", "03", "04", "05")
 
+SEEDS = 3  # every experiment label runs with seeds 0, 1, 2 at every preset
 GAMMA = 1e-5  # the authors' shrunken rate for the full quadratic ResNet-20
 GAMMA_DEEP = 1e-3  # and for (ReZero) ResNet-56
 SWEEPS = {  # notebook 05: each regulariser alone (None = the base learning rate: no shrinking)
@@ -38,7 +39,26 @@ SWEEPS = {  # notebook 05: each regulariser alone (None = the base learning rate
     "alpha": (1e-4, 1e-3, 1e-2, 1e-1),
     "beta": (1e-6, 1e-5, 1e-4, 1e-3),
 }
-QUICK_SWEEPS = {"gamma": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, None), "alpha": (1e-3, 1e-1), "beta": (1e-5, 1e-3)}
+QUICK_SWEEPS = {"gamma": (0.0, 1e-5, 1e-4, 1e-3, 1e-2, None), "alpha": SWEEPS["alpha"], "beta": SWEEPS["beta"]}
+
+
+CAVEATS = {
+    "smoke": "Preset smoke: synthetic images, one epoch. It checks that the code runs and says nothing about the "
+             "paper's claims.",
+    "quick": "Preset quick: small ResNets on a subset of CIFAR-10 for a few epochs on a CPU. Verdicts here are about "
+             "these small, short runs; they show trends, not the paper's numbers, and a claim not resolved here may "
+             "be resolved at the paper's recipe.",
+    "gpu-short": "Preset gpu-short: the authors' recipe cut to 50 of its 200 epochs; accuracies sit below the "
+                 "200-epoch ones.",
+    "paper": "Preset paper: the authors' recipe (200 epochs). The CIFAR-10 copy used for the committed results is "
+             "JPEG-compressed, so accuracies sit a little below those on the official pixels.",
+}
+
+
+def caveat(preset: str) -> str:
+    """What results at `preset` cannot say (printed at the end of each notebook)."""
+    _check_preset(preset)
+    return CAVEATS[preset]
 
 
 def _check_preset(preset: str) -> None:
@@ -69,7 +89,12 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
             "relinear-sw-l1": quad.replace(gamma_g=None, gamma_b=None, beta_g=1e-5, beta_b=1e-5),
         }
     if notebook == "03":
-        return {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
+        out = {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
+        if preset == "paper":  # the authors' compact script as it runs: ResNet-56, 99 epochs, w_b frozen at 0,
+            # and milestones (100, 150) never reached: a constant rate
+            out["compact-authors"] = quad.replace(neuron="compact", depth=overrides.get("depth", 56), epochs=99,
+                                                  schedule="constant", gamma_b=0.0)
+        return out
     if notebook == "04":
         deep = dict(depth=overrides.get("depth", p["deep"]))
         return {
@@ -90,39 +115,49 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
     raise ValueError(f"unknown notebook {notebook!r}; choose one of {NOTEBOOKS}")
 
 
-def results(configs: dict[str, Config], train_missing: bool = True, verbose: bool = True) -> dict[str, dict]:
-    """label -> result for each config: stored results are read as they are (no data needed:
-    each says which data it came from), missing ones trained (or skipped when not
-    `train_missing`). `fit` itself reuses a stored result only for the same data."""
+def seeds(config: Config, n: int = SEEDS) -> list[Config]:
+    """The `n` seeds of one experiment label: `config` with seeds config.seed, +1, ..., +n-1."""
+    return [config.replace(seed=config.seed + i) for i in range(n)]
+
+
+def results(configs: dict[str, Config], train_missing: bool = True, verbose: bool = True,
+            n_seeds: int = SEEDS) -> dict[str, list[dict]]:
+    """label -> the results of its `n_seeds` seeds, in seed order: stored results are read as they
+    are (no data needed: each says which data it came from), missing ones trained (or left out
+    when not `train_missing`). `fit` itself reuses a stored result only for the same data."""
     out = {}
     for label, config in configs.items():
-        stored = load_result(config)
-        if stored is not None:
-            out[label] = stored
-        elif train_missing:
-            out[label] = fit(config, verbose=verbose)
+        out[label] = []
+        for c in seeds(config, n_seeds):
+            stored = load_result(c)
+            if stored is not None:
+                out[label].append(stored)
+            elif train_missing:
+                out[label].append(fit(c, verbose=verbose))
     return out
 
 
 def committed_preset(notebook: str | None = None) -> str:
-    """The largest preset whose results for `notebook` (every notebook when None) are all
-    stored; "quick" when none is complete (its missing runs are then trained)."""
+    """The largest preset whose results for `notebook` (every notebook when None), every seed,
+    are all stored; "quick" when none is complete (its missing runs are then trained)."""
     books = NOTEBOOKS if notebook is None else (str(notebook)[:2],)
     for preset in ORDER[:-1]:
-        configs = [c for nb in books for c in runs(nb, preset).values()]
+        configs = [s for nb in books for c in runs(nb, preset).values() for s in seeds(c)]
         if configs and all(load_result(c) is not None for c in configs):
             return preset
     return "quick"
 
 
-def plan(preset: str, selection: str = "all") -> dict[str, Config]:
+def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str, Config]:
     """The configs named by `selection`: "all", or comma-separated notebook numbers ("02,05")
-    and/or labels ("02:naive"), deduplicated by config."""
+    and/or labels ("02:naive"), each with its seeds (keys "02:naive", "02:naive#1", ...),
+    deduplicated by config, in order: seed 0 of every label first, then seed 1, ..."""
     _check_preset(preset)
     chosen, seen = {}, set()
     items = [s.strip() for s in str(selection).split(",") if s.strip()]
     if not items:
         raise ValueError(f"no runs named in {selection!r}: give notebook numbers (02,05), labels (02:naive) or all")
+    picked = []
     for item in items:
         nb, _, label = item.partition(":")
         books = NOTEBOOKS if nb == "all" else (nb[:2],)
@@ -130,10 +165,13 @@ def plan(preset: str, selection: str = "all") -> dict[str, Config]:
             labelled = runs(book, preset)
             if label and label not in labelled:
                 raise ValueError(f"notebook {book} has no run {label!r}; its runs: {list(labelled)}")
-            for name, config in labelled.items():
-                if (not label or name == label) and config not in seen:
-                    seen.add(config)
-                    chosen[f"{book}:{name}"] = config
+            picked += [(f"{book}:{name}", config) for name, config in labelled.items() if not label or name == label]
+    for i in range(n_seeds):  # every label's first seed before any label's second
+        for key, config in picked:
+            c = seeds(config, n_seeds)[i]
+            if c not in seen:
+                seen.add(c)
+                chosen[key if i == 0 else f"{key}#{i}"] = c
     return chosen
 
 
@@ -196,24 +234,54 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     return {label: out[label] for label in configs}
 
 
-def markdown_table(notebook: str, preset: str) -> str:
-    """The stored results of one notebook's runs at `preset` as a Markdown table, then one line per
-    dataset they were trained on (for the README; a test keeps the README's tables equal to this)."""
-    rows = ["| run | network | params | epochs | test accuracy | time | device | data | result file |",
-            "|---|---|---:|---:|---:|---:|---|---|---|"]
-    sources = {}
-    for label, c in runs(notebook, preset).items():
-        r = load_result(c)
-        if r is None:
+def _outcome(r: dict) -> str:
+    return {"completed": lambda: f"{100 * r['final_test_acc']:.2f}",
+            "collapsed": lambda: f"collapsed in epoch {r['epochs_run']}",
+            "stopped": lambda: f"stopped in epoch {r['epochs_run']} by the old rule (training healthy)"}[r["status"]]()
+
+
+def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -> str:
+    """The stored results of one notebook's labels at `preset`, one row per label over its seeds
+    (mean ± sd of the final test accuracy of the completed seeds, each seed's outcome, and the
+    difference to `baseline` with Welch's 95% interval), then one line per dataset they came
+    from. For the README; a test keeps the README's tables equal to this."""
+    from .stats import summary, welch
+    rows = ["| run | network | params | seeds | test accuracy (%) | per seed | vs conventional (95% CI) | data | "
+            "result files |", "|---|---|---:|---:|---:|---|---:|---|---|"]
+    sources, finals = {}, {}
+    labelled = {label: [r for r in (load_result(c) for c in seeds(config)) if r is not None]
+                for label, config in runs(notebook, preset).items()}
+    for label, rs in labelled.items():
+        finals[label] = [100 * r["final_test_acc"] for r in rs if r["status"] == "completed"]
+    for label, rs in labelled.items():
+        if not rs:
             continue
-        acc = {"completed": lambda: f"{100 * r['final_test_acc']:.2f}%",
-               "collapsed": lambda: f"collapsed in epoch {r['epochs_run']}",
-               "stopped": lambda: f"stopped in epoch {r['epochs_run']} by the old rule (training healthy)"}[r["status"]]()
+        c = Config(**rs[0]["config"])
+        s = summary(finals[label])
+        acc = "-" if s["n"] == 0 else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
+        diff = "-"
+        if label != baseline and baseline in finals:
+            w = welch(finals[label], finals[baseline])
+            if w["low"] is not None:
+                diff = f"{w['diff']:+.2f} [{w['low']:+.2f}, {w['high']:+.2f}]"
+            elif w["diff"] is not None:
+                diff = f"{w['diff']:+.2f} (no interval: one seed)"
+        data = sorted({(r.get("data_fingerprint") or "unknown")[:8] for r in rs})
+        for r in rs:
+            sources.setdefault((r.get("data_fingerprint") or "unknown")[:8], r.get("data", "not recorded"))
         net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
-        data = (r.get("data_fingerprint") or "unknown")[:8]
-        sources.setdefault(data, r.get("data", "not recorded"))
-        rows.append(f"| {label} | {net} | {r['params']:,} | {r['epochs_run']}/{c.epochs} | {acc} | "
-                    f"{r['wall_time'] / 60:.1f} min | {r['device']} | `{data}` | `{r['name']}` |")
+        names = "<br>".join(f"`{r['name']}`" for r in rs)
+        per_seed = "; ".join(_outcome(r) for r in rs)
+        rows.append(f"| {label} | {net} | {rs[0]['params']:,} | {len(rs)}/{SEEDS} | {acc} | {per_seed} | {diff} | "
+                    f"{', '.join(f'`{d}`' for d in data)} | {names} |")
     rows.append("")
     rows += [f"Data `{fp}`: {source}." for fp, source in sources.items()]
     return "\n".join(rows)
+
+
+def claims_markdown(notebook: str, preset: str) -> str:
+    """The verdicts on the claims `notebook` tests, from the stored results at `preset` (nothing
+    is trained), as a Markdown list; for the README, kept equal to it by a test."""
+    from . import claims
+    stored = results(runs(notebook, preset), train_missing=False)
+    return claims.markdown(claims.verdicts(notebook, stored))

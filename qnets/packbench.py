@@ -156,8 +156,9 @@ def _key(r: dict) -> tuple:
             r["batch_size"])
 
 
-def run(args, dataset, device, name, peak, flops_of) -> dict:
-    """Measure every (compile setting, network, mechanism, K) and write the report."""
+def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
+    """Measure every (compile setting, network, mechanism, K) and write the report; returns it
+    and where it was written."""
     from .bench import measure
     ks = [int(k) for k in args.pack.split(",")]
     mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
@@ -214,7 +215,7 @@ def run(args, dataset, device, name, peak, flops_of) -> dict:
                     for k in ks:
                         if spent():
                             save()
-                            return report
+                            return report, path
                         configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last,
                                            args.precision)
                         head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k,
@@ -233,7 +234,7 @@ def run(args, dataset, device, name, peak, flops_of) -> dict:
                         print(format_row(row, lone.get((depth, neuron))), flush=True)
                         save()
     save()
-    return report
+    return report, path
 
 
 def _speedup(r: dict, lone: dict | None) -> float | None:
@@ -278,3 +279,41 @@ def markdown(report: dict) -> str:
         x = _speedup(r, lone.get((r["depth"], r["neuron"])))
         lines.append(line(r, r["mechanism"], r["compile"], r["channels_last"], r["precision"], r["k"], x))
     return "\n".join(lines)
+
+
+def learning_check(dataset, device, k: int, epochs: int, n_train: int | None, batch_size: int, depth: int = 20,
+                   neuron: str = "quadratic") -> dict:
+    """Train seeds 0..k-1 of one config as one pack and each alone, on the same data for `epochs`
+    epochs (cosine); a packed run should learn like a lone run, so the two sets of final test
+    accuracies should agree within seed noise (Welch's 95% interval of the difference holds 0)."""
+    import tempfile
+
+    from .packed import fit_packed
+    from .stats import summary, welch
+    from .train import fit
+    kind = "synthetic" if dataset.source.startswith("synthetic") else "cifar10"
+    n_test = None if kind == "cifar10" else len(dataset.test)
+    n_train = n_train if kind == "cifar10" else (n_train or len(dataset.train))
+    out = {"k": k, "epochs": epochs, "depth": depth, "neuron": neuron, "n_train": n_train, "data": dataset.source}
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = [Config(depth=depth, neuron=neuron, seed=s, epochs=epochs, schedule="cosine", batch_size=batch_size,
+                          dataset=kind, n_train=n_train, n_test=n_test, device=device.type, out_dir=f"{tmp}/packed")
+                   for s in range(k)]
+        t0 = time.perf_counter()
+        packed = fit_packed(configs, verbose=False)
+        out["packed_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lone = [fit(c.replace(out_dir=f"{tmp}/lone"), verbose=False) for c in configs]
+        out["lone_s"] = time.perf_counter() - t0
+    acc = lambda rs: [100 * r["final_test_acc"] for r in rs if r["final_test_acc"] is not None]  # noqa: E731
+    out["packed"], out["lone"] = acc(packed), acc(lone)
+    out["difference"] = welch(out["packed"], out["lone"])
+    out["spread"] = {"packed_sd": summary(out["packed"])["sd"], "lone_sd": summary(out["lone"])["sd"]}
+    d = out["difference"]
+    out["agree"] = d["low"] is not None and d["low"] <= 0 <= d["high"]
+    print(f"learning check, {k} seeds of resnet{depth}-{neuron}, {epochs} epochs: packed "
+          f"{' '.join(f'{a:.2f}' for a in out['packed'])}, lone {' '.join(f'{a:.2f}' for a in out['lone'])}; "
+          f"packed - lone {d['diff']:+.2f} points" + (f", 95% CI [{d['low']:+.2f}, {d['high']:+.2f}]"
+                                                     if d["low"] is not None else "")
+          + f" ({'agree' if out['agree'] else 'DO NOT AGREE'}); {out['packed_s']:.0f} s packed, {out['lone_s']:.0f} s lone")
+    return out

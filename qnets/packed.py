@@ -27,7 +27,7 @@ from . import data as qdata
 from . import relinear
 from .layers import QuadraticConv2d, product_plus
 from .models import ResNet, ShortcutA, resnet
-from .train import Tally, Trainer, lr_factor
+from .train import Trainer, lr_factor
 
 __all__ = ["PackedResNet", "PackedSGD", "PackedLoader", "PackedTrainer", "pack_key"]
 
@@ -497,18 +497,6 @@ class PackedTrainer(Trainer):
         self.loss_sum += losses.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(2) == y).sum(0)
 
-    @torch.no_grad()
-    def evaluate(self, loader) -> dict:
-        """Per-run test results: each value of Trainer.evaluate's dict as a list over the runs."""
-        self.model.eval()
-        tally = Tally(self.metric_shape, self.device)
-        for x, y in loader.epoch(0):
-            with self.autocast():
-                out = self.forward(x)  # (N, K, classes)
-            tally.add(out.float(), y, classes_dim=-1)
-        self.model.train()
-        return tally.result()
-
 
 # ----------------------------------------------------------------------------- fit
 
@@ -538,8 +526,8 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> 
 
     from tqdm.auto import tqdm
 
-    from .train import (_collapsed, build_model, history_entry, prepare, read_checkpoint, resolve_device,
-                        run_name, write_checkpoint, write_result)
+    from .train import (_collapsed, build_model, evaluates, history_entry, prepare, read_checkpoint,
+                        resolve_device, run_name, write_checkpoint, write_result)
     configs = list(configs)
     if len({pack_key(c) for c in configs}) != 1:
         raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
@@ -598,19 +586,11 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> 
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            trainer.loss_sum.zero_()
-            trainer.correct.zero_()
-            seen, rates = 0, None
-            for i, (x, y) in enumerate(train_loader.epoch(epoch)):
-                now = trainer.set_lr(epoch * len(train_loader) + i)
-                rates = rates or now
-                trainer.train_step(x, y)
-                seen += y.shape[0]
+            seen, rates = trainer.train_epoch(train_loader, epoch)
             train_loss = [v / seen for v in trainer.loss_sum.tolist()]
             train_acc = [v / seen for v in trainer.correct.tolist()]
             train_time = time.perf_counter() - t0
-            evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            test = trainer.evaluate(test_loader) if evaluate else None
+            test = trainer.evaluate(test_loader) if evaluates(config, epoch) else None
             epoch_time = time.perf_counter() - t0
             for j in list(live):
                 elapsed[j] += epoch_time

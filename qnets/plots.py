@@ -1,100 +1,221 @@
-"""Figures and tables of stored results (dicts returned by `qnets.train.fit`).
+"""Figures and tables of stored results over seeds.
 
-Every function takes `{label: result}` and draws or formats it; none trains anything.
+Every function takes `{label: [result, ...]}` (one result per seed, as `experiments.results`
+returns) and draws or formats it; none trains anything. Figures use seaborn; every label keeps
+one colour across all figures (`colour`). Intervals are 95% t-intervals of the mean over seeds
+(`qnets.stats`); bands on learning curves are mean ± sd over seeds.
 """
 from __future__ import annotations
 
 import math
 
-__all__ = ["table", "curves", "quadratic_curves", "sweep", "scatter", "collapse_count"]
+from .stats import summary, welch
+
+__all__ = ["colour", "table", "collapse_count", "curves", "finals", "quadratic_curves", "sweep", "scatter",
+           "describe"]
+
+# Every label of every notebook, in one order: a label's colour is its place here.
+_ORDER = ("conventional", "naive", "relinear-sg", "compact-authors", "relinear-sw-l2", "relinear-sw-l1", "compact",
+          "relinear", "relinear-rezero")
 
 
-def _acc(x):
-    return "  -   " if x is None else f"{100 * x:6.2f}"
-
-
-def table(results: dict[str, dict], baseline: str | None = None) -> str:
-    """Plain-text table: one row per run (final and best test accuracy in %, parameters,
-    epochs, status, wall time and device); `baseline` adds the difference to that run."""
-    base = results.get(baseline, {}).get("final_test_acc") if baseline else None
-    head = f"{'run':22s} {'neuron':12s} {'depth':>5s} {'params':>9s} {'epochs':>6s} {'final %':>7s} {'best %':>7s}"
-    head += f" {'vs ' + baseline[:10]:>14s}" if base is not None else ""
-    head += f" {'status':9s} {'time':>7s}  device"
-    lines = [head, "-" * len(head)]
-    for label, r in results.items():
-        c = r["config"]
-        neuron = c["neuron"] + ("+rz" if c["rezero"] else "")
-        row = (f"{label:22s} {neuron:12s} {c['depth']:5d} {r['params']:9,d} {r['epochs_run']:3d}/{c['epochs']:<3d}"
-               f" {_acc(r['final_test_acc']):>7s} {_acc(r['best_test_acc']):>7s}")
-        if base is not None:
-            diff = r["final_test_acc"]
-            row += f" {'-' if diff is None else f'{100 * (diff - base):+.2f}':>14s}"
-        minutes = r["wall_time"] / 60
-        row += f" {r['status']:9s} {minutes:6.1f}m  {r['device']}"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def collapse_count(results: dict[str, dict]) -> str:
-    """How many runs collapsed (training broke down), and which; runs stopped by the old rule,
-    whose training was healthy, are named apart."""
-    collapsed = [f"{k} ({r['collapse_reason']})" for k, r in results.items() if r["status"] == "collapsed"]
-    text = f"{len(collapsed)} of {len(results)} runs collapsed" + (": " + "; ".join(collapsed) if collapsed else "")
-    stopped = [k for k, r in results.items() if r["status"] == "stopped"]
-    if stopped:
-        text += (f"\n{len(stopped)} stopped early by the old rule (non-finite test loss, healthy training), "
-                 f"to be re-run: {', '.join(stopped)}")
-    return text
+def colour(label: str):
+    """The colour of `label` in every figure (seaborn's colour-blind palette, then tab20)."""
+    import seaborn as sns
+    palette = sns.color_palette("colorblind", 10) + sns.color_palette("tab20", 20)
+    label = {"quadratic": "relinear-sg"}.get(label, label)  # 03's quadratic run is 02's relinear-sg
+    if label in _ORDER:
+        return palette[_ORDER.index(label)]
+    return palette[10 + sum(map(ord, label)) % 20]  # sweep labels: stable, away from the named ones
 
 
 def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _finals(rs: list[dict]) -> list[float]:
+    return [100 * r["final_test_acc"] for r in rs if r["status"] == "completed" and r["final_test_acc"] is not None]
 
 
 def _axes(ax):
     import matplotlib.pyplot as plt
-    return (plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax)
+    return plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax
 
 
-def curves(results: dict[str, dict], metric: str = "test_acc", ax=None, title: str | None = None):
-    """`metric` of every run against epochs; a collapsed run ends in a cross, a run stopped by
-    the old rule in an open circle."""
-    ax = _axes(ax)
-    for label, r in results.items():
-        pts = [(h["epoch"] + 1, h[metric]) for h in r["history"] if _finite(h.get(metric))]
-        if not pts:
+def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
+    """Plain-text table, one row per label: network, parameters, seeds, final test accuracy (%) as
+    mean ± sd over the completed seeds, each seed's value, and with `baseline` the difference of
+    means with Welch's 95% interval; then what happened to seeds that did not complete."""
+    base = _finals(results.get(baseline, [])) if baseline else []
+    head = f"{'run':18s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
+    head += f" {'vs ' + baseline + ' [95% CI]':>26s}" if base else ""
+    lines, notes = [head, "-" * len(head)], []
+    for label, rs in results.items():
+        if not rs:
+            lines.append(f"{label:18s} (no results)")
             continue
-        x, y = zip(*pts)
-        scale = 100 if metric.endswith("acc") else 1
-        line, = ax.plot(x, [scale * v for v in y], label=label, lw=1.6)
-        if r["status"] == "collapsed":
-            ax.plot(x[-1], scale * y[-1], "x", color=line.get_color(), ms=9, mew=2)
-        elif r["status"] == "stopped":  # stopped by the old rule: an open circle, not a collapse
-            ax.plot(x[-1], scale * y[-1], "o", mfc="none", color=line.get_color(), ms=8, mew=1.5)
+        c = rs[0]["config"]
+        net = f"ResNet-{c['depth']} {c['neuron']}" + ("+rz" if c["rezero"] else "")
+        vals = _finals(rs)
+        s = summary(vals)
+        acc = "-" if not vals else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
+        seeds = " ".join(f"{v:.2f}" for v in vals) or "-"
+        row = f"{label:18s} {net:28s} {rs[0]['params']:9,d} {len(rs):3d} {acc:>20s}  {seeds:24s}"
+        if base and label != baseline:
+            w = welch(vals, base)
+            cell = "-" if w["diff"] is None else f"{w['diff']:+.2f}" + (
+                f" [{w['low']:+.2f}, {w['high']:+.2f}]" if w["low"] is not None else " (one seed)")
+            row += f" {cell:>26s}"
+        lines.append(row)
+        for r in rs:
+            if r["status"] != "completed":
+                seed = r["config"]["seed"]
+                why = (r.get("collapse_reason") if r["status"] == "collapsed"
+                       else "old rule: non-finite test loss, training healthy")
+                notes.append(f"  {label} seed {seed}: {r['status']} after {r['epochs_run']} epochs ({why})")
+    return "\n".join(lines + notes)
+
+
+def collapse_count(results: dict[str, list[dict]]) -> str:
+    """How many runs collapsed (training broke down), which; runs stopped by the old rule, whose
+    training was healthy, apart; and how many evaluations met non-finite outputs."""
+    runs = [(label, r) for label, rs in results.items() for r in rs]
+    collapsed = [f"{label} seed {r['config']['seed']} ({r['collapse_reason']})" for label, r in runs
+                 if r["status"] == "collapsed"]
+    text = f"{len(collapsed)} of {len(runs)} runs collapsed" + (": " + "; ".join(collapsed) if collapsed else "")
+    stopped = [f"{label} seed {r['config']['seed']}" for label, r in runs if r["status"] == "stopped"]
+    if stopped:
+        text += (f"\n{len(stopped)} stopped early by the old rule (non-finite test loss, healthy training), "
+                 f"to be re-run: {', '.join(stopped)}")
+    overflow = [f"{label} seed {r['config']['seed']} (from epoch {first}, up to {most} images)" for label, r in runs
+                for first, most in [_overflow(r)] if first is not None]
+    if overflow:
+        text += f"\ntest images with non-finite outputs in evaluation mode: {'; '.join(overflow)}"
+    return text
+
+
+def _overflow(r: dict) -> tuple[int | None, int]:
+    bad = [(h["epoch"] + 1, h.get("test_nonfinite") or 0) for h in r["history"] if h.get("test_nonfinite")]
+    return (bad[0][0], max(n for _, n in bad)) if bad else (None, 0)
+
+
+def _long(results: dict[str, list[dict]], metric: str):
+    import pandas as pd
+    rows = [{"run": label, "seed": r["config"]["seed"], "epoch": h["epoch"] + 1,
+             "value": (100 if metric.endswith("acc") else 1) * h[metric]}
+            for label, rs in results.items() for r in rs for h in r["history"] if _finite(h.get(metric))]
+    return pd.DataFrame(rows, columns=["run", "seed", "epoch", "value"])
+
+
+def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, title: str | None = None):
+    """`metric` against epochs: the mean over seeds with a band of ± one sd; a cross marks the
+    last epoch of a collapsed seed, an open circle that of a seed stopped by the old rule."""
+    import seaborn as sns
+    ax = _axes(ax)
+    df = _long(results, metric)
+    if len(df):
+        sns.lineplot(df, x="epoch", y="value", hue="run", errorbar="sd", ax=ax, lw=1.6,
+                     palette={label: colour(label) for label in df["run"].unique()})
+    scale = 100 if metric.endswith("acc") else 1
+    for label, rs in results.items():
+        for r in rs:
+            pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if _finite(h.get(metric))]
+            if pts and r["status"] == "collapsed":
+                ax.plot(*pts[-1], "x", color=colour(label), ms=9, mew=2)
+            elif pts and r["status"] == "stopped":
+                ax.plot(*pts[-1], "o", mfc="none", color=colour(label), ms=8, mew=1.5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)"}.get(metric, metric))
+    ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)",
+                   "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=8, title=None)
     if title:
         ax.set_title(title)
     return ax
 
 
-def quadratic_curves(results: dict[str, dict], keys=("w_g", "w_b"), ax=None, title: str | None = None):
+def _honest_limits(ax, values, min_span: float = 4.0):
+    """y-limits that hold every value (and interval) drawn but span at least `min_span` points,
+    so that a small difference is not drawn as a large one."""
+    lo, hi = ax.get_ylim()
+    if values:
+        lo, hi = min(lo, min(values)), max(hi, max(values))
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+    pad = 0.12 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def _interval(ax, x, vals, colour_, width=0.25):
+    s = summary(vals)
+    if s["n"] == 0:
+        return
+    ax.plot([x - width, x + width], [s["mean"]] * 2, color=colour_, lw=2.5)
+    if s["low"] is not None:
+        ax.plot([x, x], [s["low"], s["high"]], color=colour_, lw=1.5)
+
+
+def finals(results: dict[str, list[dict]], baseline: str | None = "conventional", ax=None, title: str | None = None):
+    """Final test accuracy of every seed (points) with each label's mean (bar) and 95% interval
+    of the mean (line); the baseline's mean and interval as a grey band across the plot. Seeds
+    that did not complete are listed under the axis, not drawn."""
+    import seaborn as sns
+    ax = _axes(ax)
+    labels = list(results)
+    base = _finals(results.get(baseline, [])) if baseline else []
+    if len(base) >= 2:
+        s = summary(base)
+        ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: 95% CI")
+    if base:
+        ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, zorder=1)
+    import pandas as pd
+    df = pd.DataFrame([{"run": label, "acc": v} for label in labels for v in _finals(results[label])],
+                      columns=["run", "acc"])
+    if len(df):
+        sns.stripplot(df, x="run", y="acc", hue="run", order=labels, palette={l: colour(l) for l in labels},
+                      size=6, jitter=0.12, ax=ax, legend=False, zorder=3)
+    for i, label in enumerate(labels):
+        _interval(ax, i, _finals(results[label]), colour(label))
+        missing = [r for r in results[label] if r["status"] != "completed"]
+        if missing:
+            ax.annotate(f"{len(missing)} {'/'.join(sorted({r['status'] for r in missing}))}", (i, 0.03),
+                        xycoords=("data", "axes fraction"), ha="center", fontsize=7, color="0.3")
+    _honest_limits(ax, [v for label in labels for v in _finals(results[label])] + base)
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                  fontsize=8)
+    ax.set_xlabel("")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
+    if base and len(base) >= 2:
+        ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=None, title: str | None = None):
     """How far each quadratic network moved from conventional: ‖w_g‖/‖w_r‖ and ‖w_b‖/‖w_r‖ over
-    epochs (log scale; 0 at ReLinear's initialisation)."""
+    epochs (log scale; 0 at ReLinear's initialisation), mean over seeds."""
+    import numpy as np
     ax = _axes(ax)
     styles = {"w_g": "-", "w_b": "--", "b_g": ":", "c": "-."}
-    for i, (label, r) in enumerate((k, r) for k, r in results.items() if r["history"][0]["quadratic"]):
+    for label, rs in results.items():
         for key in keys:
-            pts = [(h["epoch"] + 1, h["quadratic"][key]) for h in r["history"]
-                   if _finite(h["quadratic"].get(key)) and h["quadratic"][key] > 0]
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, styles.get(key, "-"), color=f"C{i}", label=f"{label}: {key}/w_r")
+            per_epoch = {}
+            for r in rs:
+                for h in r["history"]:
+                    v = h.get("quadratic", {}).get(key)
+                    if _finite(v) and v > 0:
+                        per_epoch.setdefault(h["epoch"] + 1, []).append(v)
+            if per_epoch:
+                x = sorted(per_epoch)
+                ax.plot(x, [float(np.mean(per_epoch[e])) for e in x], styles.get(key, "-"), color=colour(label),
+                        label=f"{label}: {key}/w_r")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("norm relative to w_r")
+    ax.set_ylabel("norm relative to w_r (mean over seeds)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     if title:
@@ -102,60 +223,121 @@ def quadratic_curves(results: dict[str, dict], keys=("w_g", "w_b"), ax=None, tit
     return ax
 
 
-def sweep(results: dict[str, dict], param: str, lr: float, baseline: dict | None = None, ax=None):
+SWEEP_FIELDS = {"gamma": "gamma_g", "alpha": "alpha_g", "beta": "beta_g"}
+
+
+def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None):
     """Final test accuracy against a ReLinear hyperparameter (`param` = gamma, alpha or beta) on a
-    log axis; gamma = 0 and gamma = lr (no shrinking) sit at the ends, the conventional
-    `baseline` is a horizontal line, the best run is starred and collapsed runs are crosses."""
-    import numpy as np
+    log axis: every seed as a faint point, the mean with its 95% interval; gamma = 0 and gamma = lr
+    (no shrinking) sit at the ends. The conventional `baseline` (its seeds' results) is a dashed
+    line with a grey band (its 95% interval). A value is starred as the optimum only when its
+    Welch interval against the baseline (95%, Bonferroni-corrected for the number of values
+    tried) lies above 0; seeds that did not complete are counted in the tick labels."""
     ax = _axes(ax)
-    field = {"gamma": "gamma_g", "alpha": "alpha_g", "beta": "beta_g"}[param]
-    pts = []
-    for r in results.values():
-        v = r["config"][field]
-        v = lr if v is None else v
-        pts.append((v, r["final_test_acc"], r["status"]))
-    positive = sorted(v for v, _, _ in pts if v > 0)
-    zero_at = positive[0] / 10 if positive else 1e-6  # where gamma = 0 is drawn on the log axis
-    xs = [zero_at if v == 0 else v for v, _, _ in pts]
-    ok = [(x, 100 * a) for x, (_, a, s) in zip(xs, pts) if s == "completed" and a is not None]
-    bad = [x for x, (_, a, s) in zip(xs, pts) if s != "completed" or a is None]
-    if ok:
-        order = np.argsort([x for x, _ in ok])
-        ax.plot([ok[i][0] for i in order], [ok[i][1] for i in order], "o-", color="C0", label="quadratic + ReLinear")
-        best = max(ok, key=lambda p: p[1])
-        ax.plot(*best, "*", ms=16, color="C3", label=f"best: {best[1]:.2f}%")
-    if bad:
-        y = min([a for _, a in ok] or [10]) - 2
-        ax.plot(bad, [y] * len(bad), "x", ms=10, mew=2, color="k", label="collapsed or stopped")
-    if baseline and baseline.get("final_test_acc") is not None:
-        ax.axhline(100 * baseline["final_test_acc"], color="gray", ls="--",
-                   label=f"conventional: {100 * baseline['final_test_acc']:.2f}%")
+    field = SWEEP_FIELDS[param]
+    points = []
+    for label, rs in results.items():
+        if not rs:
+            continue
+        v = rs[0]["config"][field]
+        points.append((lr if v is None else v, label, _finals(rs), sum(r["status"] != "completed" for r in rs)))
+    positive = sorted(v for v, *_ in points if v > 0)
+    zero_at = positive[0] / 10 if positive else 1e-6  # where 0 is drawn on the log axis
+    points = sorted(((zero_at if v == 0 else v), v, label, vals, bad) for v, label, vals, bad in points)
+    base = _finals(baseline or [])
+    if len(base) >= 2:
+        s = summary(base)
+        ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)
+    if base:
+        ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, label=f"conventional: {summary(base)['mean']:.2f}%")
+    xs, means, lows, highs = [], [], [], []
+    for x, _, _, vals, _ in points:
+        ax.plot([x] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
+        s = summary(vals)
+        if s["n"]:
+            xs.append(x)
+            means.append(s["mean"])
+            lows.append(s["mean"] - (s["low"] if s["low"] is not None else s["mean"]))
+            highs.append((s["high"] if s["high"] is not None else s["mean"]) - s["mean"])
+    if xs:
+        ax.errorbar(xs, means, yerr=[lows, highs], fmt="o-", color="C0", capsize=3,
+                    label="quadratic + ReLinear (mean, 95% CI)")
+    _honest_limits(ax, [v for *_, vals, _ in points for v in vals] + base)
+    best = optimum(points, base)
+    if best is not None:
+        ax.plot(best[0], best[1], "*", ms=16, color="C3", label=f"above conventional beyond the CI: {best[1]:.2f}%")
     ax.set_xscale("log")
-    ticks = sorted(set(xs))
-    labels = ["0" if t == zero_at and any(v == 0 for v, _, _ in pts) else ("lr" if t == lr and param == "gamma" else f"{t:g}")
-              for t in ticks]
-    ax.set_xticks(ticks, labels, fontsize=8)
+    ticks = [p[0] for p in points]
+    names = ["0" if raw == 0 else ("lr" if raw == lr and param == "gamma" else f"{raw:g}") for _, raw, *_ in points]
+    names = [n + (f"\n({bad} not done)" if bad else "") for n, (*_, bad) in zip(names, points)]
+    ax.set_xticks(ticks, names, fontsize=8)
     ax.minorticks_off()
-    symbol = {"gamma": "γ_g = γ_b (learning rate of the quadratic terms)", "alpha": "α_g = α_b (L2 shrinking)",
-              "beta": "β_g = β_b (L1 shrinking)"}[param]
+    symbol = {"gamma": "γ_g = γ_b (learning rate of the quadratic terms)",
+              "alpha": "α_g = α_b (L2 penalty: 0 = unconstrained quadratic)",
+              "beta": "β_g = β_b (L1 penalty: 0 = unconstrained quadratic)"}[param]
     ax.set_xlabel(symbol)
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return ax
 
 
-def scatter(results: dict[str, dict], x: str = "params", ax=None):
-    """Final test accuracy against parameter count (`x="params"`) or training time
-    (`x="wall_time"`, minutes)."""
+def optimum(points, base: list[float]):
+    """(x, mean) of the best value whose Bonferroni-corrected Welch interval against the baseline
+    lies above 0, or None."""
+    k = max(1, len(points))
+    best = None
+    for x, _, _, vals, _ in points:
+        w = welch(vals, base, level=1 - 0.05 / k)
+        if w["low"] is not None and w["low"] > 0:
+            mean = summary(vals)["mean"]
+            if best is None or mean > best[1]:
+                best = (x, mean)
+    return best
+
+
+def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: str | None = None):
+    """Final test accuracy (mean and 95% interval over seeds) against parameter count
+    (`x="params"`) or training time (`x="wall_time"`, minutes, mean over seeds)."""
     ax = _axes(ax)
-    for i, (label, r) in enumerate(results.items()):
-        if r["final_test_acc"] is None:
+    for label, rs in results.items():
+        vals = _finals(rs)
+        if not vals:
             continue
-        xv = r["params"] / 1e6 if x == "params" else r["wall_time"] / 60
-        ax.plot(xv, 100 * r["final_test_acc"], "o", ms=9, color=f"C{i}", label=label)
-    ax.set_xlabel("parameters (millions)" if x == "params" else "training time (minutes)")
+        s = summary(vals)
+        xv = rs[0]["params"] / 1e6 if x == "params" else sum(r["wall_time"] for r in rs) / len(rs) / 60
+        err = None if s["low"] is None else [[s["mean"] - s["low"]], [s["high"] - s["mean"]]]
+        ax.errorbar([xv], [s["mean"]], yerr=err, fmt="o", ms=8, capsize=3, color=colour(label), label=label)
+    _honest_limits(ax, [v for rs in results.values() for v in _finals(rs)])
+    ax.set_xlabel("parameters (millions)" if x == "params" else "training time per run (minutes)")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     return ax
+
+
+def describe(configs: dict, base=None) -> str:
+    """Each label's run as its differences from the preset's recipe (`base`, a Config; by
+    default the conventional run's config with the quadratic fields cleared)."""
+    import dataclasses
+    if not configs:
+        return "(no runs)"
+    first = next(iter(configs.values()))
+    base = base or first
+    skip = {"seed", "out_dir", "data_root", "device", "compile", "cuda_graphs", "channels_last", "checkpoint_every"}
+    common = [f"{f.name}={getattr(base, f.name)!r}" for f in dataclasses.fields(base)
+              if f.name in ("depth", "epochs", "batch_size", "lr", "schedule", "n_train", "n_test", "dataset")]
+    lines = ["recipe: " + ", ".join(common)]
+    rates = ("gamma_g", "gamma_b")  # shown for every quadratic run: None means the base rate, no shrinking
+
+    def shown(c, name):
+        v = getattr(c, name)
+        return "lr (no shrinking)" if v is None and name in rates else repr(v)
+    for label, c in configs.items():
+        quadratic = c.neuron != "conventional"
+        diff = [f"{f.name}={shown(c, f.name)}" for f in dataclasses.fields(c) if f.name not in skip
+                and (getattr(c, f.name) != getattr(base, f.name) or (quadratic and f.name in rates))]
+        lines.append(f"  {label:18s} {', '.join(diff) or '(the recipe)'}")
+    return "\n".join(lines)

@@ -238,9 +238,9 @@ def read_result(path: str | Path) -> dict:
         raise StoreError(f"{path}: field {field!r} {what}; {fix}")
     if not isinstance(r, dict):
         bad("(top level)", "is not an object")
-    for field in ("name", "config", "status", "history", "final_test_acc", "epochs_run"):
-        if field not in r:
-            bad(field, "is missing")
+    for key in ("name", "config", "status", "history", "final_test_acc", "epochs_run"):
+        if key not in r:
+            bad(key, "is missing")
     if r["name"] != path.stem:
         bad("name", f"is {r['name']!r}, not the file's name {path.stem!r}")
     if r["status"] not in STATUSES:
@@ -251,9 +251,9 @@ def read_result(path: str | Path) -> dict:
         bad("history", "is not a list of epochs")
     if r["epochs_run"] != len(r["history"]):
         bad("epochs_run", f"is {r['epochs_run']!r} but the history holds {len(r['history'])} epochs")
-    for field in ("final_test_acc", "best_test_acc"):
-        if not _fraction(r.get(field)):
-            bad(field, f"is {r.get(field)!r}, not an accuracy between 0 and 1")
+    for key in ("final_test_acc", "best_test_acc"):
+        if not _fraction(r.get(key)):
+            bad(key, f"is {r.get(key)!r}, not an accuracy between 0 and 1")
     if (r["final_test_acc"] is None) != (r["status"] != "completed"):
         bad("final_test_acc", f"is {r['final_test_acc']!r} for a {r['status']} run")
     return r
@@ -423,6 +423,20 @@ class Trainer:
         self.loss_sum += loss.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(1) == y).sum()
 
+    def train_epoch(self, loader, epoch: int) -> tuple[int, list]:
+        """Every training step of `epoch`. Returns the images each run saw and the rates of the
+        epoch's first step; losses and correct counts accumulate in loss_sum and correct on the
+        device, to be read once afterwards."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        seen, rates = 0, None
+        for i, (x, y) in enumerate(loader.epoch(epoch)):
+            now = self.set_lr(epoch * len(loader) + i)
+            rates = rates or now
+            self.train_step(x, y)
+            seen += y.shape[0]
+        return seen, rates
+
     def train_step(self, x, y):
         if not self.use_graphs:
             return self._step(x, y)
@@ -464,7 +478,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
-        """One pass over `loader` in evaluation mode (see `evaluation`)."""
+        """One pass over `loader` in evaluation mode (see Tally): floats for one run, lists for a pack."""
         self.model.eval()
         tally = Tally(self.metric_shape, self.device)
         for x, y in loader.epoch(0):
@@ -553,6 +567,11 @@ def legacy_status(result: dict) -> dict:
             f"was healthy (in that epoch: training loss {last['train_loss']:.3f}, training accuracy "
             f"{last['train_acc']:.3f}, test accuracy {last['test_acc']:.3f}); to be re-run")}
     return result
+
+
+def evaluates(config: Config, epoch: int) -> bool:
+    """Whether the test set is scored after `epoch` (0-based): every eval_every epochs and after the last."""
+    return (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
 
 
 def _progress(config: Config, verbose: bool, initial: int):
@@ -698,18 +717,10 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            trainer.loss_sum.zero_()
-            trainer.correct.zero_()
-            seen, rates = 0, None
-            for i, (x, y) in enumerate(train_loader.epoch(epoch)):
-                lr_now = trainer.set_lr(epoch * len(train_loader) + i)
-                rates = rates or lr_now
-                trainer.train_step(x, y)
-                seen += y.shape[0]
+            seen, rates = trainer.train_epoch(train_loader, epoch)
             train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
             train_time = time.perf_counter() - t0
-            evaluate = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            test = trainer.evaluate(test_loader) if evaluate else None
+            test = trainer.evaluate(test_loader) if evaluates(config, epoch) else None
             epoch_time = time.perf_counter() - t0
             elapsed += epoch_time
             history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,

@@ -10,7 +10,7 @@ import torch
 
 from qnets import experiments, plots
 from qnets.notebooks import setup
-from qnets.train import Config, fit, result_path
+from qnets.train import Config, result_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,12 @@ def test_shared_runs_are_the_same_config():
 def test_plan_selection_and_errors():
     all_quick = experiments.plan("quick")
     assert len(all_quick) == len(set(all_quick.values()))  # deduplicated
-    assert list(experiments.plan("paper", "02:naive")) == ["02:naive"]
-    assert len(experiments.plan("paper", "02,03")) == 6  # 03 shares two of its three runs with 02
+    naive = experiments.plan("paper", "02:naive")
+    assert list(naive) == ["02:naive", "02:naive#1", "02:naive#2"]  # every label runs with three seeds
+    assert [c.seed for c in naive.values()] == [0, 1, 2]
+    both = experiments.plan("paper", "02,03")
+    assert len(both) == 3 * 7  # 03 shares two of its four labels with 02
+    assert [k for k in both if "#" not in k] == list(both)[:7]  # every label's first seed comes first
     with pytest.raises(ValueError, match="no run 'nope'"):
         experiments.plan("paper", "02:nope")
     with pytest.raises(ValueError, match="unknown preset"):
@@ -53,11 +57,17 @@ def test_plan_selection_and_errors():
 def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert experiments.committed_preset("03") == "quick"
-    for config in experiments.runs("03", "gpu-short").values():
+    def store(config):
         result_path(config).parent.mkdir(parents=True, exist_ok=True)
         result_path(config).write_text(json.dumps({
             "name": result_path(config).stem, "config": config.to_dict(), "status": "completed",
             "history": [], "epochs_run": 0, "final_test_acc": 0.5}))
+    for config in experiments.runs("03", "gpu-short").values():
+        store(config)
+    assert experiments.committed_preset("03") == "quick"  # one seed of three is not complete
+    for config in experiments.runs("03", "gpu-short").values():
+        for seeded in experiments.seeds(config)[1:]:
+            store(seeded)
     assert experiments.committed_preset("03") == "gpu-short"
     assert experiments.committed_preset("04") == "quick"
 
@@ -66,7 +76,8 @@ def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = experiments.train_plan("smoke", "02:conventional,02:relinear-sg", verbose=False)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2 and len(lines) == 2 and all("completed" in l and "trained in" in l for l in lines)
+    assert len(out) == len(lines) == 6  # two labels, three seeds each
+    assert all("completed" in l and "trained in" in l for l in lines) and "02:relinear-sg#2" in lines[-1]
     experiments.train_plan("smoke", "02:conventional", verbose=False)
     assert "stored" in capsys.readouterr().out
 
@@ -81,22 +92,30 @@ def test_setup_rejects_unknown_and_bad_parameters(tmp_path, monkeypatch):
         setup(ok | {"preset": "huge"}, preset=("quick",), overrides=dict)
 
 
-def test_table_and_sweep_from_results(tmp_path):
+def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     base = dict(depth=8, dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50,
                 out_dir=str(tmp_path))
-    results = {"conventional": fit(Config(neuron="conventional", **base), verbose=False),
-               "gamma=0.0": fit(Config(gamma_g=0.0, gamma_b=0.0, **base), verbose=False),
-               "gamma=lr": fit(Config(gamma_g=None, gamma_b=None, **base), verbose=False)}
-    text = plots.table(results, baseline="conventional")
-    lines = text.splitlines()
-    assert len(lines) == 5 and "+0.00" in lines[2]
-    assert f"{100 * results['gamma=lr']['final_test_acc']:6.2f}" in lines[4]
-    assert plots.collapse_count(results) == "0 of 3 runs collapsed"
+    configs = {"conventional": Config(neuron="conventional", **base),
+               "gamma=0.0": Config(gamma_g=0.0, gamma_b=0.0, **base),
+               "gamma=lr": Config(gamma_g=None, gamma_b=None, **base)}
+    results = experiments.results(configs, verbose=False)
+    assert [[r["config"]["seed"] for r in rs] for rs in results.values()] == [[0, 1, 2]] * 3
+    lines = plots.table(results, baseline="conventional").splitlines()
+    assert len(lines) == 5 and "conventional" in lines[2] and "[" in lines[3]  # a Welch interval
+    accs = [100 * r["final_test_acc"] for r in results["gamma=lr"]]
+    assert f"{sum(accs) / 3:.2f} ±" in lines[4] and all(f"{a:.2f}" in lines[4] for a in accs)
+    assert plots.collapse_count(results) == "0 of 9 runs collapsed"
     import matplotlib
     matplotlib.use("Agg")
     ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma", 0.1,
                      baseline=results["conventional"])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "lr"]
+    for draw in (plots.finals, plots.curves, plots.scatter):
+        draw(results, ax=matplotlib.pyplot.subplots()[1])
+    assert plots.colour("naive") == plots.colour("naive") != plots.colour("conventional")
+    assert "gamma_g=0.0, gamma_b=0.0" in plots.describe(configs) and "(the recipe)" in plots.describe(configs)
+    assert "gamma_g=lr (no shrinking)" in plots.describe(configs)
+    matplotlib.pyplot.close("all")
 
 
 def test_bench_cli_writes_a_report(tmp_path):

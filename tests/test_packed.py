@@ -192,25 +192,14 @@ def test_kill_and_resume_of_a_pack_equals_an_uninterrupted_pack(tmp_path):
     """A child training a pack of three is killed (SIGKILL) after a checkpoint; `results`-style
     training again resumes each run from its own checkpoint and ends where an uninterrupted
     pack ends: the same histories and weights."""
-    import signal
-    import time
+    from conftest import kill_after_checkpoint
 
     from qnets.packed import fit_packed
     from qnets.train import checkpoint_path, result_path
     killed = fit_configs(tmp_path / "killed", epochs=4, n_train=400)
     code = ("from qnets.train import Config\nfrom qnets.packed import fit_packed\n"
             f"fit_packed([Config(**d) for d in {[c.to_dict() for c in killed]!r}], verbose=False)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    ckpt, deadline = checkpoint_path(killed[-1]), time.time() + 300
-    try:
-        while time.time() < deadline and child.poll() is None:
-            if ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] >= 1:
-                break
-            time.sleep(0.05)
-        assert child.poll() is None, "the pack finished before it could be interrupted"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
+    kill_after_checkpoint(code, checkpoint_path(killed[-1]))
     epochs = {torch.load(checkpoint_path(c), weights_only=False)["epoch"] for c in killed}
     assert len(epochs) == 1 and 1 <= epochs.pop() < 3
     assert not any(result_path(c).exists() for c in killed)
@@ -232,10 +221,27 @@ def test_results_packs_runs_that_can_share_a_network(tmp_path, monkeypatch, caps
     packs = []
     real = packed.fit_packed
     monkeypatch.setattr(packed, "fit_packed", lambda cs, **kw: packs.append(len(cs)) or real(cs, **kw))
-    out = experiments.train_plan("smoke", "05", verbose=False, pack=4)
-    # notebook 05 at smoke: one conventional and ten quadratic ResNet-8 runs: packs of 4, 4, 2; one lone
-    assert packs == [4, 4, 2] and len(out) == 11
+    selection = "02:naive,02:relinear-sg,02:relinear-sw-l2,02:conventional"
+    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)
+    # three quadratic ResNet-8 labels and a conventional one, three seeds each: the nine quadratic
+    # runs go in packs of 4 and 4 and one trains alone; the conventional runs are a pack of their own
+    assert sorted(packs) == [3, 4, 4] and len(out) == 12
     assert all(r["status"] in ("completed", "collapsed") for r in out.values())
-    assert sum(r.get("pack") is None for r in out.values()) == 1
+    lone = [label for label, r in out.items() if r.get("pack") is None]
+    assert len(lone) == 1 and out[lone[0]]["config"]["neuron"] == "quadratic"
     assert "in a pack of 4" in capsys.readouterr().out
-    assert experiments.pack_groups(experiments.plan("smoke", "05"), 4) == []  # everything is stored now
+    assert experiments.pack_groups(experiments.plan("smoke", selection), 4) == []  # everything is stored now
+
+
+def test_bench_learning_check_compares_packed_and_lone_runs(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "1", "--mechanisms", "grouped",
+                        "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1",
+                        "--warmup", "1", "--pack-compile", "off", "--pack-lone", "off", "--pack-check", "1",
+                        "--check-train", "200", "--batch-size", "50", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    check = json.loads((tmp_path / "cpu-packing.json").read_text())["learning_check"]
+    assert check["k"] == 4 and len(check["packed"]) == len(check["lone"]) == 4
+    # on a CPU in float32 a packed run and its lone run round differently, and agree closely
+    assert all(abs(a - b) <= 3 for a, b in zip(check["packed"], check["lone"]))
+    assert check["agree"] is True and "learning check" in p.stdout

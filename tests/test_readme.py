@@ -20,6 +20,13 @@ def test_results_tables_are_the_stored_results(marker):
     assert block.startswith(experiments.markdown_table(notebook, preset) + "\n")
 
 
+@pytest.mark.parametrize("marker", re.findall(r"<!-- claims (\d\d) ([\w-]+) -->", README))
+def test_verdicts_are_computed_from_the_stored_results(marker):
+    notebook, preset = marker
+    block = README.split(f"<!-- claims {notebook} {preset} -->\n", 1)[1]
+    assert block.startswith(experiments.claims_markdown(notebook, preset) + "\n")
+
+
 def test_every_quoted_run_is_committed():
     names = re.findall(r"`(resnet\d+-[a-z-]+-[0-9a-f]{12})`", README)
     assert names, "the README quotes no results"

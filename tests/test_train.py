@@ -1,11 +1,9 @@
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -81,17 +79,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     kw = dict(epochs=4, n_train=400, n_test=100, neuron="quadratic", init="naive", gamma_g=None, gamma_b=None)
     killed = synthetic(tmp_path / "killed", **kw)
     code = (f"from qnets.train import Config, fit\nfit(Config(**{killed.to_dict()!r}), verbose=False)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    ckpt, deadline = checkpoint_path(killed), time.time() + 300
-    try:
-        while time.time() < deadline and child.poll() is None:
-            if ckpt.exists() and torch.load(ckpt, weights_only=False)["epoch"] >= 1:
-                break
-            time.sleep(0.05)
-        assert child.poll() is None, "the run finished before it could be interrupted"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait()
+    from conftest import kill_after_checkpoint
+    ckpt = checkpoint_path(killed)
+    kill_after_checkpoint(code, ckpt)
     interrupted_at = torch.load(ckpt, weights_only=False)["epoch"]
     assert 1 <= interrupted_at < 3 and not result_path(killed).exists()
     resumed = fit(killed, verbose=False)

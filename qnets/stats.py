@@ -1,0 +1,121 @@
+"""Seeds, intervals and verdicts: what several runs of one experiment say.
+
+`summary` describes one label's per-seed values (mean, sample sd, n, 95% interval of the mean);
+`welch` gives the difference of two labels' means with Welch's 95% confidence interval; `verdict`
+turns an interval into "supported", "contradicted" or "not resolved". The Student-t quantiles
+come from the regularised incomplete beta function (no SciPy needed).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["t_quantile", "summary", "welch", "verdict", "VERDICTS"]
+
+VERDICTS = ("supported", "not resolved", "contradicted")
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
+    c, d = 1.0, 1 - qab * x / qap
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1 + aa * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, 1 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t distribution with `df` degrees of freedom (df may be fractional)."""
+    if not 0 < p < 1 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    lo, hi = -1e3, 1e3
+    for _ in range(200):  # bisection: the cdf is monotone
+        mid = (lo + hi) / 2
+        if _t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def summary(values: Sequence[float], level: float = 0.95) -> dict:
+    """mean, sample sd (None for one value), n, the values, and the `level` interval of the mean
+    (None for fewer than two values)."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "values": [], "low": None, "high": None}
+    mean = sum(xs) / n
+    if n < 2:
+        return {"n": 1, "mean": mean, "sd": None, "values": xs, "low": None, "high": None}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "values": xs, "low": mean - half, "high": mean + half}
+
+
+def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """mean(a) − mean(b) with Welch's `level` confidence interval (None without two values on
+    each side). Where both samples have no spread, the interval is the difference itself."""
+    sa, sb = summary(a, level), summary(b, level)
+    out = {"diff": None, "low": None, "high": None, "df": None, "n": (sa["n"], sb["n"])}
+    if sa["n"] == 0 or sb["n"] == 0:
+        return out
+    out["diff"] = sa["mean"] - sb["mean"]
+    if sa["n"] < 2 or sb["n"] < 2:
+        return out
+    va, vb = sa["sd"] ** 2 / sa["n"], sb["sd"] ** 2 / sb["n"]
+    se = math.sqrt(va + vb)
+    if se == 0:
+        out.update(low=out["diff"], high=out["diff"], df=math.inf)
+        return out
+    df = (va + vb) ** 2 / (va ** 2 / (sa["n"] - 1) + vb ** 2 / (sb["n"] - 1))
+    half = t_quantile(0.5 + level / 2, df) * se
+    out.update(low=out["diff"] - half, high=out["diff"] + half, df=df)
+    return out
+
+
+def verdict(interval: dict, direction: int = +1) -> str:
+    """"supported" when the whole interval lies on the claimed side of 0 (`direction` +1: the
+    difference is claimed positive; -1: negative), "contradicted" when it lies wholly on the
+    other side, "not resolved" otherwise (including when there is no interval)."""
+    low, high = interval.get("low"), interval.get("high")
+    if low is None or high is None:
+        return "not resolved"
+    low, high = (low, high) if direction > 0 else (-high, -low)
+    if low > 0:
+        return "supported"
+    if high < 0:
+        return "contradicted"
+    return "not resolved"

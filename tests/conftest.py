@@ -1,0 +1,29 @@
+"""Helpers shared by the test modules."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: float = 300) -> None:
+    """Run `code` in a child Python and kill it (SIGKILL) as soon as `checkpoint` records `epoch`
+    (0-based) or later; fail if the child finished first."""
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and child.poll() is None:
+            try:
+                if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= epoch:
+                    break
+            except (EOFError, RuntimeError):  # caught between write and rename: look again
+                pass
+            time.sleep(0.05)
+        assert child.poll() is None, "the run finished before it could be interrupted"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
