@@ -160,8 +160,7 @@ def _interval(ax, x, vals, colour_, width=0.25):
 def finals(results: dict[str, list[dict]], baseline: str | None = "conventional", ax=None, title: str | None = None):
     """Final test accuracy of every seed (points) with each label's mean (bar) and 95% interval
     of the mean (line); the baseline's mean and interval as a grey band across the plot. Seeds
-    that did not complete are listed under the axis, not drawn."""
-    import seaborn as sns
+    that did not complete are counted at the foot of their column, not drawn."""
     ax = _axes(ax)
     labels = list(results)
     base = _finals(results.get(baseline, [])) if baseline else []
@@ -170,12 +169,10 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: 95% CI")
     if base:
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, zorder=1)
-    import pandas as pd
-    df = pd.DataFrame([{"run": label, "acc": v} for label in labels for v in _finals(results[label])],
-                      columns=["run", "acc"])
-    if len(df):
-        sns.stripplot(df, x="run", y="acc", hue="run", order=labels, palette={l: colour(l) for l in labels},
-                      size=6, jitter=0.12, ax=ax, legend=False, zorder=3)
+    for i, label in enumerate(labels):  # seeds side by side at fixed offsets: the same figure every time
+        vals = _finals(results[label])
+        offsets = [0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))]
+        ax.plot([i + o for o in offsets], vals, "o", color=colour(label), ms=6, zorder=3)
     for i, label in enumerate(labels):
         _interval(ax, i, _finals(results[label]), colour(label))
         missing = [r for r in results[label] if r["status"] != "completed"]
