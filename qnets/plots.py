@@ -169,10 +169,13 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: 95% CI")
     if base:
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, zorder=1)
-    for i, label in enumerate(labels):  # seeds side by side at fixed offsets: the same figure every time
-        vals = _finals(results[label])
-        offsets = [0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))]
-        ax.plot([i + o for o in offsets], vals, "o", color=colour(label), ms=6, zorder=3)
+    import pandas as pd
+    import seaborn as sns
+    df = pd.DataFrame([{"run": label, "acc": v} for label in labels for v in _finals(results[label])],
+                      columns=["run", "acc"])
+    if len(df):  # a swarm places the seeds side by side without random jitter: the same figure every time
+        sns.swarmplot(df, x="run", y="acc", hue="run", order=labels, palette={l: colour(l) for l in labels},
+                      size=6, ax=ax, legend=False, zorder=3)
     for i, label in enumerate(labels):
         _interval(ax, i, _finals(results[label]), colour(label))
         missing = [r for r in results[label] if r["status"] != "completed"]
