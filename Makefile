@@ -10,7 +10,7 @@ RUNS ?= all
 PACK ?= 1
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help venv test unit nbval figures results data bench lab clean
+.PHONY: help venv test unit nbval figures results data bench lab clean gpu-prepare collect readme
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,19 @@ figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed not
 results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K]
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
 	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK)
+
+gpu-prepare:  ## copy the CIFAR-10 archive into .device-data/, which travels to a GPU machine (see scripts/gpu-window.sh)
+	mkdir -p .device-data
+	cp "$${QNETS_CIFAR10:-../shared/data/cifar10/cifar10-jpeg.tar.xz}" .device-data/cifar10-jpeg.tar.xz
+
+collect: $(STAMP)  ## after a GPU window: make collect DIR=<folder it returned>; results in, notebooks and README re-rendered
+	@test -n "$(DIR)" || { echo "make collect needs DIR=<the folder a campaign run returned>"; exit 2; }
+	$(BIN)/python -m qnets campaign collect $(DIR)
+	$(MAKE) figures
+	$(BIN)/python -m qnets readme
+
+readme: $(STAMP)  ## regenerate the README's result tables and verdicts from results/
+	$(BIN)/python -m qnets readme
 
 data: $(STAMP)  ## fetch or convert CIFAR-10 into data/ (set QNETS_CIFAR10 to an archive or folder if offline)
 	$(BIN)/python -m qnets data

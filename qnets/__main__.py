@@ -1,4 +1,4 @@
-"""Command line: `python -m qnets {train,data,results,presets,bench,notebooks} --help`."""
+"""Command line: `python -m qnets {train,data,results,presets,campaign,readme,bench,notebooks} --help`."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,33 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_campaign(args) -> int:
+    from . import campaign
+    scope = {"preset": args.preset, "only": args.only}
+    if args.action == "status":
+        print(campaign.status_text(**scope))
+    elif args.action == "run":
+        if not args.out:
+            raise ValueError("campaign run needs --out DIR (the folder that comes back from the GPU machine)")
+        summary = campaign.run(args.budget, args.out, pack=args.pack, verbose=not args.quiet, **scope)
+        print(f"finished {len(summary['finished'])} runs, {len(summary['partial'])} partial; stopped because "
+              f"{summary['stopped_because']}; {summary['seconds']:.0f} s; written to {args.out}")
+    else:
+        if not args.folder:
+            raise ValueError("campaign collect needs the folder a campaign run wrote")
+        taken = campaign.collect(args.folder)
+        print(f"collected {len(taken['results'])} results and {len(taken['partial'])} partial runs "
+              f"(from {taken['device']}); status in {taken['status_file']}")
+    return 0
+
+
+def cmd_readme(args) -> int:
+    from . import experiments
+    changed = experiments.render_readme(args.path)
+    print(f"{args.path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
     return bench.main(args)
@@ -133,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="train the selected runs again even where results are stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_results)
+
+    p = sub.add_parser("campaign", help="the paper's reproduction in budgeted GPU calls: status, run, collect")
+    p.add_argument("action", choices=("status", "run", "collect"))
+    p.add_argument("folder", nargs="?", help="collect: the folder a campaign run wrote")
+    p.add_argument("--budget", type=float, default=480, help="run: seconds the call may take (default: 480)")
+    p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
+    p.add_argument("--pack", type=int, default=1, help="run: train up to K runs of one network at once (default: 1)")
+    p.add_argument("--preset", default="paper", help="the preset whose runs make the plan (default: paper)")
+    p.add_argument("--only", type=int, default=None, help="only the plan's first N runs (trials)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_campaign)
+
+    p = sub.add_parser("readme", help="regenerate the README's result tables and verdicts from results/")
+    p.add_argument("--path", default="README.md", help="the file (default: README.md)")
+    p.set_defaults(run=cmd_readme)
 
     p = sub.add_parser("bench", help="time the reference and fast training paths")
     from .bench import add_arguments

@@ -7,6 +7,7 @@ same lists without notebooks (`train_plan`), e.g. on a GPU machine.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from .train import Config, fit, load_result, result_path
 
@@ -97,11 +98,14 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
         return out
     if notebook == "04":
         deep = dict(depth=overrides.get("depth", p["deep"]))
-        return {
+        out = {
             "conventional": conventional.replace(**deep),
             "relinear": quad.replace(gamma_g=GAMMA_DEEP, gamma_b=GAMMA_DEEP, **deep),
             "relinear-rezero": quad.replace(gamma_g=GAMMA_DEEP, gamma_b=GAMMA_DEEP, rezero=True, **deep),
         }
+        if preset == "paper":  # the compact ResNet-56 with ReLinear, beside the authors' configuration (03)
+            out["compact"] = quad.replace(neuron="compact", gamma_g=GAMMA_DEEP, gamma_b=GAMMA_DEEP, **deep)
+        return out
     if notebook == "05":
         sweeps = QUICK_SWEEPS if preset in ("smoke", "quick") else SWEEPS
         out = {"conventional": conventional}
@@ -285,3 +289,34 @@ def claims_markdown(notebook: str, preset: str) -> str:
     from . import claims
     stored = results(runs(notebook, preset), train_missing=False)
     return claims.markdown(claims.verdicts(notebook, stored))
+
+
+def render_readme(path: str | Path = "README.md") -> bool:
+    """Regenerate the README's marked blocks from the stored results: each `<!-- table NN preset -->`
+    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown. Returns whether the file
+    changed."""
+    import re
+    path = Path(path)
+    lines = path.read_text().split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        m = re.match(r"<!-- (table|claims) (\d\d) ([\w-]+) -->$", lines[i])
+        i += 1
+        if not m:
+            continue
+        kind, notebook, preset = m.groups()
+        if kind == "table":  # the table, a blank line, then its "Data ..." lines
+            while i < len(lines) and (lines[i].startswith(("|", "Data `")) or
+                                      (lines[i] == "" and i + 1 < len(lines) and lines[i + 1].startswith("Data `"))):
+                i += 1
+            out += markdown_table(notebook, preset).split("\n")
+        else:
+            while i < len(lines) and lines[i].startswith("- **"):
+                i += 1
+            out += claims_markdown(notebook, preset).split("\n")
+    text = "\n".join(out)
+    changed = text != path.read_text()
+    if changed:
+        path.write_text(text)
+    return changed

@@ -516,18 +516,19 @@ def _load_all(configs) -> list:
     return out
 
 
-def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> list[dict]:
+def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, deadline: float | None = None) -> list[dict]:
     """Train K configs that share `pack_key` and start epoch as one packed network; returns their
     results in order. Each run reads and writes its own lone checkpoint and result file (same name
     and schema as `fit`, with "pack" added); a run that collapses is written and dropped from the
     reporting while its slice of the pack idles on. Stored results are not consulted: pass only
-    runs to train (`force` also discards their checkpoints)."""
+    runs to train (`force` also discards their checkpoints). With a `deadline`, as in `fit`: the
+    pack stops between epochs, every live run is checkpointed and returns `partial`."""
     import time
 
     from tqdm.auto import tqdm
 
-    from .train import (_collapsed, build_model, evaluates, history_entry, prepare, read_checkpoint,
-                        resolve_device, run_name, write_checkpoint, write_result)
+    from .train import (_collapsed, build_model, evaluates, history_entry, out_of_time, partial, prepare,
+                        read_checkpoint, resolve_device, run_name, write_checkpoint, write_result)
     configs = list(configs)
     if len({pack_key(c) for c in configs}) != 1:
         raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
@@ -578,11 +579,27 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> 
                                   trainer, datasets[j], pack=pack)
         live.remove(j)
 
+    def checkpoint(j, epoch):
+        c, model = configs[j], packed.lone_model(j)
+        lone_opt = relinear.optimizer(model, c.lr, c.gamma_g, c.gamma_b, c.momentum, c.weight_decay, c.nesterov)
+        for name, p in model.named_parameters():
+            lone_opt.state[p]["momentum_buffer"] = trainer.opt.momentum_buffer(name, j).detach().cpu().clone()
+        write_checkpoint(c, epoch, model.state_dict(), lone_opt.state_dict(), histories[j], elapsed[j], started[j],
+                         cuda)
+        saved[j] = epoch
+
+    saved, measured = [start - 1] * k, []
     packed.train()
     try:
         for epoch in range(start, config.epochs):
             if not live:
                 break
+            if out_of_time(deadline, measured):
+                for j in list(live):
+                    if saved[j] != epoch - 1:
+                        checkpoint(j, epoch - 1)
+                    results[j] = partial(configs[j], histories[j])
+                return results
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -604,12 +621,8 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False) -> 
                     continue
                 c = configs[j]
                 if (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs:
-                    lone_opt = relinear.optimizer(model, c.lr, c.gamma_g, c.gamma_b, c.momentum, c.weight_decay,
-                                                  c.nesterov)
-                    for name, p in model.named_parameters():
-                        lone_opt.state[p]["momentum_buffer"] = trainer.opt.momentum_buffer(name, j).detach().cpu().clone()
-                    write_checkpoint(c, epoch, model.state_dict(), lone_opt.state_dict(), histories[j], elapsed[j],
-                                     started[j], cuda)
+                    checkpoint(j, epoch)
+            measured.append({"epoch_time": epoch_time})
             bar.set_postfix(live=len(live), acc=f"{max((train_acc[j] for j in live), default=0):.3f}", refresh=False)
             bar.update(1)
     finally:

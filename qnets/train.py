@@ -681,9 +681,24 @@ def reusable(config: Config, dataset: "qdata.CIFAR10") -> dict | None:
     return None
 
 
-def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
+def out_of_time(deadline: float | None, history: list[dict]) -> bool:
+    """Whether another epoch, as long as the last one, would end after `deadline`
+    (time.monotonic()); never before the first epoch of this process has a measured length."""
+    return deadline is not None and bool(history) and time.monotonic() + history[-1]["epoch_time"] > deadline
+
+
+def partial(config: Config, history: list[dict]) -> dict:
+    """What fit returns for a run stopped by its deadline: no result is written; the checkpoint
+    holds everything needed to go on."""
+    return {"name": run_name(config), "status": "partial", "epochs_run": len(history), "epochs": config.epochs,
+            "elapsed": sum(h["epoch_time"] for h in history)}
+
+
+def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None) -> dict:
     """Train `config` and return its result (see the module docstring); a stored result for the
-    same config is returned without training unless `force`. Resumes from a checkpoint."""
+    same config is returned without training unless `force`. Resumes from a checkpoint. With a
+    `deadline` (time.monotonic()), no epoch starts that would end after it, judged by the last
+    epoch's length: the run is then checkpointed and `partial` is returned instead of a result."""
     if not isinstance(config, Config):
         raise TypeError(f"fit expects a qnets.train.Config, got {type(config).__name__}")
     prepare(config, force)
@@ -711,9 +726,15 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
         history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
 
     status, reason, bar = "completed", None, _progress(config, verbose, start)
+    saved, measured = start - 1, []  # the last epoch in a checkpoint; epochs timed in this process
     model.train()
     try:
         for epoch in range(start, config.epochs):
+            if out_of_time(deadline, measured):
+                if saved != epoch - 1:
+                    write_checkpoint(config, epoch - 1, model.state_dict(), trainer.opt.state_dict(), history,
+                                     elapsed, started, cuda)
+                return partial(config, history)
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -725,6 +746,7 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
             elapsed += epoch_time
             history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
                                          model))
+            measured.append(history[-1])
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
                             test=f"{test['test_acc']:.3f}" if test else "-", refresh=False)
             bar.update(1)
@@ -735,6 +757,7 @@ def fit(config: Config, force: bool = False, verbose: bool = True) -> dict:
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                 write_checkpoint(config, epoch, model.state_dict(), trainer.opt.state_dict(), history, elapsed,
                                  started, cuda)
+                saved = epoch
     finally:
         bar.close()
     return write_result(config, status, reason, history, model, elapsed, started, device, trainer, dataset)

@@ -1,0 +1,374 @@
+"""The paper, reproduced in budgeted GPU windows: a fixed plan that every window advances.
+
+GPU time comes as single calls of a few minutes, days apart, on a machine that starts bare. The
+plan (`plan`) lists every run of the `paper` preset that the reproduction needs, in priority
+order. `run` trains the next runs until its budget is nearly spent, stops between epochs,
+checkpoints what is in flight, and writes everything a later window needs into one folder of at
+most 8 files of at most 16 MiB (what comes back from the GPU machine). `collect` puts finished
+results into results/runs/ and the checkpoints of unfinished runs into results/campaign/partial/,
+which is committed, so the next window (any machine, any day) resumes them exactly. `status_text`
+says where the plan stands, what it has cost and what is left.
+
+    python -m qnets campaign status
+    python -m qnets campaign run --budget 480 --out DIR      # on the GPU machine
+    python -m qnets campaign collect DIR                      # back here; then make figures
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from . import experiments
+from .train import Config, checkpoint_path, fit, load_result, read_result, result_path, run_name
+from .utils import atomic_write
+
+__all__ = ["plan", "status", "status_text", "run", "collect", "campaign_dir", "status_file", "MAX_FILES",
+           "MAX_FILE_BYTES", "MAX_BYTES"]
+
+CAMPAIGN = "campaign"  # under the plan's results folder: partial/ (checkpoints of runs a budget cut
+# short, committed) and status.txt (committed with every step)
+MAX_FILES, MAX_FILE_BYTES, MAX_BYTES = 8, 16 * 2**20, 64 * 2**20  # what a GPU call can bring back
+PARTIAL_BUDGET = 32 * 2**20  # the committed partial state must travel to the GPU beside the CIFAR-10 archive
+MARGIN_S = 20.0  # left free at the end of a budget: writing the output folder, shutting down
+
+
+def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tuple[str, Config]]:
+    """(key, config) of every run, in priority order, each config once:
+    1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive;
+    2. ResNet-56: conventional, quadratic + ReLinear (γ = 1e-3), + ReZero, compact (ours, and the
+       authors' configuration);
+    3. the ResNet-20 shrunken-weight runs, then the notebook-05 sweep at ResNet-20, one seed of
+       every value first, then the others.
+    Within 1 and 2, every label's first seed comes before any label's second. `only` keeps the
+    first `only` runs (a smaller campaign, for trials); `overrides` replace Config fields."""
+    runs = {nb: experiments.runs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
+    first = [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")]
+    second = [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
+              ("03", "compact-authors")]
+    third = [("02", "relinear-sw-l2"), ("02", "relinear-sw-l1")] + [
+        ("05", label) for label in runs["05"] if label != "conventional"]
+    out, seen = [], set()
+    for group in (first, second, third):
+        present = [(nb, label) for nb, label in group if label in runs[nb]]
+        for s in range(experiments.SEEDS):
+            for nb, label in present:
+                config = experiments.seeds(runs[nb][label])[s]
+                if config not in seen:
+                    seen.add(config)
+                    out.append((f"{nb}:{label}" + (f"#{s}" if s else ""), config))
+    return out[:only]
+
+
+def campaign_dir(config: Config) -> Path:
+    """Where the campaign of `config`'s results folder keeps its committed state."""
+    return Path(config.out_dir) / CAMPAIGN
+
+
+def status_file(planned: list[tuple[str, Config]]) -> Path:
+    return campaign_dir(planned[0][1]) / "status.txt"
+
+
+def _partial_path(config: Config) -> Path:
+    return campaign_dir(config) / "partial" / f"{run_name(config)}.pt"
+
+
+def _epochs_done(config: Config) -> int:
+    """Epochs in the newest checkpoint of `config` (the committed partial one or a local one)."""
+    import torch
+    for path in (checkpoint_path(config), _partial_path(config)):
+        if path.exists():
+            try:
+                return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+            except Exception:
+                continue
+    return 0
+
+
+def status(preset: str = "paper", only: int | None = None, **overrides) -> list[dict]:
+    """One dict per planned run: key, name, state (done, partial, to do), epochs done, and for
+    done runs the outcome, device and minutes."""
+    rows = []
+    for key, config in plan(preset, only, **overrides):
+        r = load_result(config)
+        row = {"key": key, "name": run_name(config), "epochs": config.epochs, "depth": config.depth,
+               "neuron": config.neuron}
+        if r is not None:
+            row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
+                    "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"],
+                    "epoch_s": _epoch_seconds(r["history"])}
+        else:
+            done = _epochs_done(config)
+            row |= {"state": "partial" if done else "to do", "done": done}
+        rows.append(row)
+    return rows
+
+
+def _epoch_seconds(history: list[dict]) -> float | None:
+    times = [h["epoch_time"] for h in history[1:] if h.get("epoch_time")]  # the first holds compilation
+    return sum(times) / len(times) if times else None
+
+
+def status_text(preset: str = "paper", only: int | None = None, **overrides) -> str:
+    """Every planned run with its state, then GPU-minutes spent and an estimate of what is left
+    (from the measured epoch times of each kind of network; unknown where none was measured)."""
+    rows = status(preset, only, **overrides)
+    per_kind: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.get("epoch_s") and r["device"] != "cpu":
+            per_kind.setdefault((r["depth"], r["neuron"]), []).append(r["epoch_s"])
+    benched = 0
+    for kind, seconds in _bench_epoch_seconds().items():  # kinds no campaign run has measured yet
+        if kind not in per_kind:
+            per_kind[kind], benched = [seconds], benched + 1
+    lines = [f"{'run':28s} {'state':8s} {'epochs':>9s}  outcome"]
+    spent = left = 0.0
+    unknown = 0
+    for r in rows:
+        outcome = ""
+        if r["state"] == "done":
+            outcome = (f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else r["status"]) + \
+                f" ({r['minutes']:.1f} min, {r['device']})"
+            spent += r["minutes"] if r["device"] != "cpu" else 0.0
+        else:
+            measured = per_kind.get((r["depth"], r["neuron"]))
+            if measured:
+                left += (r["epochs"] - r["done"]) * sum(measured) / len(measured) / 60
+            else:
+                unknown += 1
+        lines.append(f"{r['key']:28s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {outcome}")
+    done = sum(r["state"] == "done" for r in rows)
+    partial = sum(r["state"] == "partial" for r in rows)
+    lines.append(f"\n{done} of {len(rows)} runs done, {partial} partial; {spent:.1f} GPU-minutes spent on the done "
+                 f"runs; about {left:.0f} GPU-minutes left for one lone run at a time"
+                 + (f" ({benched} kinds of network timed by the bench only, not yet by a campaign run)" if benched else "")
+                 + (f", and {unknown} runs of kinds never timed" if unknown else ""))
+    return "\n".join(lines)
+
+
+def _bench_epoch_seconds() -> dict[tuple, float]:
+    """Seconds per epoch of the lone fast path, by (depth, neuron), from the GPU bench reports."""
+    out = {}
+    for path in sorted(Path("results/bench").glob("*.json")):
+        report = json.loads(path.read_text())
+        if report.get("kind") == "packing" or str(report.get("device", "cpu")).startswith("cpu"):
+            continue
+        for row in report.get("rows", []):
+            if row.get("path") == "fast" and row.get("s_per_epoch"):
+                out[(row["depth"], row["neuron"])] = row["s_per_epoch"]
+    return out
+
+
+def _restore_partials(planned: list[tuple[str, Config]]) -> None:
+    """Put the committed partial checkpoints where `fit` looks for them (unless a newer one is there)."""
+    import torch
+    for _, config in planned:
+        src, dst = _partial_path(config), checkpoint_path(config)
+        if not src.exists():
+            continue
+        if dst.exists():
+            try:
+                newer = torch.load(dst, map_location="cpu", weights_only=False)["epoch"] >= \
+                    torch.load(src, map_location="cpu", weights_only=False)["epoch"]
+            except Exception:
+                newer = False
+            if newer:
+                continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+
+
+def _checkpoint_bytes(config: Config) -> int:
+    """About how large a checkpoint of `config` is: weights and momentum in float32, plus a margin."""
+    from .train import build_model
+    n = sum(p.numel() for p in build_model(config).parameters())
+    return 8 * n + 2**20
+
+
+def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, verbose: bool = True,
+        only: int | None = None, **overrides) -> dict:
+    """Advance the plan (its first `only` runs, if given) within `budget` seconds and write what a
+    later window needs into `out` (see the module docstring). Returns a summary: runs finished,
+    runs left partial, and why the call stopped."""
+    if not budget > 0:
+        raise ValueError(f"--budget must be a positive number of seconds, got {budget!r}")
+    t_start = time.monotonic()
+    deadline = t_start + budget - min(MARGIN_S, budget / 10)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    planned = plan(preset, only, **overrides)
+    _restore_partials(planned)
+    todo = [(key, c) for key, c in planned if load_result(c) is None]
+    finished, touched, log = [], [], []
+    partial_bytes = sum(_partial_path(c).stat().st_size for _, c in planned if _partial_path(c).exists())
+    why = "the plan is done" if not todo else None
+    while todo and why is None:
+        group = _next_group(todo, pack)
+        configs = [c for _, c in group]
+        fresh = [c for c in configs if _epochs_done(c) == 0]
+        need = sum(_checkpoint_bytes(c) for c in fresh)
+        if fresh and partial_bytes + need > PARTIAL_BUDGET:
+            why = (f"starting {', '.join(k for k, _ in group)} could leave {need / 2**20:.0f} MiB of partial state "
+                   f"beside {partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB that travels")
+            break
+        need_s = _first_epoch_seconds(group[0][1], planned)
+        if time.monotonic() + need_s >= deadline:
+            why = (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
+                   if need_s else "the budget is spent")
+            break
+        t0 = time.monotonic()
+        if len(configs) == 1:
+            results = [fit(configs[0], verbose=verbose, deadline=deadline)]
+        else:
+            from .packed import fit_packed
+            results = fit_packed(configs, verbose=verbose, deadline=deadline)
+        log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
+                    "states": [r["status"] for r in results]})
+        for (key, config), r in zip(group, results):
+            touched.append(config)
+            if r["status"] == "partial":
+                partial_bytes += _checkpoint_bytes(config) if config in fresh else 0
+            else:
+                finished.append(config)
+        todo = [(k, c) for k, c in todo if c not in finished]
+        if any(r["status"] == "partial" for r in results):
+            why = "the budget is spent (runs in flight were checkpointed)"
+    summary = {"finished": [run_name(c) for c in finished],
+               "partial": [run_name(c) for c in touched if c not in finished],
+               "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
+               "seconds": time.monotonic() - t_start,
+               "log": log, "device": _device_name()}
+    _write_out(out, finished, [c for c in touched if c not in finished], summary, preset, overrides | (
+        {"only": only} if only else {}))
+    return summary
+
+
+FIRST_EPOCH_OVERHEAD_S = {"cuda": 60.0, "cpu": 0.0}  # compilation and CUDA-graph capture before the first step
+
+
+def _first_epoch_seconds(config: Config, planned: list[tuple[str, Config]]) -> float:
+    """What the first epoch of `config` in a fresh process costs: the measured epoch time of its
+    kind of network on this kind of device (from stored results), plus compilation."""
+    import torch
+    device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+    here = _device_name()
+    for _, c in planned:
+        r = load_result(c) if (c.depth, c.neuron) == (config.depth, config.neuron) else None
+        if r is not None and r["device"] == here and _epoch_seconds(r["history"]):
+            return _epoch_seconds(r["history"]) + FIRST_EPOCH_OVERHEAD_S[device]
+    return FIRST_EPOCH_OVERHEAD_S[device]
+
+
+def _next_group(todo: list[tuple[str, Config]], pack: int) -> list[tuple[str, Config]]:
+    """The first run still to do and, with `pack` > 1, up to pack − 1 later runs that can share its
+    network and resume from the same epoch."""
+    from .packed import pack_key
+    key, first = todo[0]
+    group = [(key, first)]
+    if pack > 1:
+        start = _epochs_done(first)
+        for k, c in todo[1:]:
+            if len(group) == pack:
+                break
+            if pack_key(c) == pack_key(first) and _epochs_done(c) == start:
+                group.append((k, c))
+    return group
+
+
+def _device_name() -> str:
+    import torch
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _write_out(out: Path, finished: list[Config], partial: list[Config], summary: dict, preset: str,
+               overrides: dict) -> None:
+    """results.tar (finished results), partial-N.tar (checkpoints, each file under MAX_FILE_BYTES)
+    and summary.json: at most MAX_FILES files in all."""
+    for old in out.glob("*"):
+        if old.is_file() and (old.name.startswith(("results", "partial-")) or old.name == "summary.json"):
+            old.unlink()
+    files = {"results.tar": _tar_bytes([(result_path(c).name, result_path(c).read_bytes()) for c in finished])}
+    chunk, chunks = [], []
+    for c in partial:
+        data = checkpoint_path(c).read_bytes()
+        if len(data) + 10240 > MAX_FILE_BYTES:
+            raise ValueError(f"checkpoint {checkpoint_path(c)} is {len(data) / 2**20:.0f} MiB, over the "
+                             f"{MAX_FILE_BYTES / 2**20:.0f} MiB a returned file may have")
+        if chunk and sum(len(d) for _, d in chunk) + len(data) + 10240 * (len(chunk) + 1) > MAX_FILE_BYTES:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append((checkpoint_path(c).name, data))
+    if chunk:
+        chunks.append(chunk)
+    for i, members in enumerate(chunks):
+        files[f"partial-{i}.tar"] = _tar_bytes(members)
+    summary = summary | {"preset": preset, "overrides": overrides, "files": sorted(files)}
+    files["summary.json"] = (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode()
+    if len(files) > MAX_FILES or sum(map(len, files.values())) > MAX_BYTES:
+        raise ValueError(f"the output would be {len(files)} files, {sum(map(len, files.values())) / 2**20:.0f} MiB: "
+                         f"over the {MAX_FILES} files and {MAX_BYTES / 2**20:.0f} MiB a GPU call brings back")
+    for name, data in files.items():
+        atomic_write(out / name, lambda f, d=data: f.write(d))
+
+
+def collect(folder: str | Path) -> dict:
+    """Take a `run` output folder: finished results go to results/runs/ (each checked), partial
+    checkpoints to results/campaign/partial/ (and results/checkpoints/), partial state of runs now
+    finished is removed, and results/campaign/status.txt is rewritten (folders of the plan's
+    results folder). Returns what was taken."""
+    import torch
+    folder = Path(folder)
+    summary_path = folder / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{folder} holds no summary.json: not the output of `qnets campaign run`")
+    summary = json.loads(summary_path.read_text())
+    preset, overrides = summary["preset"], dict(summary["overrides"])
+    only = overrides.pop("only", None)
+    planned = plan(preset, only, **overrides)
+    by_name = {run_name(c): c for _, c in planned}
+
+    def config_of(member: str) -> Config:
+        name = Path(member).name.rsplit(".", 1)[0]
+        if name not in by_name:
+            raise ValueError(f"{folder}: {member} is not a run of the {preset} campaign's plan")
+        return by_name[name]
+    taken = {"results": [], "partial": []}
+    with tarfile.open(folder / "results.tar") as tar, tempfile.TemporaryDirectory() as tmp:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read()
+            check = Path(tmp) / Path(m.name).name
+            check.write_bytes(data)
+            read_result(check)  # a bad file stops here, named, before anything is replaced
+            atomic_write(result_path(config_of(m.name)), lambda f, d=data: f.write(d))
+            taken["results"].append(check.stem)
+    for tar_path in sorted(folder.glob("partial-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar.getmembers():
+                data = tar.extractfile(m).read()
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # readable, or stop here
+                config = config_of(m.name)
+                for dst in (_partial_path(config), checkpoint_path(config)):
+                    atomic_write(dst, lambda f, d=data: f.write(d))
+                taken["partial"].append(Path(m.name).stem)
+    for _, config in planned:  # a finished run needs no partial state
+        if load_result(config) is not None:
+            _partial_path(config).unlink(missing_ok=True)
+    text = status_text(preset, only, **overrides)
+    atomic_write(status_file(planned), lambda f: f.write((text + "\n").encode()))
+    taken["device"], taken["stopped_because"] = summary.get("device"), summary.get("stopped_because")
+    taken["status_file"] = str(status_file(planned))
+    return taken

@@ -1,0 +1,157 @@
+"""The campaign: budgeted calls, collected in between as across GPU windows, end where one
+uninterrupted call ends; what comes back respects the GPU machine's limits."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qnets import campaign, experiments
+from qnets.__main__ import main
+from qnets.train import checkpoint_path, load_result, read_result, result_path
+
+SCOPE = dict(preset="smoke", only=4, epochs=3, eval_every=1)  # four small runs of three epochs
+TIMING = ("epoch_time", "train_time", "images_per_s")
+
+
+def untimed(result):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in result["history"]]
+
+
+def fresh_machine():
+    """What a new GPU machine has: the committed tree, no local checkpoints."""
+    shutil.rmtree("results/checkpoints", ignore_errors=True)
+
+
+def check_output(folder: Path):
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(files) <= campaign.MAX_FILES
+    assert all(p.stat().st_size <= campaign.MAX_FILE_BYTES for p in files)
+    assert sum(p.stat().st_size for p in files) <= campaign.MAX_BYTES
+    assert all(p.parent == folder for p in files)  # nothing deeper than the folder itself
+
+
+def test_the_plan_follows_the_issue_priorities():
+    keys = [k for k, _ in campaign.plan("paper")]
+    assert keys[:4] == ["02:conventional", "02:relinear-sg", "03:compact", "02:naive"]
+    assert keys[4:8] == ["02:conventional#1", "02:relinear-sg#1", "03:compact#1", "02:naive#1"]
+    deep = [k for k in keys[12:27]]
+    assert deep[:5] == ["04:conventional", "04:relinear", "04:relinear-rezero", "04:compact", "03:compact-authors"]
+    assert keys[27:29] == ["02:relinear-sw-l2", "02:relinear-sw-l1"]
+    configs = [c for _, c in campaign.plan("paper")]
+    assert len(configs) == len(set(configs)) and all(c.epochs in (200, 99) for c in configs)
+    assert {c.depth for c in configs[12:27]} == {56}
+
+
+def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_path, monkeypatch):
+    monkeypatch.delenv("QNETS_CIFAR10", raising=False)
+    straight_dir = tmp_path / "straight"
+    straight_dir.mkdir()
+    monkeypatch.chdir(straight_dir)
+    summary = campaign.run(600, straight_dir / "out", verbose=False, **SCOPE)
+    assert summary["stopped_because"] == "the plan is done" and len(summary["finished"]) == 4
+    planned = dict(campaign.plan(**SCOPE))
+    straight = {key: read_result(result_path(c)) for key, c in planned.items()}
+
+    windows = tmp_path / "windows"
+    windows.mkdir()
+    monkeypatch.chdir(windows)
+    # windows too short for these runs' measured epochs would start nothing (tested below); here each
+    # window must start at least one epoch, so that the budget cuts runs in flight again and again
+    monkeypatch.setattr(campaign, "_first_epoch_seconds", lambda config, planned: 0.0)
+    calls = 0
+    seen_partial = False
+    while calls < 40:
+        fresh_machine()
+        out = tmp_path / f"window-{calls}"
+        summary = campaign.run(1.0, out, verbose=False, **SCOPE)
+        check_output(out)
+        calls += 1
+        taken = campaign.collect(out)  # back on the CPU machine, after every window
+        seen_partial |= bool(taken["partial"])
+        rows = campaign.status(**SCOPE)
+        for row in rows:  # status agrees with what is on disk at every point
+            config = planned[row["key"]]
+            assert (row["state"] == "done") == (load_result(config) is not None)
+            if row["state"] == "partial":
+                assert 0 < row["done"] < 3 and campaign._partial_path(config).exists()
+        assert campaign.status_file(list(planned.items())).read_text().startswith("run")
+        if summary["stopped_because"] == "the plan is done":
+            break
+    assert calls > 2 and seen_partial, "the budget never cut a run: the test proves nothing"
+    assert not any(campaign._partial_path(c).exists() for c in planned.values())  # no partial state left
+    for key, s in straight.items():
+        r = read_result(result_path(planned[key]))
+        assert untimed(r) == untimed(s) and r["final_test_acc"] == s["final_test_acc"]
+
+
+def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(campaign.FIRST_EPOCH_OVERHEAD_S, "cpu", 30.0)  # as if compiling took 30 s
+    summary = campaign.run(5, tmp_path / "out", verbose=False, **SCOPE)
+    assert summary["finished"] == [] and summary["partial"] == []
+    assert "needs about 30 s for its first epoch" in summary["stopped_because"]
+    check_output(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_because"] == summary["stopped_because"]
+
+
+def test_runs_that_can_share_a_network_are_packed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+    assert summary["stopped_because"] == "the plan is done"
+    # the plan's first four: conventional, then three quadratic ResNet-8s (relinear-sg, compact, naive);
+    # compact is another network, so relinear-sg and naive share a pack
+    assert [entry["runs"] for entry in summary["log"]] == [["02:conventional"], ["02:relinear-sg", "02:naive"],
+                                                            ["03:compact"]]
+
+
+def test_partial_state_is_capped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(campaign, "PARTIAL_BUDGET", 1000)  # no checkpoint fits
+    summary = campaign.run(60, tmp_path / "out", verbose=False, **SCOPE)
+    assert summary["finished"] == [] and "MiB of partial state" in summary["stopped_because"]
+
+
+def test_campaign_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    scope = ["--preset", "smoke", "--only", "2"]
+    assert main(["campaign", "run", "--budget", "600", "--out", str(tmp_path / "o"), "--quiet"] + scope) == 0
+    assert "finished 2 runs" in capsys.readouterr().out
+    assert main(["campaign", "collect", str(tmp_path / "o")]) == 0
+    assert "collected 2 results" in capsys.readouterr().out
+    assert main(["campaign", "status"] + scope) == 0
+    assert "2 of 2 runs done" in capsys.readouterr().out
+    assert main(["campaign", "run", "--budget", "0"] + scope + ["--out", "x"]) == 2
+    assert "--budget must be a positive number" in capsys.readouterr().err
+    assert main(["campaign", "collect", str(tmp_path)]) == 2
+    assert "not the output of `qnets campaign run`" in capsys.readouterr().err
+
+
+def test_fit_stops_between_epochs_at_its_deadline_and_resumes_exactly(tmp_path):
+    import time
+
+    from qnets.train import Config, fit
+    config = Config(depth=8, dataset="synthetic", n_train=200, n_test=100, batch_size=50, epochs=4,
+                    checkpoint_every=10, out_dir=str(tmp_path / "a"))
+    first = fit(config, verbose=False, deadline=time.monotonic() + 1e-3)  # one epoch, then out of time
+    assert first["status"] == "partial" and first["epochs_run"] == 1
+    assert checkpoint_path(config).exists()  # checkpointed at the stop, though checkpoint_every is 10
+    done = fit(config, verbose=False)
+    straight = fit(config.replace(out_dir=str(tmp_path / "b")), verbose=False)
+    assert untimed(done) == untimed(straight)
+
+
+@pytest.mark.parametrize("name", ["scripts/gpu-window.sh"])
+def test_the_gpu_window_script_refuses_to_run_without_the_archive(tmp_path, name):
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run(["bash", str(root / name), str(tmp_path / "out")], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "QNETS_CIFAR10": str(tmp_path / "none.tar.xz")})
+    assert p.returncode == 2 and "make gpu-prepare" in p.stderr
+
+
+def test_experiments_give_the_paper_preset_its_extra_runs():
+    assert "compact-authors" in experiments.runs("03", "paper") and "compact-authors" not in experiments.runs("03", "quick")
+    authors = experiments.runs("03", "paper")["compact-authors"]
+    assert (authors.depth, authors.epochs, authors.schedule, authors.gamma_b) == (56, 99, "constant", 0.0)
+    assert experiments.runs("04", "paper")["compact"].depth == 56
