@@ -77,15 +77,23 @@ def _partial_path(config: Config) -> Path:
     return campaign_dir(config) / "partial" / f"{run_name(config)}.pt"
 
 
-def _epochs_done(config: Config) -> int:
-    """Epochs in the newest checkpoint of `config` (the committed partial one or a local one)."""
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The last epoch (0-based) in the checkpoint at `path`, or None where there is none readable."""
     import torch
+    if not path.exists():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:
+        return None
+
+
+def _epochs_done(config: Config) -> int:
+    """Epochs in the checkpoint of `config` (a local one, else the committed partial one)."""
     for path in (checkpoint_path(config), _partial_path(config)):
-        if path.exists():
-            try:
-                return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
-            except Exception:
-                continue
+        epoch = _checkpoint_epoch(path)
+        if epoch is not None:
+            return epoch + 1
     return 0
 
 
@@ -165,21 +173,15 @@ def _bench_epoch_seconds() -> dict[tuple, float]:
 
 def _restore_partials(planned: list[tuple[str, Config]]) -> None:
     """Put the committed partial checkpoints where `fit` looks for them (unless a newer one is there)."""
-    import torch
     for _, config in planned:
         src, dst = _partial_path(config), checkpoint_path(config)
         if not src.exists():
             continue
-        if dst.exists():
-            try:
-                newer = torch.load(dst, map_location="cpu", weights_only=False)["epoch"] >= \
-                    torch.load(src, map_location="cpu", weights_only=False)["epoch"]
-            except Exception:
-                newer = False
-            if newer:
-                continue
+        committed, local = _checkpoint_epoch(src), _checkpoint_epoch(dst)
+        if local is not None and (committed is None or local >= committed):
+            continue  # a local checkpoint as new (an unreadable committed one is then left alone)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copy2(src, dst)  # (an unreadable one is moved aside, with a warning, by read_checkpoint)
 
 
 def _checkpoint_bytes(config: Config) -> int:
@@ -237,12 +239,12 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
         todo = [(k, c) for k, c in todo if c not in finished]
         if any(r["status"] == "partial" for r in results):
             why = "the budget is spent (runs in flight were checkpointed)"
-    summary = {"finished": [run_name(c) for c in finished],
-               "partial": [run_name(c) for c in touched if c not in finished],
+    cut = [c for c in touched if c not in finished]
+    summary = {"finished": [run_name(c) for c in finished], "partial": [run_name(c) for c in cut],
                "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
                "seconds": time.monotonic() - t_start,
                "log": log, "device": _device_name()}
-    _write_out(out, finished, [c for c in touched if c not in finished], summary, preset, overrides | (
+    _write_out(out, finished, cut, summary, preset, overrides | (
         {"only": only} if only else {}))
     return summary
 

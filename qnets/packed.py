@@ -284,8 +284,8 @@ class PackedSGD:
     for a packed network, with a learning rate per element: run k's r and other parameters at
     lrs[k]["main"], its g terms at lrs[k]["g"], its b terms at lrs[k]["b"].
 
-    Rates, momentum and weight decay are read from device tensors, so a CUDA graph that captured
-    `step()` follows `set_factor` (the schedule's multiplier, common to the pack)."""
+    The rates are device tensors, so a CUDA graph that captured `step()` follows `set_factor`
+    (the schedule's multiplier, common to the pack); momentum and weight decay are the pack's."""
 
     def __init__(self, model: PackedResNet, lrs: Sequence[dict[str, float]], momentum: float,
                  weight_decay: float, nesterov: bool = False):
@@ -304,6 +304,8 @@ class PackedSGD:
         self.base_lrs = [base[id(p)] for p in self.params]
         self.lrs = [b.clone() for b in self.base_lrs]
         self.buffers = [torch.zeros_like(p) for p in self.params]
+        index = {id(p): j for j, p in enumerate(self.params)}
+        self._momentum_views = {name: (index[id(p)], slicer) for name, _, p, slicer in model.parameter_slices()}
         self.factor = 1.0
 
     @torch.no_grad()
@@ -316,7 +318,7 @@ class PackedSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        params = [p for p in self.params]
+        params = self.params
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
@@ -343,11 +345,8 @@ class PackedSGD:
 
     def momentum_buffer(self, name: str, i: int) -> torch.Tensor:
         """Run i's momentum buffer of lone parameter `name`."""
-        index = {id(p): j for j, p in enumerate(self.params)}
-        for lone, _, p, slicer in self.model.parameter_slices():
-            if lone == name:
-                return slicer(self.buffers[index[id(p)]])[i]
-        raise KeyError(name)
+        j, slicer = self._momentum_views[name]
+        return slicer(self.buffers[j])[i]
 
     @torch.no_grad()
     def load_momentum(self, name: str, i: int, value: torch.Tensor) -> None:
@@ -527,8 +526,8 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
 
     from tqdm.auto import tqdm
 
-    from .train import (_collapsed, build_model, evaluates, history_entry, out_of_time, partial, prepare,
-                        read_checkpoint, resolve_device, run_name, write_checkpoint, write_result)
+    from .train import (_collapsed, build_model, evaluates, history_entry, optimizer_for, out_of_time, partial,
+                        prepare, read_checkpoint, resolve_device, run_name, write_checkpoint, write_result)
     configs = list(configs)
     if len({pack_key(c) for c in configs}) != 1:
         raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
@@ -558,7 +557,7 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
     for j, (c, m, ck) in enumerate(zip(configs, models, ckpts)):
         if ck is None:
             continue
-        lone_opt = relinear.optimizer(m, c.lr, c.gamma_g, c.gamma_b, c.momentum, c.weight_decay, c.nesterov)
+        lone_opt = optimizer_for(c, m)
         lone_opt.load_state_dict(ck["optimizer"])
         for name, p in m.named_parameters():
             buf = lone_opt.state.get(p, {}).get("momentum_buffer")
@@ -579,9 +578,9 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
                                   trainer, datasets[j], pack=pack)
         live.remove(j)
 
-    def checkpoint(j, epoch):
-        c, model = configs[j], packed.lone_model(j)
-        lone_opt = relinear.optimizer(model, c.lr, c.gamma_g, c.gamma_b, c.momentum, c.weight_decay, c.nesterov)
+    def checkpoint(j, epoch, model=None):
+        c, model = configs[j], model or packed.lone_model(j)
+        lone_opt = optimizer_for(c, model)
         for name, p in model.named_parameters():
             lone_opt.state[p]["momentum_buffer"] = trainer.opt.momentum_buffer(name, j).detach().cpu().clone()
         write_checkpoint(c, epoch, model.state_dict(), lone_opt.state_dict(), histories[j], elapsed[j], started[j],
@@ -621,7 +620,7 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
                     continue
                 c = configs[j]
                 if (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs:
-                    checkpoint(j, epoch)
+                    checkpoint(j, epoch, model)
             measured.append({"epoch_time": epoch_time})
             bar.set_postfix(live=len(live), acc=f"{max((train_acc[j] for j in live), default=0):.3f}", refresh=False)
             bar.update(1)

@@ -179,11 +179,14 @@ class Config:
         return cls(**d)
 
 
-def name_key(config: "Config | dict", fields=None) -> dict:
-    """What a result's name covers, from a Config or a stored config dict: the frozen fields of
-    NAME_FIELDS_V1 (with NAME_PINNED's values) and any later named field that is not at its default."""
-    values = config.to_dict() if isinstance(config, Config) else dict(config)
-    fields = fields if fields is not None else dataclasses.fields(Config)
+def name_key(config: "Config | dict") -> dict:
+    """What a result's name covers, from a Config (or a subclass with more fields) or a stored
+    config dict: the frozen fields of NAME_FIELDS_V1 (with NAME_PINNED's values) and any later
+    named field that is not at its default."""
+    if dataclasses.is_dataclass(config):
+        values, fields = dataclasses.asdict(config), dataclasses.fields(config)
+    else:
+        values, fields = dict(config), dataclasses.fields(Config)
     key = {}
     for f in fields:
         if f.name in NAME_FIELDS_V1:
@@ -195,9 +198,7 @@ def name_key(config: "Config | dict", fields=None) -> dict:
 
 def config_hash(config: "Config | dict") -> str:
     """Stable 12-hex-digit name of everything that changes a run's outcome (see name_key)."""
-    fields = dataclasses.fields(config) if dataclasses.is_dataclass(config) else None
-    key = name_key(config if not dataclasses.is_dataclass(config) else dataclasses.asdict(config), fields)
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(name_key(config), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_name(config: Config) -> str:
@@ -294,6 +295,12 @@ def _channels_last(config: "Config", device: torch.device) -> bool:
     return _switch(config.channels_last, device.type in ("cuda", "cpu"))
 
 
+def optimizer_for(config: Config, model: torch.nn.Module, **sgd_kw) -> torch.optim.SGD:
+    """The lone run's SGD (relinear.optimizer with the config's rates), as its checkpoints store it."""
+    return relinear.optimizer(model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
+                              config.weight_decay, config.nesterov, **sgd_kw)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("Config.device is 'cuda' but no CUDA device is available; use device='auto' or 'cpu'")
@@ -379,9 +386,7 @@ class Trainer:
         return _channels_last(self.config, self.device)
 
     def _make_optimizer(self):
-        config, cuda = self.config, self.device.type == "cuda"
-        opt = relinear.optimizer(self.model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
-                                 config.weight_decay, config.nesterov, **({"fused": True} if cuda else {}))
+        opt = optimizer_for(self.config, self.model, **({"fused": True} if self.device.type == "cuda" else {}))
         self.base_lrs = [g["lr"] for g in opt.param_groups]
         if self.use_graphs:  # a graph reads the rates from device memory, so they must be tensors
             for g in opt.param_groups:
