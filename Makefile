@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 PACK ?= 1
+# The one Jupyter kernel: the committed notebooks name it (qnets.notebooks.KERNEL), the README too.
+KERNEL := python3
+KERNEL_NAME := Python 3 (qnets)
+LAB_ARGS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 .PHONY: help venv test unit nbval figures results data bench lab clean gpu-prepare collect readme
@@ -19,8 +23,8 @@ venv: $(STAMP)  ## create .venv and install the project into it
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[notebooks,test]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (qnets)" >/dev/null
+	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
 test: $(STAMP)  ## unit tests, then every notebook checked with nbval and run with the smoke preset
@@ -53,10 +57,8 @@ data: $(STAMP)  ## fetch or convert CIFAR-10 into data/ (set QNETS_CIFAR10 to an
 bench: $(STAMP)  ## time the reference and fast training paths on this machine
 	$(BIN)/python -m qnets bench
 
-lab: $(STAMP)  ## JupyterLab with the project's kernel registered as "qnets"
-	$(BIN)/python -m pip install -q -e ".[lab]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name qnets --display-name "qnets" >/dev/null
-	$(BIN)/jupyter lab notebooks
+lab: $(STAMP)  ## JupyterLab on the repository, kernel "Python 3 (qnets)": make lab [LAB_ARGS="--no-browser --port 8890"]
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:  ## remove caches, checkpoints and executed copies (keeps committed results and data/)
 	rm -rf .pytest_cache build *.egg-info results/checkpoints

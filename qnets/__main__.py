@@ -112,8 +112,11 @@ def cmd_campaign(args) -> int:
 
 def cmd_readme(args) -> int:
     from . import experiments
+    from .notebooks import repository, sync_repository
     changed = experiments.render_readme(args.path)
     print(f"{args.path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
+    for path in sync_repository():
+        print(f"{path}: repository address set to {repository()} (from pyproject.toml)")
     return 0
 
 

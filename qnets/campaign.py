@@ -224,10 +224,10 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
             break
         t0 = time.monotonic()
         if len(configs) == 1:
-            results = [fit(configs[0], verbose=verbose, deadline=deadline)]
+            results = [fit(configs[0], verbose=verbose, deadline=deadline, label=group[0][0])]
         else:
             from .packed import fit_packed
-            results = fit_packed(configs, verbose=verbose, deadline=deadline)
+            results = fit_packed(configs, verbose=verbose, deadline=deadline, labels=[k for k, _ in group])
         log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
                     "states": [r["status"] for r in results]})
         for (key, config), r in zip(group, results):

@@ -129,7 +129,7 @@ def results(configs: dict[str, Config], train_missing: bool = True, verbose: boo
     """label -> the results of its `n_seeds` seeds, in seed order: stored results are read as they
     are (no data needed: each says which data it came from), missing ones trained (or left out
     when not `train_missing`). `fit` itself reuses a stored result only for the same data."""
-    out = {}
+    out, missing = {}, []
     for label, config in configs.items():
         out[label] = []
         for c in seeds(config, n_seeds):
@@ -137,8 +137,73 @@ def results(configs: dict[str, Config], train_missing: bool = True, verbose: boo
             if stored is not None:
                 out[label].append(stored)
             elif train_missing:
-                out[label].append(fit(c, verbose=verbose))
+                out[label].append(fit(c, verbose=verbose, label=f"{label} seed {c.seed}"))
+            else:
+                missing.append(c)
+    if missing and verbose:
+        print(missing_message(missing, missing[0].device))
     return out
+
+
+CIFAR10_TRAIN = 50_000  # images in CIFAR-10's training set (n_train=None)
+
+
+def _seconds_per_image(result: dict) -> float | None:
+    """Measured wall time of one training image-epoch (its share of the test pass included),
+    from a stored run's epochs after the first (which holds compilation)."""
+    hist = [h for h in result.get("history", [])[1:] if h.get("images_per_s") and h.get("epoch_time")]
+    if not hist:
+        return None
+    return sorted(h["epoch_time"] / (h["images_per_s"] * h["train_time"]) for h in hist)[len(hist) // 2]
+
+
+def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "results/runs") -> tuple[float, str] | None:
+    """Seconds to train `configs` on a CPU or a GPU, estimated from stored runs on the same kind of
+    device: the same network where one was measured, else any, scaled by depth. Returns (seconds,
+    what the estimate rests on), or None when nothing comparable is stored."""
+    from .train import read_result
+    measured: dict[tuple, list[float]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            r = read_result(path)
+        except ValueError:
+            continue
+        spi = _seconds_per_image(r)
+        if spi is not None and (r.get("device", "cpu") != "cpu") == on_gpu:
+            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi)
+    if not measured:
+        return None
+    rate = {key: sorted(v)[len(v) // 2] for key, v in measured.items()}
+    total, basis = 0.0, set()
+    for c in configs:
+        key = (c.depth, c.neuron)
+        if key in rate:
+            spi = rate[key]
+        else:  # the nearest measured network, scaled by depth
+            near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))
+            spi = rate[near] * c.depth / near[0]
+            key = near
+        basis.add(f"resnet{key[0]}-{key[1]}")
+        total += spi * (c.n_train or CIFAR10_TRAIN) * c.epochs
+    return total, f"measured on a {'GPU' if on_gpu else 'CPU'} for {', '.join(sorted(basis))}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{max(seconds / 60, 1):.0f} minutes"
+
+
+def missing_message(missing: list[Config], device: str = "auto") -> str:
+    """What a notebook says when runs are missing and not trained: how many, and what training them
+    would cost on the runtime attached."""
+    from .train import capabilities, resolve_device
+    caps = capabilities(resolve_device(device))
+    cost = training_cost(missing, caps["cuda"], Path(missing[0].out_dir) / "runs")
+    where = caps["device"]
+    slower = "; older or smaller cards are slower" if caps["cuda"] else ""
+    est = (f"about {_duration(cost[0])} on this {where} ({cost[1]}{slower})"
+           if cost else f"an unknown time on this {where} (no comparable run is stored)")
+    return (f"{len(missing)} run(s) of this preset are not in results/ and were left out; training them would take "
+            f"{est}. Set train_missing = True in the Parameters cell to train them.")
 
 
 def committed_preset(notebook: str | None = None) -> str:
@@ -230,11 +295,12 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
             from .packed import fit_packed
             group = first_of[label]
             t0 = time.time()
-            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose, force=force)):
+            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose, force=force,
+                                                           labels=group)):
                 report(member, r)
         elif label not in in_pack:
             t0 = time.time()
-            report(label, fit(config, force=force, verbose=verbose))
+            report(label, fit(config, force=force, verbose=verbose, label=label))
     return {label: out[label] for label in configs}
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from pathlib import Path
 
 __all__ = ["project_root", "setup", "save_figure", "main"]
 
-KERNEL = "python3"
+KERNEL = "python3"  # the kernel `make venv` installs into .venv as "Python 3 (qnets)" (KERNEL_NAME)
+KERNEL_NAME = "Python 3 (qnets)"
 # Volatile metadata papermill and Jupyter write; stripped so committed notebooks diff cleanly.
 VOLATILE_CELL_KEYS = ("execution", "papermill", "collapsed", "scrolled")
 
@@ -26,23 +29,97 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def setup(namespace: dict, **allowed) -> dict:
-    """Validate a notebook's parameters and move to the project root.
+PAPERMILL_HEADER = "# Parameters"  # the first line of the cell papermill injects with -p values
 
-    `allowed` maps each parameter name to its allowed values (a tuple) or type. Any other
-    public name in `namespace` (e.g. a misspelt `-p prest quick`, which papermill only warns
-    about) or a bad value raises ValueError here, in the notebook's first cell after its
-    parameters. Returns the parameters as a dict.
+
+def injected_names(namespace: dict) -> list[str]:
+    """The names papermill injected into this kernel (its "# Parameters" cell, the latest one
+    executed), or [] when the notebook runs by hand. Read from IPython's input history `In`."""
+    import ast
+    for source in reversed(namespace.get("In") or []):
+        lines = source.strip().splitlines()
+        if lines and lines[0].strip() == PAPERMILL_HEADER:
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return []
+            return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                    if isinstance(t, ast.Name)]
+    return []
+
+
+# ----------------------------------------------------------------------------- the repository address
+
+# pyproject.toml's [project.urls] Repository is the one place the address is written by hand;
+# `python -m qnets readme` copies it into the README's Colab badges and the notebooks' Colab cell.
+_REPOSITORY_URL = re.compile(r'^Repository\s*=\s*"(https://github\.com/[\w.-]+/[\w.-]+?)/?"', re.M)
+_COLAB_BADGE = re.compile(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/")
+_COLAB_CELL_LINE = re.compile(r'^REPOSITORY = "[^"]*"', re.M)
+_CITATION_LINE = re.compile(r'^repository-code: "[^"]*"', re.M)
+COLAB_TAG = "colab"  # the notebook cell that, on Colab only, clones and installs the repository
+
+
+def repository(root: Path | None = None) -> str:
+    """The repository address from pyproject.toml (https://github.com/OWNER/NAME)."""
+    text = (Path(root or project_root()) / "pyproject.toml").read_text()
+    m = _REPOSITORY_URL.search(text)
+    if not m:
+        raise ValueError("pyproject.toml has no [project.urls] Repository = \"https://github.com/OWNER/NAME\"")
+    return m.group(1)
+
+
+def _with_repository(text: str, url: str) -> str:
+    owner_name = url.removeprefix("https://github.com/")
+    text = _COLAB_BADGE.sub(f"colab.research.google.com/github/{owner_name}/blob/", text)
+    text = _CITATION_LINE.sub(f'repository-code: "{url}"', text)
+    return _COLAB_CELL_LINE.sub(f'REPOSITORY = "{url}"', text)
+
+
+def sync_repository(root: Path | None = None) -> list[Path]:
+    """Write pyproject.toml's repository address into the README's badges, CITATION.cff and every
+    notebook's badges and Colab cell; returns the files changed (a fork edits pyproject.toml, then
+    runs this)."""
+    import nbformat
+    root = Path(root or project_root())
+    url, changed = repository(root), []
+    for path in (root / "README.md", root / "CITATION.cff"):
+        text = path.read_text() if path.exists() else ""
+        if _with_repository(text, url) != text:
+            path.write_text(_with_repository(text, url))
+            changed.append(path)
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        touched = False
+        for cell in nb.cells:
+            new = _with_repository(cell.source, url)
+            touched |= new != cell.source
+            cell.source = new
+        if touched:
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def setup(namespace: dict, **allowed) -> dict:
+    """Validate a notebook's parameters and move to the project root; safe to run again.
+
+    `allowed` maps each parameter name to its allowed values (a tuple) or type. A name papermill
+    injected that the notebook does not take (e.g. a misspelt `-p prest quick`, which papermill
+    only warns about) or a bad value raises ValueError here, in the notebook's first cell after
+    its parameters. Whatever else the kernel holds (the notebook's own variables after Run All)
+    is left alone. `train_missing = None` means: train missing runs, except on Colab, where Run
+    All would otherwise start hours of training on whatever runtime is attached; the resolved
+    value is written back into `namespace`. Returns the parameters as a dict.
     """
-    import types
-    skip = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-    # Parameters are lower-case data; modules, functions and CONSTANTS in the namespace are not.
-    unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in skip and k.islower()
-                     and k not in allowed and not isinstance(v, types.ModuleType) and not callable(v))
-    # a parameter given in another case (-p Preset smoke) would otherwise be ignored
-    unknown += sorted(k for k in namespace if k not in allowed and k.lower() in allowed)
+    unknown = sorted(set(injected_names(namespace)) - set(allowed))
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; this notebook takes {sorted(allowed)}")
+    if "train_missing" in allowed and namespace.get("train_missing") is None:
+        namespace["train_missing"] = not on_colab()
     params = {}
     for name, rule in allowed.items():
         value = namespace.get(name)
@@ -86,9 +163,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebooks", nargs="+", help="notebook files")
 
 
+def _literal(value) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def settle_parameters(nb) -> None:
+    """Fold papermill's injected-parameters cell into the notebook's own Parameters cell, so the
+    committed notebook shows, in the one cell a user edits, the values its outputs came from
+    (and re-running it by hand runs those values, not a hidden override); then number the
+    executed cells 1, 2, ... again."""
+    values = nb.metadata.get("papermill", {}).get("parameters", {})
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        if "parameters" not in cell.metadata.get("tags", []):
+            continue
+        lines = cell.source.split("\n")
+        for i, line in enumerate(lines):
+            m = re.match(r"^(\w+)(\s*=\s*)(.*?)(\s*#.*)?$", line)
+            if m and m.group(1) in values:
+                value = _literal(values[m.group(1)])
+                comment = m.group(4) or ""
+                pad = max(len(m.group(3)) - len(value), 0) if comment else 0
+                lines[i] = f"{m.group(1)}{m.group(2)}{value}{' ' * pad}{comment}"
+        cell.source = "\n".join(lines)
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            count += 1
+            cell.execution_count = count
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = count
+
+
 def strip_volatile(path: Path) -> None:
     import nbformat
     nb = nbformat.read(path, as_version=4)
+    settle_parameters(nb)
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
         for key in VOLATILE_CELL_KEYS:
@@ -97,7 +208,7 @@ def strip_volatile(path: Path) -> None:
     pm = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
     nb.metadata.pop("widgets", None)
-    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL_NAME, "language": "python"}
     tmp = path.with_suffix(".tmp.ipynb")
     nbformat.write(nb, tmp)
     os.replace(tmp, path)

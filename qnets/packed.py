@@ -515,19 +515,20 @@ def _load_all(configs) -> list:
     return out
 
 
-def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, deadline: float | None = None) -> list[dict]:
+def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, deadline: float | None = None,
+               labels: Sequence[str] | None = None) -> list[dict]:
     """Train K configs that share `pack_key` and start epoch as one packed network; returns their
     results in order. Each run reads and writes its own lone checkpoint and result file (same name
     and schema as `fit`, with "pack" added); a run that collapses is written and dropped from the
     reporting while its slice of the pack idles on. Stored results are not consulted: pass only
     runs to train (`force` also discards their checkpoints). With a `deadline`, as in `fit`: the
-    pack stops between epochs, every live run is checkpointed and returns `partial`."""
+    pack stops between epochs, every live run is checkpointed and returns `partial`. `labels` name
+    the runs on the progress bar."""
     import time
 
-    from tqdm.auto import tqdm
-
     from .train import (_collapsed, build_model, evaluates, history_entry, optimizer_for, out_of_time, partial,
-                        prepare, read_checkpoint, resolve_device, run_name, write_checkpoint, write_result)
+                        prepare, progress, read_checkpoint, resolve_device, run_name, show_epoch, write_checkpoint,
+                        write_result)
     configs = list(configs)
     if len({pack_key(c) for c in configs}) != 1:
         raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
@@ -569,8 +570,8 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
     live, results = list(range(k)), [None] * k
     names = [run_name(c) for c in configs]
     pack = {"k": k, "runs": names}
-    bar = tqdm(total=config.epochs, initial=start, disable=not verbose, unit="epoch", dynamic_ncols=True,
-               desc=f"pack of {k} resnet{config.depth}-{config.neuron}")
+    what = ", ".join(labels) if labels else f"resnet{config.depth}-{config.neuron}"
+    bar = progress(config, verbose, start, len(train_loader), f"pack of {k}: {what}")
 
     def finish(j, status, reason):
         model = packed.lone_model(j)
@@ -602,7 +603,7 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            seen, rates = trainer.train_epoch(train_loader, epoch)
+            seen, rates = trainer.train_epoch(train_loader, epoch, on_step=bar.update)
             train_loss = [v / seen for v in trainer.loss_sum.tolist()]
             train_acc = [v / seen for v in trainer.correct.tolist()]
             train_time = time.perf_counter() - t0
@@ -622,8 +623,8 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
                 if (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs:
                     checkpoint(j, epoch, model)
             measured.append({"epoch_time": epoch_time})
-            bar.set_postfix(live=len(live), acc=f"{max((train_acc[j] for j in live), default=0):.3f}", refresh=False)
-            bar.update(1)
+            show_epoch(bar, epoch, config.epochs, live=len(live),
+                       acc=f"{max((train_acc[j] for j in live), default=0):.3f}")
     finally:
         bar.close()
     for j in list(live):

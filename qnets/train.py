@@ -295,6 +295,33 @@ def _channels_last(config: "Config", device: torch.device) -> bool:
     return _switch(config.channels_last, device.type in ("cuda", "cpu"))
 
 
+NATIVE_BF16 = (8, 0)  # CUDA compute capability with bf16 tensor cores (A100, RTX 30xx, H100 and later)
+
+
+def capabilities(device: torch.device) -> dict:
+    """What the fast path switches on for `device` when precision and compile are "auto": bf16
+    autocast only where the card computes bf16 natively (a T4, capability 7.5, would emulate it,
+    slower than fp32; it trains in fp32), and torch.compile on the same cards, where it was measured
+    to pay (H100, H200; not measured on older cards, so off there). CUDA graphs on any CUDA device."""
+    if device.type != "cuda":
+        return {"device": "CPU", "cuda": False, "bf16": False, "compile": False, "cuda_graphs": False}
+    capability = torch.cuda.get_device_capability(device)
+    native = tuple(capability) >= NATIVE_BF16
+    return {"device": torch.cuda.get_device_name(device), "capability": "%d.%d" % tuple(capability),
+            "cuda": True, "bf16": native, "compile": native, "cuda_graphs": True}
+
+
+def describe_runtime(device: str = "auto") -> str:
+    """One line for a notebook: the device training would use and what the fast path does there."""
+    caps = capabilities(resolve_device(device))
+    if not caps["cuda"]:
+        return (f"runtime: CPU ({torch.get_num_threads()} threads), fp32, eager: fine for the smoke and quick "
+                f"presets, far too slow for gpu-short and paper")
+    return (f"runtime: {caps['device']} (CUDA capability {caps['capability']}): "
+            f"{'bf16 autocast' if caps['bf16'] else 'fp32 (no native bf16)'}, "
+            f"{'torch.compile' if caps['compile'] else 'no torch.compile'}, CUDA graphs")
+
+
 def optimizer_for(config: Config, model: torch.nn.Module, **sgd_kw) -> torch.optim.SGD:
     """The lone run's SGD (relinear.optimizer with the config's rates), as its checkpoints store it."""
     return relinear.optimizer(model, config.lr, config.gamma_g, config.gamma_b, config.momentum,
@@ -358,11 +385,12 @@ class Trainer:
         cuda = device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True  # pick the fastest convolution algorithms once
-        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+        caps = capabilities(device)
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and caps["bf16"])
         self.channels_last = self._layout()
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
-        self.compiled = _switch(config.compile, cuda)
+        self.compiled = _switch(config.compile, caps["compile"])
         if self.compiled:
             # Start from an empty compile cache: dynamo compiles one function for at most 8 variants
             # (networks, train/eval) and then runs it eagerly without a word, so a batch of runs or
@@ -428,10 +456,11 @@ class Trainer:
         self.loss_sum += loss.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(1) == y).sum()
 
-    def train_epoch(self, loader, epoch: int) -> tuple[int, list]:
+    def train_epoch(self, loader, epoch: int, on_step=None) -> tuple[int, list]:
         """Every training step of `epoch`. Returns the images each run saw and the rates of the
         epoch's first step; losses and correct counts accumulate in loss_sum and correct on the
-        device, to be read once afterwards."""
+        device, to be read once afterwards. `on_step(images)` is called after each step (host
+        side only: a progress bar)."""
         self.loss_sum.zero_()
         self.correct.zero_()
         seen, rates = 0, None
@@ -440,6 +469,8 @@ class Trainer:
             rates = rates or now
             self.train_step(x, y)
             seen += y.shape[0]
+            if on_step is not None:
+                on_step(y.shape[0])
         return seen, rates
 
     def train_step(self, x, y):
@@ -579,10 +610,20 @@ def evaluates(config: Config, epoch: int) -> bool:
     return (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
 
 
-def _progress(config: Config, verbose: bool, initial: int):
+def progress(config: Config, verbose: bool, start_epoch: int, steps_per_epoch: int, label: str | None = None):
+    """A progress bar counted in training images (so it moves within an epoch and shows images per
+    second), labelled by the run's label (else its name). It is advanced from the host once per step
+    (`Trainer.train_epoch`'s `on_step`) and never reads a device value, so it adds no GPU sync."""
     from tqdm.auto import tqdm
-    return tqdm(total=config.epochs, initial=initial, disable=not verbose, unit="epoch", leave=True,
-                desc=f"{run_name(config)}", dynamic_ncols=True)
+    per_epoch = steps_per_epoch * config.batch_size
+    return tqdm(total=config.epochs * per_epoch, initial=start_epoch * per_epoch, disable=not verbose,
+                unit="img", unit_scale=True, leave=True, desc=label or run_name(config), dynamic_ncols=True,
+                postfix=f"epoch {start_epoch}/{config.epochs}")
+
+
+def show_epoch(bar, epoch: int, epochs: int, **values) -> None:
+    """After an epoch: the bar's epoch counter and the epoch's numbers."""
+    bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v}" for k, v in values.items()), refresh=True)
 
 
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "history", "elapsed", "started", "rng")
@@ -699,11 +740,13 @@ def partial(config: Config, history: list[dict]) -> dict:
             "elapsed": sum(h["epoch_time"] for h in history)}
 
 
-def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None) -> dict:
+def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None,
+        label: str | None = None) -> dict:
     """Train `config` and return its result (see the module docstring); a stored result for the
     same config is returned without training unless `force`. Resumes from a checkpoint. With a
     `deadline` (time.monotonic()), no epoch starts that would end after it, judged by the last
-    epoch's length: the run is then checkpointed and `partial` is returned instead of a result."""
+    epoch's length: the run is then checkpointed and `partial` is returned instead of a result.
+    `label` names the run on its progress bar."""
     if not isinstance(config, Config):
         raise TypeError(f"fit expects a qnets.train.Config, got {type(config).__name__}")
     prepare(config, force)
@@ -730,7 +773,7 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
         history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
 
-    status, reason, bar = "completed", None, _progress(config, verbose, start)
+    status, reason, bar = "completed", None, progress(config, verbose, start, len(train_loader), label)
     saved, measured = start - 1, []  # the last epoch in a checkpoint; epochs timed in this process
     model.train()
     try:
@@ -743,7 +786,7 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            seen, rates = trainer.train_epoch(train_loader, epoch)
+            seen, rates = trainer.train_epoch(train_loader, epoch, on_step=bar.update)
             train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
             train_time = time.perf_counter() - t0
             test = trainer.evaluate(test_loader) if evaluates(config, epoch) else None
@@ -752,9 +795,8 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
             history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
                                          model))
             measured.append(history[-1])
-            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
-                            test=f"{test['test_acc']:.3f}" if test else "-", refresh=False)
-            bar.update(1)
+            show_epoch(bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
+                       test=f"{test['test_acc']:.3f}" if test else "-")
             reason = _collapsed(history)
             if reason:
                 status = "collapsed"

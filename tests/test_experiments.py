@@ -86,10 +86,39 @@ def test_setup_rejects_unknown_and_bad_parameters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ok = {"preset": "quick", "overrides": {}, "PRESETS": {}, "json": json}
     assert setup(dict(ok), preset=("quick", "paper"), overrides=dict) == {"preset": "quick", "overrides": {}}
+    injected = ["# Parameters (papermill: -p preset ...)\npreset = 'quick'", "import qnets",
+                "# Parameters\nprest = \"quick\"\n"]  # IPython's input history after `papermill -p prest quick`
     with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['prest'\]"):
-        setup(ok | {"prest": "quick"}, preset=("quick",), overrides=dict)
+        setup(ok | {"prest": "quick", "In": injected}, preset=("quick",), overrides=dict)
     with pytest.raises(ValueError, match="preset='huge' is not allowed"):
         setup(ok | {"preset": "huge"}, preset=("quick",), overrides=dict)
+
+
+def test_setup_runs_again_after_the_notebook_defined_its_variables(tmp_path, monkeypatch):
+    """Re-running the setup cell (or Run All twice) must not mistake the notebook's own variables
+    for misspelt parameters; only what papermill injected is checked."""
+    monkeypatch.chdir(tmp_path)
+    ns = {"preset": "quick", "overrides": {}, "train_missing": True, "In": ["# Parameters\npreset = 'quick'\n"]}
+    rules = dict(preset=("quick",), overrides=dict, train_missing=bool)
+    first = setup(ns, **rules)
+    ns |= {"configs": {}, "results": {}, "params": first, "table": "..."}
+    assert setup(ns, **rules) == first
+
+
+@pytest.mark.parametrize("colab, expected", [(False, True), (True, False)])
+def test_train_missing_defaults_to_false_on_colab(tmp_path, monkeypatch, colab, expected):
+    import sys
+    import types
+    monkeypatch.chdir(tmp_path)
+    if colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    ns = {"preset": "quick", "train_missing": None}
+    assert setup(ns, preset=("quick",), train_missing=bool)["train_missing"] is expected
+    assert ns["train_missing"] is expected
+    ns = {"preset": "quick", "train_missing": True}  # what the user sets is kept, on Colab too
+    assert setup(ns, preset=("quick",), train_missing=bool)["train_missing"] is True
 
 
 def test_table_figures_and_sweep_from_seeded_results(tmp_path):
@@ -219,7 +248,8 @@ def test_profile_kinds(name, kind):
 def test_a_parameter_in_another_case_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['Preset'\]"):
-        setup({"preset": "quick", "Preset": "smoke"}, preset=("quick", "smoke"))
+        setup({"preset": "quick", "Preset": "smoke", "In": ["# Parameters\nPreset = 'smoke'\n"]},
+              preset=("quick", "smoke"))
 
 
 def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):

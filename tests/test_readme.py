@@ -47,4 +47,4 @@ def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
         assert f"](notebooks/{nb.name})" in README
         assert f"colab.research.google.com/github/{slug}/blob/main/notebooks/{nb.name}" in README
         text = nb.read_text()
-        assert f"git+{REPO}" in text and f"github/{slug}/blob/main/notebooks/{nb.name}" in text
+        assert f'REPOSITORY = \\"{REPO}\\"' in text and f"github/{slug}/blob/main/notebooks/{nb.name}" in text

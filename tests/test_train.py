@@ -265,3 +265,32 @@ def test_the_collapse_rule_reads_training_only():
     broke = old | {"history": [h(0, 1.5, 0.4), h(1, None, 0.1)]}
     assert legacy_status(broke) is broke  # training broke down: still a collapse
     assert legacy_status(old | {"collapse_rule": 2}) == old | {"collapse_rule": 2}
+
+
+def test_progress_bar_counts_images_within_an_epoch_and_shows_the_label(tmp_path, capsys):
+    from qnets.train import Trainer, build_model, load_data, make_loaders
+    config = Config(dataset="synthetic", n_train=200, n_test=100, epochs=2, batch_size=50, depth=8,
+                    out_dir=str(tmp_path))
+    fit(config, verbose=True, label="02:naive seed 0")
+    err = capsys.readouterr().err
+    assert "02:naive seed 0" in err and "400/400" in err and "img/s" in err and "epoch 2/2" in err
+    # the bar moves once per step (4 steps of 50 images here), not once per epoch
+    train_loader, _ = make_loaders(config, load_data(config), torch.device("cpu"))
+    trainer = Trainer(config, build_model(config), torch.device("cpu"), len(train_loader))
+    steps = []
+    trainer.train_epoch(train_loader, 0, on_step=steps.append)
+    assert steps == [50, 50, 50, 50]
+
+
+def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path, capsys):
+    from qnets import experiments
+    base = dict(dataset="synthetic", n_train=200, n_test=100, epochs=2, batch_size=50, depth=8, out_dir=str(tmp_path))
+    fit(Config(**base), verbose=False)  # one stored run measures this CPU
+    missing = Config(**base | {"seed": 7, "epochs": 4})
+    out = experiments.results({"x": missing}, train_missing=False, n_seeds=1)
+    assert out == {"x": []} and not result_path(missing).exists()
+    said = capsys.readouterr().out
+    assert "1 run(s) of this preset are not in results/" in said and "train_missing = True" in said
+    seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
+    assert basis == "measured on a CPU for resnet8-quadratic" and seconds > 0
+    assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
