@@ -13,15 +13,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _parse_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _optional(convert, none_words):
     def parse(text: str):
         return None if text.strip().lower() in none_words else convert(text)
@@ -30,15 +21,16 @@ def _optional(convert, none_words):
 
 
 def _field_type(f: dataclasses.Field):
-    """argparse converter for a Config field, from its annotation."""
-    t = str(f.type)
-    if t == "bool":
-        return _parse_bool
-    if t == "float | None":
-        return _optional(float, ("none", "lr"))
-    if t == "int | None":
-        return _optional(int, ("none", "all"))
-    return {"int": int, "float": float, "str": str}[t]
+    """argparse converter for a Config field, from its annotation: bool, int, float or str, each
+    optionally `| None` (then "none", and for rates "lr", for counts "all", mean None)."""
+    from .utils import parse_bool
+    converters = {"bool": parse_bool, "int": int, "float": float, "str": str}
+    none_words = {"float": ("none", "lr"), "int": ("none", "all")}
+    parts = [p.strip() for p in str(f.type).split("|")]
+    if parts[0] not in converters or not set(parts[1:]) <= {"None"}:
+        raise TypeError(f"Config.{f.name}: no command-line converter for {f.type!r}")
+    convert = converters[parts[0]]
+    return _optional(convert, none_words.get(parts[0], ("none",))) if "None" in parts else convert
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +42,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group = parser.add_argument_group(groups[f.name])
         default = f.default
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_field_type(f), default=default,
-                           metavar=str(f.type).split(" ")[0].upper(), help=f"{f.metadata['help']} (default: {default})")
+                           metavar=str(f.type).split(" ")[0].upper(), help=f"{f.metadata['help']} (default: {default})".replace("%", "%%"))
 
 
 def cmd_train(args) -> int:

@@ -11,7 +11,6 @@ one test evaluation), peak memory and FLOP utilisation.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import gc
 import json
@@ -27,10 +26,9 @@ import torch.nn.functional as F
 
 from . import data as qdata
 from . import relinear
-from .layers import _Quadratic
 from .models import resnet
 from .train import Config, Trainer, fit, make_loaders
-from .utils import atomic_json, tune_cpu_allocator, versions
+from .utils import atomic_json, parse_bool, tune_cpu_allocator, versions
 
 # Dense bf16 tensor-core rate from the vendors' data sheets (FLOP/s), by device-name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -59,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mechanisms", default="grouped,streams",
                    help="packing mechanisms to time: grouped (one packed network), streams (K trainers on K CUDA streams)")
     p.add_argument("--pack-compile", default="off,on", help="packing: torch.compile settings to time (default: off,on)")
-    p.add_argument("--pack-lone", type=_on_off, default=True, metavar="on|off",
+    p.add_argument("--pack-lone", type=parse_bool, default=True, metavar="on|off",
                    help="packing: time the lone fast path first as the baseline (default: on)")
     p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                    help="packing: memory format of the packed runs (default: auto, as Config)")
@@ -73,12 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
     p.add_argument("--check-epochs", type=int, default=3, help="epochs of the --check runs (default: 3)")
     p.add_argument("--check-train", type=int, default=5000, help="training images of the --check runs")
-
-
-def _on_off(text: str) -> bool:
-    if text not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return text == "on"
 
 
 def _load(kind: str) -> qdata.CIFAR10:
@@ -116,17 +108,6 @@ def reference_loader(split: qdata.Split, batch_size: int, workers: int, train: b
         _PILDataset(split, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=train,
         generator=torch.Generator().manual_seed(seed))
-
-
-@contextlib.contextmanager
-def separate_convs():
-    """The authors' arithmetic: conv_r and conv_g as two convolution calls."""
-    old = _Quadratic.fuse_rg
-    _Quadratic.fuse_rg = False
-    try:
-        yield
-    finally:
-        _Quadratic.fuse_rg = old
 
 
 def _sync(device):
@@ -173,23 +154,22 @@ class _Reference(_Timed):
     def __init__(self, depth, neuron, dataset, device, args):
         torch.manual_seed(0)
         self.device, self.dataset, self.args = device, dataset, args
-        self.model = resnet(depth, neuron).to(device)  # separate_convs() is applied around each call
+        self.model = resnet(depth, neuron, fuse_rg=False).to(device)  # the authors' separate r and g convolutions
         self.opt = relinear.optimizer(self.model, 0.1, 1e-5, 1e-5)
         self.loader = reference_loader(dataset.train, args.batch_size, args.workers, True)
 
     def train(self, n):
-        with separate_convs():
-            _sync(self.device)
-            t0 = time.perf_counter()
-            _reference_steps(self.model, self.opt, self.loader, self.device, n)
-            _sync(self.device)
-            return time.perf_counter() - t0
+        _sync(self.device)
+        t0 = time.perf_counter()
+        _reference_steps(self.model, self.opt, self.loader, self.device, n)
+        _sync(self.device)
+        return time.perf_counter() - t0
 
     def evaluate(self):
         test = reference_loader(self.dataset.test, 1000 if self.device.type == "cuda" else 250,
                                 self.args.workers, False)
         self.model.eval()
-        with separate_convs(), torch.no_grad():
+        with torch.no_grad():
             t0 = time.perf_counter()
             for x, y in test:
                 self.model(x.to(self.device)).argmax(1).eq(y.to(self.device)).sum().item()
@@ -426,7 +406,7 @@ def main(args) -> int:
                                                                 args.batch_size, depth=int(args.depths.split(",")[0]))
             atomic_json(report, path)
         return 0
-    rows, steps_per_epoch = [], 50000 // args.batch_size
+    rows, steps_per_epoch = [], qdata.CIFAR10_TRAIN_IMAGES // args.batch_size
     print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
           + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")
           + f"; data: {dataset.source}")
@@ -538,25 +518,24 @@ def accuracy_check(dataset, device, args) -> dict:
         out["fast"] = fit(cfg, verbose=False)["final_test_acc"]
     # reference: the authors' loop
     torch.manual_seed(0)
-    with separate_convs():
-        model = resnet(20, "quadratic").to(device)
-        opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
-        loader = reference_loader(data.train, args.batch_size, args.workers, True)
-        total = args.check_epochs * len(loader)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-        for _ in range(args.check_epochs):
-            model.train()
-            for x, y in loader:
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        model.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in reference_loader(data.test, 500, args.workers, False):
-                correct += model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
+    model = resnet(20, "quadratic", fuse_rg=False).to(device)
+    opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
+    loader = reference_loader(data.train, args.batch_size, args.workers, True)
+    total = args.check_epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    for _ in range(args.check_epochs):
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in reference_loader(data.test, 500, args.workers, False):
+            correct += model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
     out["reference"] = correct / len(data.test)
     # binomial standard error of the difference of two accuracies on n test images
     p = (out["fast"] + out["reference"]) / 2

@@ -42,6 +42,8 @@ _SPLITS = ("train", "test")
 _BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json", ".csv"}  # notes that may sit beside images
 _SIDE = 32
+_TEMPLATE_SIDE = 40  # synthetic class templates, of which each image is a random 32×32 window
+CIFAR10_TRAIN_IMAGES = 50_000
 PAD = 4  # random crops: a 32×32 window of the image zero-padded by PAD pixels on each side
 
 
@@ -386,7 +388,7 @@ def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
 def _synthetic_split(n: int, templates, stripes, g: torch.Generator) -> Split:
     """Return `n` balanced images drawn from the class `templates` (10×3×40×40) and `stripes`."""
     labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
-    off = torch.randint(0, 9, (n, 2), generator=g)  # random shift: a 32×32 window of 40×40
+    off = torch.randint(0, _TEMPLATE_SIDE - _SIDE + 1, (n, 2), generator=g)  # where the window sits
     ar = torch.arange(_SIDE)
     rows, cols = off[:, :1] + ar, off[:, 1:] + ar
     base = templates[labels[:, None, None, None], torch.arange(3)[None, :, None, None],
@@ -414,7 +416,7 @@ def synthetic_cifar10(n_train: int = 2000, n_test: int = 500, seed: int = 0) -> 
         raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
     g = _generator(seed, 0)
     coarse = 0.6 * torch.rand(10, 3, 1, 1, generator=g) + 0.8 * torch.rand(10, 3, 5, 5, generator=g) - 0.7
-    templates = F.interpolate(coarse, size=(40, 40), mode="bicubic", align_corners=False)
+    templates = F.interpolate(coarse, size=(_TEMPLATE_SIDE, _TEMPLATE_SIDE), mode="bicubic", align_corners=False)
     angle = (torch.arange(10) + torch.rand(10, generator=g) * 0.5) * math.pi / 10
     freq = 1.5 + 3.0 * torch.rand(10, generator=g)
     colour = F.normalize(torch.randn(10, 3, generator=g), dim=1)

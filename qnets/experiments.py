@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .data import CIFAR10_TRAIN_IMAGES
 from .train import Config, fit, load_result, result_path
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "runs", "committed_preset", "train_plan", "results"]
@@ -145,9 +146,6 @@ def results(configs: dict[str, Config], train_missing: bool = True, verbose: boo
     return out
 
 
-CIFAR10_TRAIN = 50_000  # images in CIFAR-10's training set (n_train=None)
-
-
 def _seconds_per_image(result: dict) -> float | None:
     """Measured wall time of one training image-epoch (its share of the test pass included),
     from a stored run's epochs after the first (which holds compilation)."""
@@ -184,7 +182,7 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
             spi = rate[near] * c.depth / near[0]
             key = near
         basis.add(f"resnet{key[0]}-{key[1]}")
-        total += spi * (c.n_train or CIFAR10_TRAIN) * c.epochs
+        total += spi * (c.n_train or CIFAR10_TRAIN_IMAGES) * c.epochs
     return total, f"measured on a {'GPU' if on_gpu else 'CPU'} for {', '.join(sorted(basis))}"
 
 

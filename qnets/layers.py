@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["QuadraticConv2d", "QuadraticLinear", "INITS", "quadratic_modules", "product_plus"]
+__all__ = ["Quadratic", "QuadraticConv2d", "QuadraticLinear", "INITS", "quadratic_modules", "product_plus"]
 
 INITS = ("relinear", "naive")
 
@@ -50,28 +50,37 @@ class _ProductPlus(torch.autograd.Function):
 
 
 def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """r * g + b, where r and g are the two halves of `rg` along `dim` (see _ProductPlus)."""
+    """r * g + b, where r and g are the two halves of `rg` along `dim`. Eagerly through
+    `_ProductPlus`, whose backward writes both halves' gradients into one buffer (measured by
+    `python -m qnets bench --product`); under torch.compile as plain arithmetic, which the
+    compiler fuses itself."""
+    if torch.compiler.is_compiling():
+        r, g = rg.chunk(2, dim=dim)
+        return r * g + b
     return _ProductPlus.apply(rg, b, dim)
 
 
-class _Quadratic(nn.Module):
-    """Shared mechanism: parameters, initialisation and the quadratic arithmetic.
+class Quadratic(nn.Module):
+    """The quadratic neuron, for any linear operator: parameters, initialisation and the formula.
 
-    Subclasses give the weight shape (`_weight_shape`) and the linear operator (`_apply`).
+    Subclasses give the weight shape (`_weight_shape`), the operator that applies a weight and a
+    bias to an input (`_apply_op`, a convolution or a matrix product) and `feature_dim`, where
+    output features sit, counted from the end (so unbatched input works too). With `fuse_rg`,
+    w_r and w_g are applied in one call on stacked weights (one kernel instead of two); without,
+    in two calls, as the authors' code does.
     """
 
-    # Fuse conv_r and conv_g into one operator call on stacked weights (one kernel
-    # instead of two); set False to reproduce the authors' three separate calls.
-    fuse_rg = True
-    _feature_dim = -1  # where output features sit (counted from the end: input may be unbatched)
+    feature_dim = -1
 
-    def __init__(self, out_features: int, compact: bool, init: str, device=None, dtype=None):
+    def __init__(self, out_features: int, compact: bool, init: str, fuse_rg: bool = True, device=None,
+                 dtype=None):
         super().__init__()
-        if not isinstance(compact, bool):
-            raise ValueError(f"compact must be True or False, got {compact!r}")
+        for name, flag in (("compact", compact), ("fuse_rg", fuse_rg)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        self.compact = bool(compact)
+        self.compact, self.fuse_rg = compact, fuse_rg
         kw = dict(device=device, dtype=dtype)
         shape = self._weight_shape()
         self.weight_r = nn.Parameter(torch.empty(shape, **kw))
@@ -107,20 +116,14 @@ class _Quadratic(nn.Module):
                     self.bias_g.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        quad = self._apply_op(x * x, self.weight_b, self.bias_b)
+        op = self._apply_op
+        b = op(x * x, self.weight_b, self.bias_b)  # w_b·(x⊙x) + c
         if self.compact:
-            return self._apply_op(x, self.weight_r, self.bias_r) + quad
-        if self.fuse_rg:
-            rg = self._apply_op(x, torch.cat((self.weight_r, self.weight_g)),
-                                torch.cat((self.bias_r, self.bias_g)))
-            if torch.compiler.is_compiling():  # the compiler fuses the plain arithmetic itself
-                r, g = rg.chunk(2, dim=self._feature_dim)
-                return r * g + quad
-            return _ProductPlus.apply(rg, quad, self._feature_dim)
-        else:
-            r = self._apply_op(x, self.weight_r, self.bias_r)
-            g = self._apply_op(x, self.weight_g, self.bias_g)
-        return r * g + quad
+            return op(x, self.weight_r, self.bias_r) + b
+        if not self.fuse_rg:
+            return op(x, self.weight_r, self.bias_r) * op(x, self.weight_g, self.bias_g) + b
+        rg = op(x, torch.cat((self.weight_r, self.weight_g)), torch.cat((self.bias_r, self.bias_g)))
+        return product_plus(rg, b, self.feature_dim)
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
@@ -129,7 +132,7 @@ class _Quadratic(nn.Module):
         raise NotImplementedError
 
 
-class QuadraticConv2d(_Quadratic):
+class QuadraticConv2d(Quadratic):
     """q(x) = conv_r(x) * conv_g(x) + conv_b(x²)  (compact: conv_r(x) + conv_b(x²)).
 
     Every convolution has a bias (conv_b's bias is the paper's c) and shares kernel size,
@@ -137,7 +140,7 @@ class QuadraticConv2d(_Quadratic):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, compact: bool = False, init: str = "relinear",
+                 padding: int = 0, compact: bool = False, init: str = "relinear", fuse_rg: bool = True,
                  device=None, dtype=None):
         for name, value, least in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
                                    ("kernel_size", kernel_size, 1), ("stride", stride, 1),
@@ -146,9 +149,9 @@ class QuadraticConv2d(_Quadratic):
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        super().__init__(out_channels, compact, init, device, dtype)
+        super().__init__(out_channels, compact, init, fuse_rg, device, dtype)
 
-    _feature_dim = -3  # channels, in batched (N, C, H, W) and unbatched (C, H, W) input alike
+    feature_dim = -3  # channels, in batched (N, C, H, W) and unbatched (C, H, W) input alike
 
     def _weight_shape(self):
         k = self.kernel_size
@@ -162,18 +165,16 @@ class QuadraticConv2d(_Quadratic):
                 f"stride={self.stride}, padding={self.padding}, compact={self.compact}")
 
 
-class QuadraticLinear(_Quadratic):
+class QuadraticLinear(Quadratic):
     """q(x) = (x W_rᵀ + b_r) * (x W_gᵀ + b_g) + (x⊙x) W_bᵀ + c  (compact: no g term)."""
 
     def __init__(self, in_features: int, out_features: int, compact: bool = False,
-                 init: str = "relinear", device=None, dtype=None):
+                 init: str = "relinear", fuse_rg: bool = True, device=None, dtype=None):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
-        super().__init__(out_features, compact, init, device, dtype)
-
-    _feature_dim = -1
+        super().__init__(out_features, compact, init, fuse_rg, device, dtype)
 
     def _weight_shape(self):
         return (self.out_features, self.in_features)
@@ -188,6 +189,6 @@ class QuadraticLinear(_Quadratic):
 def quadratic_modules(model: nn.Module):
     """Yield (name, module) for every quadratic layer in `model`."""
     for name, m in model.named_modules():
-        if isinstance(m, _Quadratic):
+        if isinstance(m, Quadratic):
             yield name, m
 

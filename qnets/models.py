@@ -14,17 +14,28 @@ from torch import nn
 
 from .layers import QuadraticConv2d
 
-__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "resnet20", "resnet32", "resnet44",
+__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "valid_depth", "resnet20", "resnet32", "resnet44",
            "resnet56", "resnet110"]
 
 NEURONS = ("conventional", "quadratic", "compact")
 SHORTCUTS = ("A", "B")
 
 
-def conv3x3(neuron: str, cin: int, cout: int, stride: int) -> nn.Module:
+def conv3x3(neuron: str, cin: int, cout: int, stride: int, fuse_rg: bool = True) -> nn.Module:
     if neuron == "conventional":
         return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    return QuadraticConv2d(cin, cout, 3, stride, 1, compact=neuron == "compact")
+    return QuadraticConv2d(cin, cout, 3, stride, 1, compact=neuron == "compact", fuse_rg=fuse_rg)
+
+
+def valid_depth(depth) -> bool:
+    """A CIFAR ResNet has depth 6n+2, n >= 1: three stages of n two-layer blocks, a stem and a classifier."""
+    return isinstance(depth, int) and not isinstance(depth, bool) and depth >= 8 and (depth - 2) % 6 == 0
+
+
+def check_depth(depth) -> int:
+    if not valid_depth(depth):
+        raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
+    return depth
 
 
 class ShortcutA(nn.Module):
@@ -39,11 +50,12 @@ class ShortcutA(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, neuron: str, shortcut: str, rezero: bool):
+    def __init__(self, cin: int, cout: int, stride: int, neuron: str, shortcut: str, rezero: bool,
+                 fuse_rg: bool = True):
         super().__init__()
-        self.conv1 = conv3x3(neuron, cin, cout, stride)
+        self.conv1 = conv3x3(neuron, cin, cout, stride, fuse_rg)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = conv3x3(neuron, cout, cout, 1)
+        self.conv2 = conv3x3(neuron, cout, cout, 1, fuse_rg)
         self.bn2 = nn.BatchNorm2d(cout)
         if stride == 1 and cin == cout:
             self.shortcut = nn.Identity()
@@ -64,10 +76,9 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(self, depth: int = 20, neuron: str = "conventional", rezero: bool = False,
-                 shortcut: str = "A", num_classes: int = 10):
+                 shortcut: str = "A", num_classes: int = 10, fuse_rg: bool = True):
         super().__init__()
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
+        check_depth(depth)
         if neuron not in NEURONS:
             raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
         if shortcut not in SHORTCUTS:
@@ -82,8 +93,8 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(16)
         blocks, cin = [], 16
         for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            stage = [BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, neuron, shortcut, rezero)
-                     for i in range(n)]
+            stage = [BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, neuron, shortcut, rezero,
+                                fuse_rg) for i in range(n)]
             blocks.append(nn.Sequential(*stage))
             cin = cout
         self.layer1, self.layer2, self.layer3 = blocks
@@ -102,9 +113,10 @@ class ResNet(nn.Module):
 
 
 def resnet(depth: int, neuron: str = "conventional", rezero: bool = False, shortcut: str = "A",
-           num_classes: int = 10) -> ResNet:
-    """The one CIFAR ResNet builder: `depth` = 6n+2, `neuron` in NEURONS, `shortcut` "A" or "B"."""
-    return ResNet(depth, neuron, rezero, shortcut, num_classes)
+           num_classes: int = 10, fuse_rg: bool = True) -> ResNet:
+    """The one CIFAR ResNet builder: `depth` = 6n+2, `neuron` in NEURONS, `shortcut` "A" or "B";
+    `fuse_rg=False` computes w_r·x and w_g·x in two convolutions, as the authors' code does."""
+    return ResNet(depth, neuron, rezero, shortcut, num_classes, fuse_rg)
 
 
 def resnet20(**kw) -> ResNet: return resnet(20, **kw)

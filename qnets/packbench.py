@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .packed import PackedLoader, PackedResNet, PackedTrainer, packed_channels_last
-from .train import Config, Trainer, _channels_last, build_model, make_loaders
+from .train import Config, Trainer, build_model, channels_last_for, make_loaders
 from .utils import atomic_json, versions
 
 MECHANISMS = ("grouped", "streams")
@@ -220,7 +220,7 @@ def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
                                            args.precision)
                         head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k,
                                 "batch_size": args.batch_size, "compile": compile_ == "on",
-                                "channels_last": (_layout if mechanism == "grouped" else _channels_last)(configs[0], device),
+                                "channels_last": (_layout if mechanism == "grouped" else channels_last_for)(configs[0], device),
                                 "precision": configs[0].precision if configs[0].precision != "auto" else
                                 ("bf16" if device.type == "cuda" else "fp32")}
                         try:

@@ -526,7 +526,7 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
     the runs on the progress bar."""
     import time
 
-    from .train import (_collapsed, build_model, evaluates, history_entry, optimizer_for, out_of_time, partial,
+    from .train import (collapse_reason, build_model, evaluates, history_entry, optimizer_for, out_of_time, partial,
                         prepare, progress, read_checkpoint, resolve_device, run_name, show_epoch, write_checkpoint,
                         write_result)
     configs = list(configs)
@@ -615,7 +615,7 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
                 histories[j].append(history_entry(epoch, train_loss[j], train_acc[j],
                                                   test and {key: v[j] for key, v in test.items()},
                                                   rates[j], epoch_time, train_time, seen, model))
-                reason = _collapsed(histories[j])
+                reason = collapse_reason(histories[j])
                 if reason:
                     finish(j, "collapsed", reason)
                     continue

@@ -7,9 +7,9 @@ one colour across all figures (`colour`). Intervals are 95% t-intervals of the m
 """
 from __future__ import annotations
 
-import math
 
 from .stats import summary, welch
+from .utils import is_finite
 
 __all__ = ["colour", "table", "collapse_count", "curves", "finals", "quadratic_curves", "sweep", "scatter",
            "describe"]
@@ -27,10 +27,6 @@ def colour(label: str):
     if label in _ORDER:
         return palette[_ORDER.index(label)]
     return palette[10 + sum(map(ord, label)) % 20]  # sweep labels: stable, away from the named ones
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _finals(rs: list[dict]) -> list[float]:
@@ -103,7 +99,7 @@ def _long(results: dict[str, list[dict]], metric: str):
     import pandas as pd
     rows = [{"run": label, "seed": r["config"]["seed"], "epoch": h["epoch"] + 1,
              "value": (100 if metric.endswith("acc") else 1) * h[metric]}
-            for label, rs in results.items() for r in rs for h in r["history"] if _finite(h.get(metric))]
+            for label, rs in results.items() for r in rs for h in r["history"] if is_finite(h.get(metric))]
     return pd.DataFrame(rows, columns=["run", "seed", "epoch", "value"])
 
 
@@ -119,7 +115,7 @@ def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, ti
     scale = 100 if metric.endswith("acc") else 1
     for label, rs in results.items():
         for r in rs:
-            pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if _finite(h.get(metric))]
+            pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if is_finite(h.get(metric))]
             if pts and r["status"] == "collapsed":
                 ax.plot(*pts[-1], "x", color=colour(label), ms=9, mew=2)
             elif pts and r["status"] == "stopped":
@@ -207,7 +203,7 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
             for r in rs:
                 for h in r["history"]:
                     v = h.get("quadratic", {}).get(key)
-                    if _finite(v) and v > 0:
+                    if is_finite(v) and v > 0:
                         per_epoch.setdefault(h["epoch"] + 1, []).append(v)
             if per_epoch:
                 x = sorted(per_epoch)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import _Quadratic, quadratic_modules
+from .layers import Quadratic, quadratic_modules
 
 __all__ = ["ROLES", "roles", "optimizer", "penalty", "quadratic_stats", "from_conventional",
            "naive_init", "relinear_init"]
@@ -154,7 +154,7 @@ def from_conventional(q_model: nn.Module, conv_model: nn.Module) -> nn.Module:
         raise ValueError(f"conv_model does not have the structure of q_model (modules differ: {missing})")
     for name, q in q_mods.items():
         c = c_mods[name]
-        if isinstance(q, _Quadratic):
+        if isinstance(q, Quadratic):
             if not isinstance(c, (nn.Conv2d, nn.Linear)) or c.weight.shape != q.weight_r.shape:
                 raise ValueError(f"conv_model's layer {name!r} ({type(c).__name__}) does not match "
                                  f"the quadratic layer's weight shape {tuple(q.weight_r.shape)}")
@@ -162,7 +162,7 @@ def from_conventional(q_model: nn.Module, conv_model: nn.Module) -> nn.Module:
             q.weight_r.copy_(c.weight)
             q.bias_r.copy_(c.bias if c.bias is not None else torch.zeros_like(q.bias_r))
             continue
-        if isinstance(c, _Quadratic) or type(q) is not type(c):
+        if isinstance(c, Quadratic) or type(q) is not type(c):
             raise ValueError(f"layer {name!r} is {type(q).__name__} in q_model but {type(c).__name__} in conv_model")
         for attr in ("_parameters", "_buffers"):
             src = getattr(c, attr)

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from . import data as qdata
 from . import relinear
-from .models import NEURONS, SHORTCUTS, resnet
-from .utils import atomic_json, atomic_save, provenance, remove_orphans, tune_cpu_allocator, versions
+from .layers import INITS as LAYER_INITS
+from .models import NEURONS, SHORTCUTS, resnet, valid_depth
+from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orphans, tune_cpu_allocator, versions
 
 __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
 
@@ -38,10 +39,11 @@ STATUSES = ("completed", "collapsed", "stopped")  # stopped: by the old collapse
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-INITS = ("relinear", "naive", "conventional")
+RUN_INITS = LAYER_INITS + ("conventional",)  # a layer initialisation, or a trained conventional network
 DATASETS = ("cifar10", "synthetic")
 
 
+WARMUP_STEPS = 3  # before capturing a CUDA graph: optimiser state, compilation, cuDNN autotuning
 MAX_RATE = 1e6  # rates and coefficients above this overflow float32 arithmetic in the optimiser
 
 
@@ -89,7 +91,7 @@ class Config:
     nesterov: bool = _f(False, "Nesterov momentum")
     batch_size: int = _f(128, "training batch size")
     epochs: int = _f(200, "training epochs")
-    schedule: str = _f("step", "step (x0.1 at 50%% and 75%% of the epochs, rounded: 100/150 of 200, 25/38 of 50), cosine, or constant")
+    schedule: str = _f("step", "step (x0.1 at 50% and 75% of the epochs, rounded: 100/150 of 200, 25/38 of 50), cosine, or constant")
     warmup_epochs: float = _f(0.0, "linear learning-rate warm-up, in epochs")
     # data
     dataset: str = _f("cifar10", "cifar10, or synthetic (generated, for tests and smoke runs)")
@@ -131,11 +133,10 @@ class Config:
         def choice(name, allowed):
             need(getattr(self, name) in allowed, name, f"one of {allowed}")
 
-        integer("depth", 8)
-        need((self.depth - 2) % 6 == 0, "depth", "of the form 6n+2 (8, 14, 20, 32, 44, 56, 110)")
+        need(valid_depth(self.depth), "depth", "6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)")
         choice("neuron", NEURONS)
         choice("shortcut", SHORTCUTS)
-        choice("init", INITS)
+        choice("init", RUN_INITS)
         need((self.init == "conventional") == bool(self.init_from), "init_from",
              "a checkpoint path exactly when init='conventional'")
         for name in ("gamma_g", "gamma_b"):
@@ -169,14 +170,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown Config fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def name_key(config: "Config | dict") -> dict:
@@ -289,7 +282,7 @@ def _switch(value: str, auto: bool) -> bool:
     return value == "on" or (value == "auto" and auto)
 
 
-def _channels_last(config: "Config", device: torch.device) -> bool:
+def channels_last_for(config: "Config", device: torch.device) -> bool:
     # Measured faster on both: tensor cores want it on GPUs; on CPUs oneDNN's convolutions and
     # their gradients run 10-15% faster for these networks than in NCHW.
     return _switch(config.channels_last, device.type in ("cuda", "cpu"))
@@ -368,7 +361,7 @@ def make_loaders(config: Config, dataset: "qdata.CIFAR10", device: torch.device)
     if config.batch_size > len(dataset.train):
         raise ValueError(f"Config.batch_size ({config.batch_size}) is larger than the training set "
                          f"({len(dataset.train)} images)")
-    channels_last = _channels_last(config, device)
+    channels_last = channels_last_for(config, device)
     train = qdata.DeviceLoader(dataset.train, config.batch_size, train=True, device=device, seed=config.seed,
                                normalize=config.normalize, augment=config.augment, drop_last=True,
                                channels_last=channels_last)
@@ -411,15 +404,20 @@ class Trainer:
 
     def _layout(self) -> bool:
         """Whether to train in channels-last memory format."""
-        return _channels_last(self.config, self.device)
+        return channels_last_for(self.config, self.device)
 
     def _make_optimizer(self):
         opt = optimizer_for(self.config, self.model, **({"fused": True} if self.device.type == "cuda" else {}))
         self.base_lrs = [g["lr"] for g in opt.param_groups]
-        if self.use_graphs:  # a graph reads the rates from device memory, so they must be tensors
-            for g in opt.param_groups:
-                g["lr"] = torch.tensor(g["lr"], device=self.device)
+        self.rates_on_device(opt)
         return opt
+
+    def rates_on_device(self, opt) -> None:
+        """A CUDA graph reads the learning rates from device memory, so with graphs they are tensors
+        (also after `load_state_dict`, which restores plain floats)."""
+        if self.use_graphs:
+            for g in opt.param_groups:
+                g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
 
     def _zero_momentum(self):
         for s in self.opt.state.values():
@@ -493,7 +491,7 @@ class Trainer:
         stream.wait_stream(torch.cuda.current_stream())
         try:
             with torch.cuda.stream(stream):
-                for _ in range(3):
+                for _ in range(WARMUP_STEPS):
                     self._step(self.static_x, self.static_y)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
@@ -572,17 +570,13 @@ COLLAPSE_FALLEN = 0.02
 COLLAPSE_RULE = 2  # recorded in results; results without it were stopped by rule 1 (see legacy_status)
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _collapsed(history: list[dict], num_classes: int = 10) -> str | None:
+def collapse_reason(history: list[dict]) -> str | None:
     """Why training has broken down by the end of `history`, or None (COLLAPSE_* above)."""
     last = history[-1]
-    if not _finite(last["train_loss"]):
+    if not is_finite(last["train_loss"]):
         return f"non-finite training loss in epoch {last['epoch']}"
-    chance = 1 / num_classes
-    accs = [h["train_acc"] for h in history if _finite(h["train_acc"])]
+    chance = 1 / len(qdata.CIFAR10_CLASSES)
+    accs = [h["train_acc"] for h in history if is_finite(h["train_acc"])]
     if accs and max(accs) > chance + COLLAPSE_RISEN and last["train_acc"] < chance + COLLAPSE_FALLEN:
         return f"training accuracy fell back to chance ({last['train_acc']:.3f}) in epoch {last['epoch']}"
     return None
@@ -596,7 +590,7 @@ def legacy_status(result: dict) -> dict:
     if result.get("collapse_rule") == COLLAPSE_RULE or result.get("status") != "collapsed":
         return result
     history = result["history"]
-    if history and _collapsed(history) is None:
+    if history and collapse_reason(history) is None:
         last = history[-1]
         return result | {"status": "stopped", "collapse_reason": None, "stop_reason": (
             f"stopped by the old rule in epoch {last['epoch']}: the test loss was not finite while training "
@@ -740,6 +734,58 @@ def partial(config: Config, history: list[dict]) -> dict:
             "elapsed": sum(h["epoch_time"] for h in history)}
 
 
+@dataclass
+class Run:
+    """One run in progress: what `fit` carries from epoch to epoch and writes into checkpoints."""
+    config: Config
+    trainer: Trainer
+    history: list = field(default_factory=list)
+    start: int = 0  # the first epoch to train (after a checkpoint's)
+    elapsed: float = 0.0
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    saved: int = -1  # the last epoch in a checkpoint
+
+    def resume(self) -> "Run":
+        """Load the run's checkpoint, if there is one: weights, momentum, RNG state and history."""
+        ckpt = read_checkpoint(self.config)
+        if ckpt is None:
+            return self
+        trainer, cuda = self.trainer, self.trainer.device.type == "cuda"
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.rates_on_device(trainer.opt)
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if cuda and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        self.history, self.elapsed, self.started = ckpt["history"], ckpt["elapsed"], ckpt["started"]
+        self.start, self.saved = ckpt["epoch"] + 1, ckpt["epoch"]
+        return self
+
+    def checkpoint(self, epoch: int) -> None:
+        t = self.trainer
+        write_checkpoint(self.config, epoch, t.model.state_dict(), t.opt.state_dict(), self.history, self.elapsed,
+                         self.started, t.device.type == "cuda")
+        self.saved = epoch
+
+    def epoch(self, epoch: int, train_loader, test_loader, bar) -> dict:
+        """Train one epoch, score the test set when due; appends and returns the history entry."""
+        t, config = self.trainer, self.config
+        if t.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        seen, rates = t.train_epoch(train_loader, epoch, on_step=bar.update)
+        train_loss, train_acc = t.loss_sum.item() / seen, t.correct.item() / seen
+        train_time = time.perf_counter() - t0
+        test = t.evaluate(test_loader) if evaluates(config, epoch) else None
+        epoch_time = time.perf_counter() - t0
+        self.elapsed += epoch_time
+        self.history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
+                                          t.model))
+        show_epoch(bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
+                   test=f"{test['test_acc']:.3f}" if test else "-")
+        return self.history[-1]
+
+
 def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None,
         label: str | None = None) -> dict:
     """Train `config` and return its result (see the module docstring); a stored result for the
@@ -755,56 +801,26 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
     stored = None if force else reusable(config, dataset)
     if stored is not None:
         return stored
-    model = build_model(config)
-    cuda = device.type == "cuda"
+    model = build_model(config)  # before the loaders: the same random draws as every stored run
     train_loader, test_loader = make_loaders(config, dataset, device)
-    trainer = Trainer(config, model, device, len(train_loader))
-
-    history, start, elapsed, started = [], 0, 0.0, time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    ckpt = read_checkpoint(config)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        trainer.opt.load_state_dict(ckpt["optimizer"])
-        if trainer.use_graphs:  # load_state_dict restores plain floats; graphs need tensors
-            for g in trainer.opt.param_groups:
-                g["lr"] = torch.tensor(float(g["lr"]), device=device)
-        torch.set_rng_state(ckpt["rng"]["cpu"])
-        if cuda and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        history, start, elapsed, started = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"], ckpt["started"]
-
-    status, reason, bar = "completed", None, progress(config, verbose, start, len(train_loader), label)
-    saved, measured = start - 1, []  # the last epoch in a checkpoint; epochs timed in this process
-    model.train()
+    run = Run(config, Trainer(config, model, device, len(train_loader))).resume()
+    status, reason, measured = "completed", None, []  # measured: epochs timed in this process
+    bar = progress(config, verbose, run.start, len(train_loader), label)
+    run.trainer.model.train()
     try:
-        for epoch in range(start, config.epochs):
+        for epoch in range(run.start, config.epochs):
             if out_of_time(deadline, measured):
-                if saved != epoch - 1:
-                    write_checkpoint(config, epoch - 1, model.state_dict(), trainer.opt.state_dict(), history,
-                                     elapsed, started, cuda)
-                return partial(config, history)
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            seen, rates = trainer.train_epoch(train_loader, epoch, on_step=bar.update)
-            train_loss, train_acc = trainer.loss_sum.item() / seen, trainer.correct.item() / seen
-            train_time = time.perf_counter() - t0
-            test = trainer.evaluate(test_loader) if evaluates(config, epoch) else None
-            epoch_time = time.perf_counter() - t0
-            elapsed += epoch_time
-            history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
-                                         model))
-            measured.append(history[-1])
-            show_epoch(bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
-                       test=f"{test['test_acc']:.3f}" if test else "-")
-            reason = _collapsed(history)
+                if run.saved != epoch - 1:
+                    run.checkpoint(epoch - 1)
+                return partial(config, run.history)
+            measured.append(run.epoch(epoch, train_loader, test_loader, bar))
+            reason = collapse_reason(run.history)
             if reason:
                 status = "collapsed"
                 break
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                write_checkpoint(config, epoch, model.state_dict(), trainer.opt.state_dict(), history, elapsed,
-                                 started, cuda)
-                saved = epoch
+                run.checkpoint(epoch)
     finally:
         bar.close()
-    return write_result(config, status, reason, history, model, elapsed, started, device, trainer, dataset)
+    return write_result(config, status, reason, run.history, run.trainer.model, run.elapsed, run.started, device,
+                        run.trainer, dataset)

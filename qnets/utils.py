@@ -14,11 +14,37 @@ from pathlib import Path
 import torch
 
 __all__ = ["atomic_write", "atomic_save", "atomic_json", "strict", "remove_orphans", "provenance", "versions",
-           "tune_cpu_allocator"]
+           "tune_cpu_allocator", "is_finite", "parse_bool"]
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def is_finite(v) -> bool:
+    """A real number that is neither NaN nor infinite (stored results have null for NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parse_bool(text: str) -> bool:
+    """A command-line switch: 1/true/yes/on or 0/false/no/off."""
+    import argparse
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false (or on, off, 1, 0), got {text!r}")
+
+
+def _umask() -> int:
+    """The process umask, read when a file is written (not at import). On Linux it is read from
+    /proc; elsewhere reading it means setting it and back, which is done only here."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write) -> Path:
@@ -28,7 +54,7 @@ def atomic_write(path: str | Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

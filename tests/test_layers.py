@@ -18,9 +18,8 @@ def randomise(layer, seed=0):
 @pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)])
 @pytest.mark.parametrize("fuse", [True, False])
-def test_conv_matches_formula(compact, stride, padding, fuse, monkeypatch):
-    monkeypatch.setattr(QuadraticConv2d, "fuse_rg", fuse)
-    layer = randomise(QuadraticConv2d(3, 5, 3, stride, padding, compact=compact, dtype=torch.float64))
+def test_conv_matches_formula(compact, stride, padding, fuse):
+    layer = randomise(QuadraticConv2d(3, 5, 3, stride, padding, compact=compact, fuse_rg=fuse, dtype=torch.float64))
     x = torch.randn(4, 3, 9, 9, dtype=torch.float64)
     conv = lambda inp, w, b: F.conv2d(inp, w, b, stride, padding)
     r = conv(x, layer.weight_r, layer.bias_r)

@@ -94,7 +94,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_divergent_run_is_reported_as_collapsed(tmp_path):
+def test_divergent_run_is_reported_ascollapse_reason(tmp_path):
     config = synthetic(tmp_path, init="naive", gamma_g=None, gamma_b=None, lr=1e4, momentum=0.9, epochs=5,
                        schedule="constant")
     r = fit(config, verbose=False)
@@ -250,14 +250,14 @@ def test_a_test_set_overflow_is_recorded_and_training_goes_on(tmp_path, monkeypa
 
 
 def test_the_collapse_rule_reads_training_only():
-    from qnets.train import _collapsed, legacy_status
+    from qnets.train import collapse_reason, legacy_status
     h = lambda e, loss, acc, test_loss=1.0: {"epoch": e, "train_loss": loss, "train_acc": acc,  # noqa: E731
                                              "test_loss": test_loss, "test_acc": 0.5}
-    assert _collapsed([h(0, 1.5, 0.4, test_loss=float("nan"))]) is None  # test overflow: not a collapse
-    assert "non-finite training loss" in _collapsed([h(0, 1.5, 0.4), h(1, float("nan"), 0.1)])
-    assert _collapsed([h(0, None, 0.1)]) is not None  # stored JSON has null for NaN
-    assert "fell back to chance" in _collapsed([h(0, 1.5, 0.25), h(1, 2.3, 0.11)])
-    assert _collapsed([h(0, 2.3, 0.15), h(1, 2.3, 0.11)]) is None  # never rose above chance + 0.1
+    assert collapse_reason([h(0, 1.5, 0.4, test_loss=float("nan"))]) is None  # test overflow: not a collapse
+    assert "non-finite training loss" in collapse_reason([h(0, 1.5, 0.4), h(1, float("nan"), 0.1)])
+    assert collapse_reason([h(0, None, 0.1)]) is not None  # stored JSON has null for NaN
+    assert "fell back to chance" in collapse_reason([h(0, 1.5, 0.25), h(1, 2.3, 0.11)])
+    assert collapse_reason([h(0, 2.3, 0.15), h(1, 2.3, 0.11)]) is None  # never rose above chance + 0.1
     old = {"status": "collapsed", "collapse_reason": "non-finite loss in epoch 1", "final_test_acc": None,
            "history": [h(0, 1.5, 0.4), h(1, 1.2, 0.5, test_loss=None)]}
     relabelled = legacy_status(old)
@@ -294,3 +294,23 @@ def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path,
     seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
     assert basis == "measured on a CPU for resnet8-quadratic" and seconds > 0
     assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
+
+
+def test_cli_converters_follow_the_annotation():
+    import dataclasses
+    from qnets.__main__ import _field_type
+
+    @dataclasses.dataclass
+    class Fields:
+        name: "str | None" = None
+        rate: "float | None" = None
+        count: "int | None" = None
+        flag: "bool" = False
+        table: "dict" = None
+
+    f = {x.name: x for x in dataclasses.fields(Fields)}
+    assert _field_type(f["name"])("none") is None and _field_type(f["name"])("abc") == "abc"
+    assert _field_type(f["rate"])("lr") is None and _field_type(f["rate"])("0.5") == 0.5
+    assert _field_type(f["count"])("all") is None and _field_type(f["flag"])("on") is True
+    with pytest.raises(TypeError, match="Config.table: no command-line converter"):
+        _field_type(f["table"])
