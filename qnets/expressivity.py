@@ -15,9 +15,10 @@ counts at widths where the conventional counts fall within 2% (`budget_grid`).
 Targets: radial functions of x ∈ R^d (‖x‖², a Gaussian bump, the ball indicator) regressed in
 d = 2, 4, 8, 16, and two 2-D classification problems (circles, spirals). Errors: the fraction
 of the test targets' variance left unexplained (regression) or the test error rate
-(classification). Every (family, width) trains its seeds and targets together, their
-parameters stacked (`train`); each network's gradients and Adam updates are those it would
-have alone.
+(classification). Every family trains alike: Adam on the same data for the same steps, at a
+shared rate unless a learning-rate check on seeds of its own finds a better one for that family
+(`rate_check`). Every (family, width) trains its seeds and targets together, their parameters
+stacked (`train`); each network's gradients and Adam updates are those it would have alone.
 
 `pieces` counts the activation regions of a trained network along a line: the maximal
 intervals on which no ReLU changes sign, on each of which the network is one polynomial (of
@@ -42,10 +43,10 @@ from .layers import QuadraticLinear
 from .stats import summary, verdict, welch
 
 __all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_params", "match", "budget_grid", "dataset",
-           "stacked_forward", "train", "error", "pieces", "chords", "spec", "results", "result_path", "neuron",
-           "best_line", "single_neuron", "scores", "compare", "curve", "needed", "verdicts", "markdown_table",
-           "text_table", "pieces_table", "rate_table", "prepare", "fit", "claims_markdown", "frame", "plot_scaling", "plot_classification",
-           "plot_pieces", "plot_boundaries", "plot_single_neuron", "plot_neuron", "explore"]
+           "stacked_forward", "train", "error", "pieces", "chords", "spec", "prepare", "fit", "results",
+           "result_path", "neuron", "best_line", "single_neuron", "scores", "compare", "curve", "needed", "verdicts",
+           "markdown_table", "text_table", "pieces_table", "rate_table", "claims_markdown", "frame", "plot_scaling",
+           "plot_classification", "plot_pieces", "plot_boundaries", "plot_single_neuron", "plot_neuron", "explore"]
 
 FAMILIES = ("relu", "square", "quadratic")
 TARGETS = ("norm2", "bump", "ball")  # radial regression targets
@@ -557,7 +558,7 @@ def disk_points(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
 def best_line(x: torch.Tensor, y: torch.Tensor, angles: int = 3600):
     """The most accurate conventional neuron 1[w·x + b > 0] on (x, y) among unit normals w at
     `angles` evenly spaced angles, each with its best offset b (found exactly, by sorting the
-    projections): (accuracy, w, b)."""
+    projections; among equals, the widest margin): (accuracy, w, b)."""
     theta = torch.arange(angles, dtype=torch.float64) * 2 * math.pi / angles
     w = torch.stack((theta.cos(), theta.sin()), 1)
     proj, order = (x.double() @ w.T).sort(0)  # (n, angles), ascending
@@ -566,8 +567,10 @@ def best_line(x: torch.Tensor, y: torch.Tensor, angles: int = 3600):
     # cutting after the k smallest projections: those k predicted 0, the rest 1
     correct = torch.cat((zero, (1 - ys).cumsum(0))) + (ys.sum(0) - torch.cat((zero, ys.cumsum(0))))
     edges = torch.cat((proj[:1] - 1, proj, proj[-1:] + 1))
-    correct[edges[:-1] == edges[1:]] = -1  # no threshold cuts between equal projections
-    k, a = divmod(int(correct.argmax()), angles)
+    gap = edges[1:] - edges[:-1]
+    correct[gap == 0] = -1  # no threshold cuts between equal projections
+    # among the most accurate cuts, the one with the widest gap (a count is a whole number)
+    k, a = divmod(int((correct + 0.5 * gap / gap.max()).argmax()), angles)
     return float(correct[k, a]) / len(y), w[a], -float(edges[k, a] + edges[k + 1, a]) / 2
 
 
@@ -708,8 +711,16 @@ def verdicts(res: dict) -> list[dict]:
     return out
 
 
-def _fmt_error(e: float, kind: str) -> str:
-    return f"{100 * e:.2g}%" if kind == "classification" else f"{e:.2g}"
+def _fmt_error(e: float, kind: str, s: dict) -> str:
+    """An error as the table shows it; at the floor (`_floor`), "≤ floor"."""
+    floor = _floor(kind, s)
+    bound = "≤" if e <= floor * (1 + 1e-9) else ""
+    e = max(e, floor)
+    return bound + (f"{100 * e:.2g}%" if kind == "classification" else f"{e:.2g}")
+
+
+def _fmt_factor(v: float) -> str:
+    return f"{v:,.0f}" if v >= 10 else f"{v:.2g}"
 
 
 def _fmt_needed(flag_value: tuple[str, float]) -> str:
@@ -721,8 +732,8 @@ def _fmt_ratio(c: dict) -> str:
     if c["ratio"] is None:
         return "-"
     if c["low"] is None:
-        return f"{c['ratio']:.2g}× (no interval)"
-    return f"{c['verdict']}: {c['ratio']:.2g}× [{c['low']:.2g}, {c['high']:.2g}]"
+        return f"{_fmt_factor(c['ratio'])}× (no interval)"
+    return f"{c['verdict']}: {_fmt_factor(c['ratio'])}× [{_fmt_factor(c['low'])}, {_fmt_factor(c['high'])}]"
 
 
 def markdown_table(res: dict) -> str:
@@ -739,7 +750,7 @@ def markdown_table(res: dict) -> str:
         for depth in s["depths"]:
             curves = {f: curve(res, problem, d, depth, f) for f in FAMILIES}
             budgets = [p["budget"] for p in curves["quadratic"]]
-            last = " · ".join(_fmt_error(curves[f][-1]["error"], kind) for f in FAMILIES)
+            last = " · ".join(_fmt_error(curves[f][-1]["error"], kind, s) for f in FAMILIES)
             need = " · ".join(_fmt_needed(needed(res, problem, d, depth, f)) for f in FAMILIES)
             rows.append(f"| {problem} | {d} | {depth} | {budgets[0]:,}–{budgets[-1]:,} | {last} | {need} | "
                         + " | ".join(_fmt_ratio(compare(res, problem, d, depth, o)) for o in OTHERS) + " |")
@@ -823,6 +834,7 @@ def rate_table(res: dict) -> str:
 
 
 def claims_markdown(res: dict) -> str:
+    """`verdicts` as the README's Markdown list (`qnets.claims.markdown`)."""
     from .claims import markdown
     return markdown(verdicts(res))
 
@@ -972,8 +984,8 @@ def plot_boundaries(models: dict[tuple[str, str], nn.Module], data: dict[str, tu
             ax.scatter(*x[y == 1].T, s=2, c="C1")
             err = float((model(x).argmax(1) != y).double().mean())
             n = sum(p.numel() for p in model.parameters())
-            ax.set(aspect="equal", xticks=[], yticks=[], title=f"{problem}, {family}: {n} params, {100 * err:.1f}% error")
-            ax.title.set_fontsize(9)
+            ax.set(aspect="equal", xticks=[], yticks=[])
+            ax.set_title(f"{problem}, {family}: {n} params, {100 * err:.1f}% error", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -1,6 +1,7 @@
 """Notebook 01's mechanism: one quadratic neuron separates XOR and a disk exactly; the three
 families of MLPs match in size, compute what they say and train together as they would alone;
 pieces are counted right; verdicts follow the errors."""
+import json
 import math
 from pathlib import Path
 
@@ -246,3 +247,11 @@ def test_a_network_whose_outputs_overflow_is_scored_as_the_constant_predictor():
     assert E._log_error(None, "classification", s) == math.log10(0.5)
     assert E._log_error(0.0, "classification", s) == math.log10(1 / s["n_test"])
 
+
+def test_committed_results_match_the_current_spec():
+    """Otherwise the notebook (and nbval) would train everything again."""
+    path = ROOT / E.result_path("quick")
+    stored = json.loads(path.read_text())
+    assert stored["spec"] == json.loads(json.dumps(E.spec("quick")))
+    assert len(stored["rows"]) == len({(r["problem"], r["d"], r["depth"], r["family"], r["budget"], r["seed"])
+                                       for r in stored["rows"]})
