@@ -1048,11 +1048,12 @@ def explore(weights: dict | None = None):
     ipywidgets is installed, nine sliders under it that redraw that figure in place: the static
     figure is what a saved notebook shows. Returns the sliders (None without ipywidgets)."""
     import matplotlib.pyplot as plt
-    from IPython.display import display
+    from IPython.display import DisplayHandle, display
     weights = dict(weights or XOR_NEURON)
     fig, ax = plt.subplots(figsize=(4.4, 4.4))
     plot_neuron(weights, ax)
-    handle = display(fig, display_id=True)
+    handle = DisplayHandle()  # the sliders redraw this very output
+    handle.display(fig)
     plt.close(fig)
     try:
         import ipywidgets

@@ -3,6 +3,7 @@ families of MLPs match in size, compute what they say and train together as they
 pieces are counted right; verdicts follow the errors."""
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,37 @@ def test_committed_results_match_the_current_spec():
     assert stored["spec"] == json.loads(json.dumps(E.spec("quick")))
     assert len(stored["rows"]) == len({(r["problem"], r["d"], r["depth"], r["family"], r["budget"], r["seed"])
                                        for r in stored["rows"]})
+
+
+def test_neuron_explorer_redraws_its_figure_and_falls_back_to_it_without_ipywidgets(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    drawn = []
+    monkeypatch.setattr(E, "plot_neuron", lambda weights, ax=None: drawn.append(dict(weights)))
+    box = E.explore(E.XOR_NEURON)
+    assert len(box.children) == 9 and drawn == [E.XOR_NEURON]
+    sliders = {s.description: s for s in box.children}
+    for name, value in (("w_r[0]", 0.0), ("w_g[1]", 0.0), ("b_g", 1.0), ("w_b[0]", -1.0), ("w_b[1]", -1.0),
+                        ("c", 1.0)):
+        sliders[name].value = value
+    assert drawn[-1] == E.DISK_NEURON and E.conic(**drawn[-1]) == "ellipse" and E.conic(**drawn[0]) == "hyperbola"
+    drawn.clear()
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed: the static figure alone
+    assert E.explore(E.DISK_NEURON) is None and drawn == [E.DISK_NEURON]
+
+
+def test_saved_notebooks_keep_the_static_figure_and_drop_widget_views(tmp_path):
+    import nbformat
+    from qnets.notebooks import WIDGET_VIEW, strip_volatile
+    cell = nbformat.v4.new_code_cell("explore()")
+    cell.outputs = [nbformat.v4.new_output("display_data", {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}),
+                    nbformat.v4.new_output("display_data", {WIDGET_VIEW: {"model_id": "abc"}, "text/plain": "GridBox()"})]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    strip_volatile(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [list(o["data"]) for o in outputs] == [["image/png", "text/plain"]]
+    committed = nbformat.read(ROOT / "notebooks" / "01_expressivity.ipynb", as_version=4)
+    explorer = next(c for c in committed.cells if c.cell_type == "code" and "explore(" in c.source)
+    assert [o for o in explorer.outputs if "image/png" in o.get("data", {})]
+    assert not [o for o in explorer.outputs if WIDGET_VIEW in o.get("data", {})]
