@@ -81,7 +81,7 @@ def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
     quad = base.replace(neuron="quadratic", gamma_g=GAMMA, gamma_b=GAMMA)
     conventional = base.replace(neuron="conventional", gamma_g=None, gamma_b=None)
     if notebook == "01":
-        return {}  # the expressivity notebook trains small MLPs in place
+        return {}  # notebook 01 trains small MLPs, stored apart: qnets.expressivity
     if notebook == "02":
         return {
             "conventional": conventional,
@@ -312,8 +312,12 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
     """The stored results of one notebook's labels at `preset`, one row per label over its seeds
     (mean ± sd of the final test accuracy of the completed seeds, each seed's outcome, and the
     difference to `baseline` with Welch's 95% interval), then one line per dataset they came
-    from. For the README; a test keeps the README's tables equal to this."""
+    from. Notebook 01's table is `qnets.expressivity.markdown_table` of its stored results. For the
+    README; a test keeps the README's tables equal to this."""
     from .stats import summary, welch
+    if str(notebook)[:2] == "01":
+        from .expressivity import markdown_table as expressivity_table
+        return expressivity_table(_stored_expressivity(preset))
     rows = ["| run | network | params | seeds | test accuracy (%) | per seed | vs conventional (95% CI) | data | "
             "result files |", "|---|---|---:|---:|---:|---|---:|---|---|"]
     sources, finals = {}, {}
@@ -349,10 +353,24 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
 
 def claims_markdown(notebook: str, preset: str) -> str:
     """The verdicts on the claims `notebook` tests, from the stored results at `preset` (nothing
-    is trained), as a Markdown list; for the README, kept equal to it by a test."""
+    is trained), as a Markdown list (notebook 01's from `qnets.expressivity.verdicts`); for the README,
+    kept equal to it by a test."""
     from . import claims
+    if str(notebook)[:2] == "01":
+        from .expressivity import claims_markdown as expressivity_claims
+        return expressivity_claims(_stored_expressivity(preset))
     stored = results(runs(notebook, preset), train_missing=False)
     return claims.markdown(claims.verdicts(notebook, stored))
+
+
+def _stored_expressivity(preset: str) -> dict:
+    """Notebook 01's stored results at `preset` (nothing is trained)."""
+    from . import expressivity
+    stored = expressivity.results(preset, train_missing=False, verbose=False)
+    if stored is None:
+        raise FileNotFoundError(f"{expressivity.result_path(preset)} is missing or was made with another spec: "
+                                f"run notebook 01 with preset {preset}")
+    return stored
 
 
 def render_readme(path: str | Path = "README.md") -> bool:

@@ -18,6 +18,9 @@ KERNEL = "python3"  # the kernel `make venv` installs into .venv as "Python 3 (q
 KERNEL_NAME = "Python 3 (qnets)"
 # Volatile metadata papermill and Jupyter write; stripped so committed notebooks diff cleanly.
 VOLATILE_CELL_KEYS = ("execution", "papermill", "collapsed", "scrolled")
+# A widget's view needs the widget state, which a saved notebook does not keep (it is stripped
+# below), so saved notebooks keep what else the cell showed (e.g. a static figure) and not the view.
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -204,6 +207,8 @@ def strip_volatile(path: Path) -> None:
         cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
         # execution counts stay: they are sequential (hence stable) and nbval needs them
     pm = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
