@@ -14,7 +14,7 @@ KERNEL_NAME := Python 3 (qnets)
 LAB_ARGS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help venv test unit nbval figures results data bench lab clean gpu-prepare collect readme
+.PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
-test: $(STAMP)  ## unit tests, then every notebook checked with nbval and run with the smoke preset
-	$(BIN)/python -m pytest tests
+test: $(STAMP)  ## every test (slow ones too), then every notebook checked with nbval and run with the smoke preset
+	$(BIN)/python -m pytest tests -m "slow or not slow"
 	$(BIN)/python -m qnets notebooks --check $(NOTEBOOKS)
+
+fast: $(STAMP)  ## the fast tests only (no tests marked slow): a couple of minutes on 2 cores
+	$(BIN)/python -m pytest tests
 
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)

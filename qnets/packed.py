@@ -17,6 +17,7 @@ reads and writes lone checkpoints.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,7 +28,9 @@ from . import data as qdata
 from . import relinear
 from .layers import QuadraticConv2d, product_plus
 from .models import ResNet, ShortcutA, resnet
-from .train import Trainer, lr_factor
+from .train import (Config, Trainer, build_model, collapse_reason, evaluates, history_entry, load_data, lr_factor,
+                    optimizer_for, out_of_time, partial, prepare, progress, read_checkpoint, resolve_device, run_name,
+                    show_epoch, write_checkpoint, write_result)
 
 __all__ = ["PackedResNet", "PackedSGD", "PackedLoader", "PackedTrainer", "pack_key"]
 
@@ -410,7 +413,6 @@ class PackedLoader:
 def pack_key(config) -> tuple:
     """Runs whose configs share this key can be packed: the same network, batches, schedule and
     runtime. They may differ in seed, initialisation, ReLinear rates and penalties."""
-    from .train import Config
     varying = {"seed", "init", "init_from", "gamma_g", "gamma_b", "alpha_g", "alpha_b", "beta_g", "beta_b",
                "lr", "checkpoint_every", "out_dir"}
     return tuple((f, getattr(config, f)) for f in Config.__dataclass_fields__ if f not in varying)
@@ -502,7 +504,6 @@ class PackedTrainer(Trainer):
 
 def _load_all(configs) -> list:
     """Each config's dataset, loading CIFAR-10 once for the whole pack."""
-    from .train import load_data
     full = {}
     out = []
     for c in configs:
@@ -515,6 +516,110 @@ def _load_all(configs) -> list:
     return out
 
 
+class Pack:
+    """K runs in progress as one packed network: each run's history, time and checkpoint epoch,
+    and the steps `fit_packed` takes (resume, one epoch, checkpoint, finish)."""
+
+    def __init__(self, configs: list, force: bool):
+        if len({pack_key(c) for c in configs}) != 1:
+            raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
+                             "settings (see qnets.packed.pack_key); train them in separate packs")
+        for c in configs:
+            prepare(c, force)
+        self.configs, self.k, config = configs, len(configs), configs[0]
+        self.device = resolve_device(config.device)
+        ckpts = [read_checkpoint(c) for c in configs]
+        starts = {0 if ck is None else ck["epoch"] + 1 for ck in ckpts}
+        if len(starts) != 1:
+            raise ValueError(f"fit_packed: runs resume from different epochs {sorted(starts)}; pack them separately")
+        self.start = starts.pop()
+        self.datasets = _load_all(configs)
+        models = [build_model(c) for c in configs]
+        for m, ck in zip(models, ckpts):
+            if ck is not None:
+                m.load_state_dict(ck["model"])
+        kw = dict(normalize=config.normalize, channels_last=packed_channels_last(config, self.device))
+        seeds = [c.seed for c in configs]
+        self.train_loader = PackedLoader([d.train for d in self.datasets], config.batch_size, seeds=seeds, train=True,
+                                         device=self.device, augment=config.augment, drop_last=True, **kw)
+        self.test_loader = PackedLoader([d.test for d in self.datasets], 1000, seeds=seeds, train=False,
+                                        device=self.device, **kw)
+        self.packed = PackedResNet.from_models(models)
+        self.trainer = PackedTrainer(configs, self.packed, self.device, len(self.train_loader))
+        self._resume_momentum(models, ckpts)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.histories = [[] if ck is None else ck["history"] for ck in ckpts]
+        self.elapsed = [0.0 if ck is None else ck["elapsed"] for ck in ckpts]
+        self.started = [now if ck is None else ck["started"] for ck in ckpts]
+        self.saved = [self.start - 1] * self.k
+        self.live, self.results = list(range(self.k)), [None] * self.k
+
+    def _resume_momentum(self, models, ckpts) -> None:
+        for j, (c, m, ck) in enumerate(zip(self.configs, models, ckpts)):
+            if ck is None:
+                continue
+            lone_opt = optimizer_for(c, m)
+            lone_opt.load_state_dict(ck["optimizer"])
+            for name, p in m.named_parameters():
+                buf = lone_opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    self.trainer.opt.load_momentum(name, j, buf)
+
+    def finish(self, j: int, status: str, reason: str | None) -> None:
+        pack = {"k": self.k, "runs": [run_name(c) for c in self.configs]}
+        self.results[j] = write_result(self.configs[j], status, reason, self.histories[j], self.packed.lone_model(j),
+                                       self.elapsed[j], self.started[j], self.device, self.trainer, self.datasets[j],
+                                       pack=pack)
+        self.live.remove(j)
+
+    def checkpoint(self, j: int, epoch: int, model=None) -> None:
+        """Run j's lone checkpoint (weights, its slice of the momentum), from which a lone or a
+        packed run can resume."""
+        c, model = self.configs[j], model or self.packed.lone_model(j)
+        lone_opt = optimizer_for(c, model)
+        for name, p in model.named_parameters():
+            lone_opt.state[p]["momentum_buffer"] = self.trainer.opt.momentum_buffer(name, j).detach().cpu().clone()
+        write_checkpoint(c, epoch, model.state_dict(), lone_opt.state_dict(), self.histories[j], self.elapsed[j],
+                         self.started[j], self.device.type == "cuda")
+        self.saved[j] = epoch
+
+    def stop(self, epoch: int) -> list:
+        """Out of time before `epoch`: every live run checkpointed and reported partial."""
+        for j in list(self.live):
+            if self.saved[j] != epoch - 1:
+                self.checkpoint(j, epoch - 1)
+            self.results[j] = partial(self.configs[j], self.histories[j])
+        return self.results
+
+    def epoch(self, epoch: int, bar) -> float:
+        """Train and (when due) score one epoch of every run; collapsed runs are written and leave
+        the live set; checkpoints when due. Returns the epoch's seconds."""
+        trainer, config = self.trainer, self.configs[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        seen, rates = trainer.train_epoch(self.train_loader, epoch, on_step=bar.update)
+        train_loss = [v / seen for v in trainer.loss_sum.tolist()]
+        train_acc = [v / seen for v in trainer.correct.tolist()]
+        train_time = time.perf_counter() - t0
+        test = trainer.evaluate(self.test_loader) if evaluates(config, epoch) else None
+        epoch_time = time.perf_counter() - t0
+        for j in list(self.live):
+            self.elapsed[j] += epoch_time
+            model = self.packed.lone_model(j)
+            self.histories[j].append(history_entry(epoch, train_loss[j], train_acc[j],
+                                                   test and {key: v[j] for key, v in test.items()},
+                                                   rates[j], epoch_time, train_time, seen, model))
+            reason = collapse_reason(self.histories[j])
+            if reason:
+                self.finish(j, "collapsed", reason)
+            elif (epoch + 1) % self.configs[j].checkpoint_every == 0 or epoch + 1 == self.configs[j].epochs:
+                self.checkpoint(j, epoch, model)
+        show_epoch(bar, epoch, config.epochs, live=len(self.live),
+                   acc=f"{max((train_acc[j] for j in self.live), default=0):.3f}")
+        return epoch_time
+
+
 def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, deadline: float | None = None,
                labels: Sequence[str] | None = None) -> list[dict]:
     """Train K configs that share `pack_key` and start epoch as one packed network; returns their
@@ -524,109 +629,20 @@ def fit_packed(configs: Sequence, verbose: bool = True, force: bool = False, dea
     runs to train (`force` also discards their checkpoints). With a `deadline`, as in `fit`: the
     pack stops between epochs, every live run is checkpointed and returns `partial`. `labels` name
     the runs on the progress bar."""
-    import time
-
-    from .train import (collapse_reason, build_model, evaluates, history_entry, optimizer_for, out_of_time, partial,
-                        prepare, progress, read_checkpoint, resolve_device, run_name, show_epoch, write_checkpoint,
-                        write_result)
-    configs = list(configs)
-    if len({pack_key(c) for c in configs}) != 1:
-        raise ValueError("fit_packed: these configs differ in more than seed, initialisation and ReLinear "
-                         "settings (see qnets.packed.pack_key); train them in separate packs")
-    config, k = configs[0], len(configs)
-    for c in configs:
-        prepare(c, force)
-    device = resolve_device(config.device)
-    cuda = device.type == "cuda"
-    ckpts = [read_checkpoint(c) for c in configs]
-    starts = {0 if ck is None else ck["epoch"] + 1 for ck in ckpts}
-    if len(starts) != 1:
-        raise ValueError(f"fit_packed: runs resume from different epochs {sorted(starts)}; pack them separately")
-    start = starts.pop()
-    datasets = _load_all(configs)
-    models = [build_model(c) for c in configs]
-    for m, ck in zip(models, ckpts):
-        if ck is not None:
-            m.load_state_dict(ck["model"])
-    kw = dict(normalize=config.normalize, channels_last=packed_channels_last(config, device))
-    train_loader = PackedLoader([d.train for d in datasets], config.batch_size, seeds=[c.seed for c in configs],
-                                train=True, device=device, augment=config.augment, drop_last=True, **kw)
-    test_loader = PackedLoader([d.test for d in datasets], 1000, seeds=[c.seed for c in configs], train=False,
-                               device=device, **kw)
-    packed = PackedResNet.from_models(models)
-    trainer = PackedTrainer(configs, packed, device, len(train_loader))
-    for j, (c, m, ck) in enumerate(zip(configs, models, ckpts)):
-        if ck is None:
-            continue
-        lone_opt = optimizer_for(c, m)
-        lone_opt.load_state_dict(ck["optimizer"])
-        for name, p in m.named_parameters():
-            buf = lone_opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                trainer.opt.load_momentum(name, j, buf)
-    histories = [[] if ck is None else ck["history"] for ck in ckpts]
-    elapsed = [0.0 if ck is None else ck["elapsed"] for ck in ckpts]
-    started = [time.strftime("%Y-%m-%dT%H:%M:%S%z") if ck is None else ck["started"] for ck in ckpts]
-    live, results = list(range(k)), [None] * k
-    names = [run_name(c) for c in configs]
-    pack = {"k": k, "runs": names}
+    pack = Pack(list(configs), force)
+    config, measured = pack.configs[0], []
     what = ", ".join(labels) if labels else f"resnet{config.depth}-{config.neuron}"
-    bar = progress(config, verbose, start, len(train_loader), f"pack of {k}: {what}")
-
-    def finish(j, status, reason):
-        model = packed.lone_model(j)
-        results[j] = write_result(configs[j], status, reason, histories[j], model, elapsed[j], started[j], device,
-                                  trainer, datasets[j], pack=pack)
-        live.remove(j)
-
-    def checkpoint(j, epoch, model=None):
-        c, model = configs[j], model or packed.lone_model(j)
-        lone_opt = optimizer_for(c, model)
-        for name, p in model.named_parameters():
-            lone_opt.state[p]["momentum_buffer"] = trainer.opt.momentum_buffer(name, j).detach().cpu().clone()
-        write_checkpoint(c, epoch, model.state_dict(), lone_opt.state_dict(), histories[j], elapsed[j], started[j],
-                         cuda)
-        saved[j] = epoch
-
-    saved, measured = [start - 1] * k, []
-    packed.train()
+    bar = progress(config, verbose, pack.start, len(pack.train_loader), f"pack of {pack.k}: {what}")
+    pack.packed.train()
     try:
-        for epoch in range(start, config.epochs):
-            if not live:
+        for epoch in range(pack.start, config.epochs):
+            if not pack.live:
                 break
             if out_of_time(deadline, measured):
-                for j in list(live):
-                    if saved[j] != epoch - 1:
-                        checkpoint(j, epoch - 1)
-                    results[j] = partial(configs[j], histories[j])
-                return results
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            seen, rates = trainer.train_epoch(train_loader, epoch, on_step=bar.update)
-            train_loss = [v / seen for v in trainer.loss_sum.tolist()]
-            train_acc = [v / seen for v in trainer.correct.tolist()]
-            train_time = time.perf_counter() - t0
-            test = trainer.evaluate(test_loader) if evaluates(config, epoch) else None
-            epoch_time = time.perf_counter() - t0
-            for j in list(live):
-                elapsed[j] += epoch_time
-                model = packed.lone_model(j)
-                histories[j].append(history_entry(epoch, train_loss[j], train_acc[j],
-                                                  test and {key: v[j] for key, v in test.items()},
-                                                  rates[j], epoch_time, train_time, seen, model))
-                reason = collapse_reason(histories[j])
-                if reason:
-                    finish(j, "collapsed", reason)
-                    continue
-                c = configs[j]
-                if (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs:
-                    checkpoint(j, epoch, model)
-            measured.append({"epoch_time": epoch_time})
-            show_epoch(bar, epoch, config.epochs, live=len(live),
-                       acc=f"{max((train_acc[j] for j in live), default=0):.3f}")
+                return pack.stop(epoch)
+            measured.append({"epoch_time": pack.epoch(epoch, bar)})
     finally:
         bar.close()
-    for j in list(live):
-        finish(j, "completed", None)
-    return results
+    for j in list(pack.live):
+        pack.finish(j, "completed", None)
+    return pack.results

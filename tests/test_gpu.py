@@ -1,0 +1,85 @@
+"""The GPU fast path (torch.compile, one CUDA graph per step, bf16 autocast) against the eager
+float32 step on the same batches. Skipped without CUDA; run wherever a GPU is available:
+`python -m pytest tests/test_gpu.py` (or `-m gpu`). The same comparison runs on the CPU with bf16
+autocast alone, so the harness itself is tested everywhere."""
+import copy
+
+import pytest
+import torch
+
+from qnets.train import Config, Trainer, build_model, capabilities, load_data, make_loaders
+
+STEPS = 4  # training steps compared: enough for the rates, momentum and BN statistics to matter
+
+
+def _trained(config: Config, model: torch.nn.Module, device: torch.device, loader) -> tuple[Trainer, float]:
+    trainer = Trainer(config, model, device, len(loader))
+    trainer.model.train()
+    seen, _ = trainer.train_epoch(loader, 0)
+    return trainer, trainer.loss_sum.item() / seen
+
+
+def compare(device: str, **fast) -> dict:
+    """Train the same initial network on the same batches twice, the eager fp32 way and with the
+    `fast` settings; returns the two mean losses and how far the fast weights are from the eager
+    ones relative to how far training moved them."""
+    base = Config(depth=8, neuron="quadratic", dataset="synthetic", n_train=128 * STEPS, n_test=100, batch_size=128,
+                  epochs=1, device=device, schedule="constant", lr=0.05)
+    eager = base.replace(precision="fp32", compile="off", cuda_graphs="off")
+    dev = torch.device(device)
+    data = load_data(base)
+    loader, _ = make_loaders(base, data, dev)
+    torch.manual_seed(0)
+    init = build_model(base)
+    start = {k: v.detach().clone().float() for k, v in init.state_dict().items()}
+    ref, ref_loss = _trained(eager, copy.deepcopy(init), dev, loader)
+    quick, quick_loss = _trained(base.replace(**fast), copy.deepcopy(init), dev, loader)
+    moved = diff = 0.0
+    for name, p in ref.model.named_parameters():
+        q = dict(quick.model.named_parameters())[name]
+        moved += (p.detach().float().cpu() - start[name]).square().sum().item()
+        diff += (q.detach().float().cpu() - p.detach().float().cpu()).square().sum().item()
+    return {"eager_loss": ref_loss, "fast_loss": quick_loss, "relative_gap": (diff / moved) ** 0.5, "fast": quick}
+
+
+def test_bf16_autocast_step_follows_the_fp32_step_on_the_cpu():
+    out = compare("cpu", precision="bf16")
+    assert out["fast"].bf16 and not out["fast"].compiled
+    assert out["fast_loss"] == pytest.approx(out["eager_loss"], rel=0.05)
+    assert out["relative_gap"] < 0.2, out
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+def test_compiled_graphed_bf16_step_follows_the_eager_fp32_step():
+    out = compare("cuda")  # every fast-path switch at "auto": what produced the GPU results
+    caps = capabilities(torch.device("cuda"))
+    trainer = out["fast"]
+    assert trainer.use_graphs and trainer.graph is not None, trainer.notes  # no silent eager fallback
+    assert (trainer.bf16, trainer.compiled) == (caps["bf16"], caps["compile"])
+    assert out["fast_loss"] == pytest.approx(out["eager_loss"], rel=0.05)
+    assert out["relative_gap"] < 0.2, out
+
+
+@pytest.mark.gpu
+@gpu
+def test_graph_replays_use_the_scheduled_rates():
+    """A CUDA graph reads the learning rate from device memory: a rate changed between replays
+    must take effect (a rate of 0 leaves the weights where they are)."""
+    config = Config(depth=8, neuron="quadratic", dataset="synthetic", n_train=512, n_test=100, batch_size=128,
+                    epochs=1, device="cuda", schedule="constant", lr=0.05, weight_decay=0.0)
+    dev = torch.device("cuda")
+    loader, _ = make_loaders(config, load_data(config), dev)
+    trainer = Trainer(config, build_model(config), dev, len(loader))
+    batches = list(loader.epoch(0))
+    trainer.train_step(*batches[0])  # captures the graph, then replays
+    for g in trainer.opt.param_groups:
+        g["lr"].fill_(0.0)
+    trainer._zero_momentum()
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step(*batches[1])
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, trainer.model.parameters()))
