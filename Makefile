@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 PACK ?= 1
+# results: local (this process) or submitit (Slurm jobs; SLURM=file.json holds the partition, time, ...)
+EXECUTOR ?= local
+SLURM ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 .PHONY: help venv test unit nbval figures results data bench lab clean gpu-prepare collect readme
@@ -30,9 +33,9 @@ test: $(STAMP)  ## unit tests, then every notebook checked with nbval and run wi
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
-results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K]
+results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K] [EXECUTOR=submitit SLURM=f.json]
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
-	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK)
+	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
 gpu-prepare:  ## copy the CIFAR-10 archive into .device-data/, which travels to a GPU machine (see scripts/gpu-window.sh)
 	mkdir -p .device-data
