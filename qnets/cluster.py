@@ -149,7 +149,8 @@ class RunLock:
     interrupts the main thread."""
 
     def __init__(self, path: Path, record: dict, took_over: dict | None = None):
-        self.path, self.record, self.took_over, self.lost = path, record, took_over, None
+        # absolute: the heartbeat must find the lock wherever the process's current folder goes
+        self.path, self.record, self.took_over, self.lost = Path(path).absolute(), record, took_over, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path.name}", daemon=True)
         self._thread.start()
@@ -211,6 +212,9 @@ def take(config: Config, me: dict | None = None, attempts: int = 50) -> RunLock 
             if holder is None:  # released meanwhile: try again
                 continue
             why = stale(holder)
+            if why is None and "token" not in holder:  # caught between its creation and its write: read again
+                time.sleep(0.05)
+                continue
             if why is None:
                 return holder
             if _break(path, holder):
