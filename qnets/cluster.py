@@ -458,7 +458,11 @@ def _unreported(labels: list[str], configs: dict[str, Config], job, error: Excep
         base = {"label": label, "name": run_name(config), "result": str(result_path(config)), "job_id": job.job_id,
                 "host": None, "log": str(job.paths.stdout)}
         record = json.loads(failure_path(config).read_text()) if failure_path(config).exists() else None
-        r = load_result(config)
+        try:
+            r = load_result(config)
+        except StoreError as e:
+            out.append(base | {"outcome": "failed", "error": str(e)})
+            continue
         if r is not None:
             out.append(base | {"outcome": "done", "status": r["status"], "final_test_acc": r["final_test_acc"],
                                "device": r["device"], "host": None})
