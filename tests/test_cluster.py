@@ -434,7 +434,8 @@ def test_results_executor_submitit_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("submitted 1 jobs (3 runs) to submitit's local executor; 0 runs not sent")
     assert len([line for line in out if "completed" in line and "in a pack of 3" in line]) == 3
-    assert all("log " in line for line in out[1:4]) and out[-1] == "3 runs done, 0 left to the jobs that hold them, 0 failed"
+    assert all("log " in line for line in out[1:4])
+    assert out[-1] == "3 runs done, 0 left to the jobs that hold them, 0 failed"
     assert main(argv) == 0  # everything is stored: nothing is sent
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("submitted 0 jobs (0 runs)") and sum("stored" in line for line in out) == 3
