@@ -12,6 +12,9 @@ PACK ?= 1
 KERNEL := python3
 KERNEL_NAME := Python 3 (qnets)
 LAB_ARGS ?=
+# results: local (this process) or submitit (Slurm jobs; SLURM=file.json holds the partition, time, ...)
+EXECUTOR ?= local
+SLURM ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 .PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme
@@ -23,7 +26,7 @@ venv: $(STAMP)  ## create .venv and install the project into it
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab]"
+	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab,cluster]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
@@ -37,9 +40,9 @@ fast: $(STAMP)  ## the fast tests only (no tests marked slow): a couple of minut
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
-results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K]
+results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K] [EXECUTOR=submitit SLURM=f.json]
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
-	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK)
+	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
 gpu-prepare:  ## copy the CIFAR-10 archive into .device-data/, which travels to a GPU machine (see scripts/gpu-window.sh)
 	mkdir -p .device-data

@@ -78,6 +78,32 @@ def cmd_presets(args) -> int:
 def cmd_results(args) -> int:
     from . import experiments
     runtime = {k: getattr(args, k) for k in ("device", "compile") if getattr(args, k)}
+    if args.status or args.executor == "submitit":
+        from . import cluster
+        configs = {k: c.replace(**runtime) for k, c in experiments.plan(args.preset, args.runs).items()}
+        if args.status:
+            print(cluster.status_text(configs))
+            return 0
+        chosen = cluster.options(args.slurm_config, cluster=args.cluster, partition=args.partition,
+                                 account=args.account, gpus=args.gpus, cpus=args.cpus, time=args.time,
+                                 max_jobs=args.max_jobs)
+        submission = cluster.submit(configs, chosen, pack=args.pack, force=args.force, verbose=not args.quiet)
+        runs = sum(len(labels) for _, labels in submission["jobs"])
+        print(f"submitted {len(submission['jobs'])} jobs ({runs} runs) to submitit's {submission['executor']} "
+              f"executor; {len(submission['skipped'])} runs not sent; job logs in {submission['folder']}", flush=True)
+        if args.no_wait:
+            for label, o in submission["skipped"].items():
+                print(cluster.describe(o))
+            for job, labels in submission["jobs"]:
+                print(f"job {job.job_id}: {', '.join(labels)}; log {job.paths.stdout}")
+            print(f"follow them with: python -m qnets results --preset {args.preset} --runs {args.runs} --status")
+            return 0
+        outcomes = cluster.wait(submission, configs, poll_s=1.0 if submission["executor"] == "local" else 10.0)
+        failed = [o["label"] for o in outcomes if o["outcome"] == "failed"]
+        held = [o["label"] for o in outcomes if o["outcome"] == "held"]
+        print(f"{len(outcomes) - len(failed) - len(held)} runs done, {len(held)} left to the jobs that hold them, "
+              f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+        return 1 if failed else 0
     experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force, **runtime)
     return 0
 
@@ -154,6 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "same results and names as lone runs")
     p.add_argument("--force", action="store_true", help="train the selected runs again even where results are stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=("local", "submitit"), default="local",
+                   help="local: train here, in this process, one run (or pack) after another (default); submitit: "
+                        "one job per run (or pack) on Slurm, or as local processes where there is no Slurm")
+    p.add_argument("--status", action="store_true",
+                   help="train nothing; list the selected runs as done, running (by which job, since when), "
+                        "failed (why, with the job's log) or to do")
+    g = p.add_argument_group("cluster (with --executor submitit; flags override --slurm-config)")
+    g.add_argument("--slurm-config", metavar="FILE", default=None,
+                   help='JSON with any of the keys below, e.g. {"partition": "gpu", "time": "8:00:00", '
+                        '"account": "lab", "extra": {"qos": "normal"}} (extra: further sbatch options)')
+    g.add_argument("--partition", default=None, help="Slurm partition")
+    g.add_argument("--account", default=None, help="Slurm account to charge")
+    g.add_argument("--gpus", type=int, default=None, help="GPUs per job (default: 1)")
+    g.add_argument("--cpus", type=int, default=None, help="CPU cores per job (default: the cluster's)")
+    g.add_argument("--time", default=None, metavar="LIMIT",
+                   help="time limit per job: minutes, H:MM:SS or D-H:MM:SS (default: 4:00:00); a job that reaches "
+                        "it is requeued and resumes from its checkpoints")
+    g.add_argument("--max-jobs", type=int, default=None, help="at most this many jobs at once (Slurm array limit)")
+    g.add_argument("--cluster", choices=("auto", "slurm", "local"), default=None,
+                   help="auto: Slurm where srun exists, else local processes (default)")
+    g.add_argument("--no-wait", action="store_true",
+                   help="return once the jobs are submitted (then follow them with --status)")
     p.set_defaults(run=cmd_results)
 
     p = sub.add_parser("campaign", help="the paper's reproduction in budgeted GPU calls: status, run, collect")
@@ -185,10 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .cluster import MissingSubmitit
     from .data import DataError
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingSubmitit) as e:
         print(f"qnets {args.command}: error: {e}", file=sys.stderr)
         return 2
     except DataError as e:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import experiments
-from .train import Config, checkpoint_path, fit, load_result, read_result, result_path, run_name
+from .train import Config, checkpoint_epoch, checkpoint_path, fit, load_result, read_result, result_path, run_name
 from .utils import atomic_write
 
 __all__ = ["plan", "status", "status_text", "run", "collect", "campaign_dir", "status_file", "MAX_FILES",
@@ -77,21 +77,10 @@ def _partial_path(config: Config) -> Path:
     return campaign_dir(config) / "partial" / f"{run_name(config)}.pt"
 
 
-def _checkpoint_epoch(path: Path) -> int | None:
-    """The last epoch (0-based) in the checkpoint at `path`, or None where there is none readable."""
-    import torch
-    if not path.exists():
-        return None
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception:
-        return None
-
-
 def _epochs_done(config: Config) -> int:
     """Epochs in the checkpoint of `config` (a local one, else the committed partial one)."""
     for path in (checkpoint_path(config), _partial_path(config)):
-        epoch = _checkpoint_epoch(path)
+        epoch = checkpoint_epoch(path)
         if epoch is not None:
             return epoch + 1
     return 0
@@ -177,7 +166,7 @@ def _restore_partials(planned: list[tuple[str, Config]]) -> None:
         src, dst = _partial_path(config), checkpoint_path(config)
         if not src.exists():
             continue
-        committed, local = _checkpoint_epoch(src), _checkpoint_epoch(dst)
+        committed, local = checkpoint_epoch(src), checkpoint_epoch(dst)
         if local is not None and (committed is None or local >= committed):
             continue  # a local checkpoint as new (an unreadable committed one is then left alone)
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -646,6 +646,18 @@ def read_checkpoint(config: Config) -> dict | None:
     return None
 
 
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The last epoch (0-based) in the checkpoint at `path`, or None where there is none readable.
+    Only reads: unlike read_checkpoint, it moves nothing aside."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    except Exception:
+        return None
+
+
 def write_checkpoint(config: Config, epoch: int, model_state: dict, optimizer_state: dict, history: list[dict],
                      elapsed: float, started: str, cuda: bool) -> None:
     atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model_state, "optimizer": optimizer_state,

@@ -1,0 +1,560 @@
+"""A plan on a cluster: each run (or pack of runs) is one submitit job, and every job writes
+into the same results store.
+
+`submit` sends the runs of a plan that have no stored result as jobs through submitit: to
+Slurm where `srun` exists, otherwise as local processes (submitit's LocalExecutor). A job
+(`TrainJob`) trains its runs with `fit` or `fit_packed` into `<out_dir>/runs/`, so it leaves
+what `make results` would leave. Many jobs on many nodes can share one store:
+
+- A job trains a run only while it holds the run's lock, `<out_dir>/cluster/locks/<name>.lock`.
+  The lock is created with O_EXCL on the shared filesystem and records who holds it (host, pid,
+  job id, log) and since when. A job that finds a run locked by a live holder leaves the run to
+  that holder. In a pack, every run has its own lock.
+- While a job holds a lock, it sets the lock's mtime to now every HEARTBEAT_S seconds. A lock is
+  **stale** when that mtime is more than STALE_AFTER_S seconds old (the holder died, or its node
+  did), or at once when the holder ran on this host and its process is gone. The next job to
+  find a stale lock takes it over. A holder that finds its lock taken over (it was suspended for
+  longer than STALE_AFTER_S) stops training.
+- A job killed mid-run leaves the run's checkpoint, and the run resumes from it when the job is
+  sent again, as `fit` always does. When Slurm preempts a job or it reaches its time limit,
+  submitit calls `TrainJob.checkpoint` and requeues the job, which then resumes the same way.
+- When a run raises, the job records why in `<out_dir>/cluster/failed/<name>.json`, with the job
+  and its log, and the job then fails.
+
+`status` reports each run of a plan as done, running (by whom, since when), failed (why, and
+the log) or to do.
+
+    python -m qnets results --preset paper --runs all --executor submitit --partition gpu --time 8:00:00
+    python -m qnets results --preset paper --runs all --status
+"""
+from __future__ import annotations
+
+import _thread
+import contextlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, result_path,
+                    run_name)
+from .utils import atomic_json
+
+__all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
+           "stale", "lock_path", "failure_path", "jobs_dir", "options", "make_executor", "submit", "wait", "status",
+           "status_text"]
+
+HEARTBEAT_S = 30.0  # how often a holder refreshes its lock's mtime
+STALE_AFTER_S = 300.0  # a lock this long without a heartbeat (ten missed beats) has lost its holder
+GUARD_STALE_S = 60.0  # a job holds the guard for breaking a stale lock for milliseconds; this old, its owner died
+INSTALL = 'pip install -e ".[cluster]"'
+
+
+class MissingSubmitit(RuntimeError):
+    """submitit, an optional dependency, is not installed."""
+
+
+class LockLost(RuntimeError):
+    """Another job took over a lock this job held: the run is being trained there."""
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise MissingSubmitit(f"--executor submitit needs the submitit package; install it with {INSTALL}") from None
+    return submitit
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def cluster_dir(out_dir: str | Path) -> Path:
+    """Where the cluster keeps its state (not committed): locks/, failed/, and jobs/ (submitit's files and logs)."""
+    return Path(out_dir) / "cluster"
+
+
+def lock_path(config: Config) -> Path:
+    return cluster_dir(config.out_dir) / "locks" / f"{run_name(config)}.lock"
+
+
+def failure_path(config: Config) -> Path:
+    return cluster_dir(config.out_dir) / "failed" / f"{run_name(config)}.json"
+
+
+def jobs_dir(out_dir: str | Path) -> Path:
+    return cluster_dir(out_dir) / "jobs"
+
+
+def whoami() -> dict:
+    """This process as a lock holder: host and pid, plus the submitit job id and log when in a job."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": None, "log": None}
+    if os.environ.get("SUBMITIT_FOLDER"):  # set by submitit in the process that runs a job
+        env = _submitit().JobEnvironment()
+        me |= {"job_id": env.job_id, "log": str(env.paths.stdout)}
+    return me
+
+
+# ----------------------------------------------------------------------------- locks
+
+def read_lock(path: str | Path) -> dict | None:
+    """The holder recorded in the lock at `path`, plus `heartbeat` (its mtime) and `inode`; None
+    when there is no lock. A lock read between its creation and its first write has only those two."""
+    try:
+        with open(path, "rb") as f:
+            st, text = os.fstat(f.fileno()), f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        holder = None
+    return (holder if isinstance(holder, dict) else {}) | {"heartbeat": st.st_mtime, "inode": st.st_ino}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # killed but not yet reaped by its parent (a zombie): gone all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale(holder: dict) -> str | None:
+    """Why the lock of `holder` (from read_lock) is stale, or None while its holder may be alive:
+    no heartbeat for STALE_AFTER_S seconds, or a holder on this host whose process is gone."""
+    age = time.time() - holder["heartbeat"]
+    if age > STALE_AFTER_S:
+        return f"no heartbeat for {age:.0f} s (stale after {STALE_AFTER_S:.0f} s)"
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        return f"its process {pid} on {holder['host']} is gone"
+    return None
+
+
+class RunLock:
+    """A run's lock, held by this process. A heartbeat thread refreshes the lock's mtime every
+    HEARTBEAT_S seconds. If it finds the lock gone or taken over, it records why in `lost` and
+    interrupts the main thread."""
+
+    def __init__(self, path: Path, record: dict, took_over: dict | None = None):
+        # absolute: the heartbeat must find the lock wherever the process's current folder goes
+        self.path, self.record, self.took_over, self.lost = Path(path).absolute(), record, took_over, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            now = read_lock(self.path)
+            if now is None or now.get("token") != self.record["token"]:
+                self.lost = ("its lock was removed" if now is None else
+                             f"its lock was taken over by job {now.get('job_id')} on {now.get('host')}")
+                _thread.interrupt_main()
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        now = read_lock(self.path)
+        if now is not None and now.get("token") == self.record["token"]:
+            self.path.unlink(missing_ok=True)
+
+
+def _break(path: Path, seen: dict) -> bool:
+    """Remove the stale lock `seen` at `path`, unless the lock has changed since it was read.
+    Jobs take turns through a guard file, so that none removes a lock another job has just
+    taken. Returns False when another job holds the guard."""
+    guard = path.with_name(path.name + ".break")
+    try:
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - guard.stat().st_mtime > GUARD_STALE_S:
+                guard.unlink()
+        return False
+    try:
+        now = read_lock(path)
+        if now is not None and (now.get("token"), now["inode"]) == (seen.get("token"), seen["inode"]) and stale(now):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)
+        guard.unlink(missing_ok=True)
+
+
+def take(config: Config, me: dict | None = None, attempts: int = 50) -> RunLock | dict:
+    """Lock `config`'s run for this process. Returns a RunLock, or the record of the live holder
+    that has the lock. A stale lock is taken over, and the RunLock's `took_over` says from whom
+    and why."""
+    path = lock_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me, took_over = me or whoami(), None
+    for _ in range(attempts):
+        record = me | {"run": run_name(config), "since": _now(), "token": uuid.uuid4().hex}
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_lock(path)
+            if holder is None:  # released meanwhile: try again
+                continue
+            why = stale(holder)
+            if why is None and "token" not in holder:  # caught between its creation and its write: read again
+                time.sleep(0.05)
+                continue
+            if why is None:
+                return holder
+            if _break(path, holder):
+                took_over = holder | {"why": why}
+            else:
+                time.sleep(0.1)  # another job is breaking it
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return RunLock(path, record, took_over)
+    return read_lock(path) or {"why": f"the lock kept changing hands over {attempts} attempts"}
+
+
+# ----------------------------------------------------------------------------- jobs
+
+class TrainJob:
+    """One job: train `runs` (label -> Config: one run, or runs that may share packs of up to
+    `pack`) into their store, each only while this job holds its lock. Returns one outcome per
+    run (see `describe`). It is picklable, so submitit can send it, and it has `checkpoint`, so
+    submitit requeues it after preemption or a time-out."""
+
+    def __init__(self, runs: dict[str, Config], root: str | Path, pack: int = 1, force: bool = False,
+                 verbose: bool = True):
+        self.runs, self.root, self.pack, self.force, self.verbose = dict(runs), str(root), pack, force, verbose
+        self.cleared: set[str] = set()  # forced runs whose old result and checkpoint are gone already
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit before a requeue. It requeues this job as it is; each unfinished run
+        then resumes from its checkpoint."""
+        return _submitit().helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def __call__(self) -> list[dict]:
+        here = os.getcwd()
+        os.chdir(self.root)  # out_dir and data_root are relative to where the plan was submitted
+        me, outcomes, locks = whoami(), {}, {}
+        try:
+            for label, config in self.runs.items():
+                got = take(config, me)
+                if isinstance(got, RunLock):
+                    locks[label] = got
+                else:
+                    outcomes[label] = self._outcome(label, me, "held", holder=got)
+                    print(describe(outcomes[label]), flush=True)
+            self._train({label: self.runs[label] for label in locks}, locks, me, outcomes)
+        except KeyboardInterrupt:
+            lost = [f"{lock.record['run']}: {lock.lost}" for lock in locks.values() if lock.lost]
+            if lost:
+                raise LockLost("; ".join(lost) + "; this job stopped and left those runs to their new holders") \
+                    from None
+            raise
+        finally:
+            for lock in locks.values():
+                lock.release()
+            os.chdir(here)
+        failed = [o for o in outcomes.values() if o["outcome"] == "failed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(self.runs)} runs failed: "
+                               + "; ".join(f"{o['label']}: {o['error']}" for o in failed))
+        return [outcomes[label] for label in self.runs]
+
+    def _outcome(self, label: str, me: dict, outcome: str, **more) -> dict:
+        config = self.runs[label]
+        return {"label": label, "name": run_name(config), "outcome": outcome, "result": str(result_path(config)),
+                "job_id": me["job_id"], "host": me["host"], "log": me["log"]} | more
+
+    def _train(self, runs: dict[str, Config], locks: dict[str, RunLock], me: dict, outcomes: dict) -> None:
+        from . import experiments
+        for label, config in runs.items():
+            if self.force and label not in self.cleared:  # train again from scratch, once (not after a requeue)
+                result_path(config).unlink(missing_ok=True)
+                checkpoint_path(config).unlink(missing_ok=True)
+                self.cleared.add(label)
+        stored = [label for label, c in runs.items() if result_path(c).exists()]
+        fresh = {label: c for label, c in runs.items() if label not in stored}
+        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack)
+        for group in groups:
+            configs = [runs[label] for label in group]
+            resumed = {label: checkpoint_epoch(checkpoint_path(runs[label])) for label in group}
+            t0 = time.time()
+            try:
+                before = load_result(configs[0]) if group[0] in stored else None
+                if len(group) == 1:
+                    results = [fit(configs[0], verbose=self.verbose)]
+                else:
+                    from .packed import fit_packed
+                    results = fit_packed(configs, verbose=self.verbose)
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}"
+                for label in group:
+                    atomic_json(me | {"run": run_name(runs[label]), "label": label, "error": why, "time": _now(),
+                                      "traceback": traceback.format_exc()}, failure_path(runs[label]))
+                    outcomes[label] = self._outcome(label, me, "failed", error=why)
+                    print(describe(outcomes[label]), flush=True)
+                continue
+            for label, r in zip(group, results):
+                failure_path(runs[label]).unlink(missing_ok=True)
+                took_over = locks[label].took_over
+                trained = before is None or r != before
+                outcomes[label] = self._outcome(
+                    label, me, "trained" if trained else "stored",
+                    status=r["status"], final_test_acc=r["final_test_acc"], device=r["device"],
+                    seconds=time.time() - t0, pack=len(group) if len(group) > 1 else None,
+                    resumed_at=resumed[label] + 1 if trained and resumed[label] is not None else None,
+                    took_over=None if took_over is None else {k: took_over.get(k) for k in
+                                                              ("job_id", "host", "pid", "since", "why")})
+                print(describe(outcomes[label]), flush=True)
+
+
+def _holder(h: dict) -> str:
+    who = f"job {h['job_id']}" if h.get("job_id") else f"pid {h.get('pid', '?')}"
+    return f"{who} on {h.get('host', '?')} since {h.get('since', '?')}"
+
+
+def describe(o: dict) -> str:
+    """One line for an outcome of TrainJob (or of a job that ended without reporting one)."""
+    log = f"; log {o['log']}" if o.get("log") else ""
+    if o["outcome"] == "held":
+        return f"{o['label']:24s} held      by {_holder(o['holder'])}: left to it{log}"
+    if o["outcome"] == "failed":
+        return f"{o['label']:24s} failed    {o['error']}{log}"
+    acc = o["final_test_acc"]
+    how = f"trained in {o['seconds']:.0f} s" if o["outcome"] == "trained" else o["outcome"]  # or stored, done
+    if o.get("pack"):
+        how += f" in a pack of {o['pack']}"
+    if o.get("resumed_at"):
+        how += f", resumed at epoch {o['resumed_at']}"
+    if o.get("took_over"):
+        how += f", after {_holder(o['took_over'])} ({o['took_over']['why']})"
+    where = f"job {o['job_id']}" + (f" on {o['host']}" if o.get("host") else "") if o.get("job_id") else o["host"]
+    return (f"{o['label']:24s} {o['status']:9s} test acc {acc if acc is None else f'{acc:.4f}'}  "
+            f"({how}; {o['device']}, {where}) -> {o['result']}{log}")
+
+
+# ----------------------------------------------------------------------------- submitting
+
+DEFAULT_TIME = "4:00:00"
+OPTIONS = {  # the Slurm options, from flags or a JSON file (--slurm-config), and their types
+    "cluster": str, "partition": str, "account": str, "gpus": int, "cpus": int, "mem_gb": (int, float),
+    "time": (str, int), "max_jobs": int, "extra": dict}
+
+
+def minutes(time_limit: str | int) -> int:
+    """A Slurm time limit in minutes, from a number of minutes, H:MM:SS or D-H:MM:SS (seconds round up)."""
+    m = re.fullmatch(r"(\d+)|(?:(\d+)-)?(\d+):(\d\d):(\d\d)", str(time_limit).strip())
+    if m is None:
+        raise ValueError(f"time limit {time_limit!r}: give minutes, H:MM:SS or D-H:MM:SS")
+    plain, days, hours, mins, secs = m.groups()
+    total = int(plain) if plain else (int(days or 0) * 24 + int(hours)) * 60 + int(mins) + (int(secs) > 0)
+    if total < 1:
+        raise ValueError(f"time limit {time_limit!r} is under a minute")
+    return total
+
+
+def options(path: str | Path | None = None, **flags) -> dict:
+    """The Slurm options: those of the JSON file at `path` (keys as in OPTIONS), overridden by
+    `flags` that are not None. `cluster` is auto (Slurm where srun exists, else local processes),
+    slurm or local; `extra` holds further sbatch options (e.g. {"qos": "high"})."""
+    chosen = {}
+    if path:
+        try:
+            chosen = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--slurm-config {path}: cannot be read as JSON ({e})") from None
+        if not isinstance(chosen, dict) or set(chosen) - set(OPTIONS):
+            raise ValueError(f"--slurm-config {path}: unknown keys {sorted(set(chosen) - set(OPTIONS))}; "
+                             f"known: {sorted(OPTIONS)}")
+    chosen |= {k: v for k, v in flags.items() if v is not None}
+    for key, value in chosen.items():
+        if not isinstance(value, OPTIONS[key]) or isinstance(value, bool):
+            raise ValueError(f"Slurm option {key} = {value!r} has the wrong type")
+    if chosen.get("cluster", "auto") not in ("auto", "slurm", "local"):
+        raise ValueError(f"cluster must be auto, slurm or local, got {chosen['cluster']!r}")
+    minutes(chosen.get("time", DEFAULT_TIME))
+    return chosen
+
+
+def executor_parameters(chosen: dict) -> dict:
+    """submitit.AutoExecutor.update_parameters arguments for the options `chosen` (see options)."""
+    p = {"name": "qnets", "timeout_min": minutes(chosen.get("time", DEFAULT_TIME)),
+         "gpus_per_node": chosen.get("gpus", 1), "tasks_per_node": 1, "stderr_to_stdout": True,
+         "cpus_per_task": chosen.get("cpus"), "mem_gb": chosen.get("mem_gb"),
+         "slurm_partition": chosen.get("partition"), "slurm_account": chosen.get("account"),
+         "slurm_array_parallelism": chosen.get("max_jobs"), "slurm_additional_parameters": chosen.get("extra")}
+    return {k: v for k, v in p.items() if v is not None}
+
+
+def make_executor(folder: str | Path, chosen: dict):
+    """A submitit executor for the options `chosen`: Slurm, or local processes (see options)."""
+    submitit = _submitit()
+    cluster = chosen.get("cluster", "auto")
+    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "auto" else cluster)
+    executor.update_parameters(**executor_parameters(chosen))
+    return executor
+
+
+def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1, force: bool = False,
+           verbose: bool = True, executor=None) -> dict:
+    """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
+    (experiments.pack_groups). A run with a stored result is not sent (unless `force`), and
+    neither is a run that another job holds. Returns {"jobs": [(job, labels)], "skipped":
+    {label: outcome}, "executor": its name, "folder": where the logs are}."""
+    from . import experiments
+    if len({c.out_dir for c in configs.values()}) > 1:
+        raise ValueError("submit: the runs of one submission must share one out_dir")
+    out_dir = next(iter(configs.values())).out_dir
+    folder = jobs_dir(out_dir).resolve() / "%j"
+    executor = executor or make_executor(folder, chosen or {})
+    skipped, todo = {}, {}
+    me = {"job_id": None, "host": socket.gethostname(), "log": None}
+    for label, config in configs.items():
+        holder = read_lock(lock_path(config))
+        base = {"label": label, "name": run_name(config), "result": str(result_path(config))} | me
+        if result_path(config).exists() and not force:
+            r = load_result(config)
+            skipped[label] = base | {"outcome": "stored", "status": r["status"], "device": r["device"],
+                                     "final_test_acc": r["final_test_acc"]}
+        elif holder is not None and stale(holder) is None:
+            skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
+        else:
+            todo[label] = config
+    groups = experiments.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
+    root, jobs = Path.cwd(), []
+    if groups:
+        with executor.batch():  # one Slurm job array
+            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose)),
+                     group) for group in groups]
+    return {"jobs": jobs, "skipped": skipped, "executor": getattr(executor, "cluster", type(executor).__name__),
+            "folder": str(folder.parent)}
+
+
+def _unreported(labels: list[str], configs: dict[str, Config], job, error: Exception) -> list[dict]:
+    """Outcomes of the runs of a job that failed without returning any: done where the result
+    is stored, failed with the reason its failure record gives where this job left one, else
+    failed with the job's own error."""
+    out = []
+    last = str(error).strip().splitlines()[-1:] or [type(error).__name__]
+    for label in labels:
+        config = configs[label]
+        base = {"label": label, "name": run_name(config), "result": str(result_path(config)), "job_id": job.job_id,
+                "host": None, "log": str(job.paths.stdout)}
+        record = json.loads(failure_path(config).read_text()) if failure_path(config).exists() else None
+        try:
+            r = load_result(config)
+        except StoreError as e:
+            out.append(base | {"outcome": "failed", "error": str(e)})
+            continue
+        if r is not None:
+            out.append(base | {"outcome": "done", "status": r["status"], "final_test_acc": r["final_test_acc"],
+                               "device": r["device"], "host": None})
+        elif record is not None and str(record.get("job_id")) == str(job.job_id):
+            out.append(base | {"outcome": "failed", "error": record["error"]})
+        else:
+            out.append(base | {"outcome": "failed", "error": f"the job ended without finishing it ({last[0]})"})
+    return out
+
+
+def wait(submission: dict, configs: dict[str, Config], poll_s: float = 10.0, print_=print) -> list[dict]:
+    """Wait for the jobs of `submission`; print one line per run as its job ends (and first the
+    runs that were not sent), with the job's log. Returns every run's outcome."""
+    submitit = _submitit()
+    outcomes = list(submission["skipped"].values())
+    total = len(configs)
+
+    def show(o):
+        print_(f"[{len(outcomes)}/{total}] {describe(o)}", flush=True)
+    for i, o in enumerate(list(outcomes)):
+        print_(f"[{i + 1}/{total}] {describe(o)}", flush=True)
+    by_id = {job.job_id: labels for job, labels in submission["jobs"]}
+    for job in submitit.helpers.as_completed([job for job, _ in submission["jobs"]], poll_frequency=poll_s):
+        try:
+            done = job.result()
+        except Exception as e:
+            done = _unreported(by_id[job.job_id], configs, job, e)
+        for o in done:
+            o["log"] = o.get("log") or str(job.paths.stdout)
+            outcomes.append(o)
+            show(o)
+    return outcomes
+
+
+# ----------------------------------------------------------------------------- status
+
+def status(configs: dict[str, Config]) -> list[dict]:
+    """One row per run of `configs`: label, name, state (done, running, failed, to do) and what
+    is known of it: the result; the lock's holder and heartbeat; the failure and its log; the
+    epochs in the checkpoint."""
+    rows = []
+    for label, config in configs.items():
+        row = {"label": label, "name": run_name(config), "epochs": config.epochs, "done_epochs": 0}
+        try:
+            r = load_result(config)
+        except StoreError as e:
+            rows.append(row | {"state": "failed", "error": str(e), "log": None})
+            continue
+        if r is None:
+            last = checkpoint_epoch(checkpoint_path(config))
+            row["done_epochs"] = 0 if last is None else last + 1
+        holder = read_lock(lock_path(config))
+        why_stale = None if holder is None else stale(holder)
+        failure = None
+        if failure_path(config).exists():
+            with contextlib.suppress(OSError, ValueError):
+                failure = json.loads(failure_path(config).read_text())
+        if r is not None:
+            row |= {"state": "done", "status": r["status"], "final_test_acc": r["final_test_acc"],
+                    "device": r["device"], "done_epochs": r["epochs_run"]}
+        elif holder is not None and why_stale is None:
+            row |= {"state": "running", "holder": holder, "heartbeat_age": time.time() - holder["heartbeat"]}
+        elif failure is not None:
+            row |= {"state": "failed", "error": failure.get("error"), "log": failure.get("log"), "failure": failure}
+        else:
+            row |= {"state": "to do"}
+            if holder is not None:
+                row["stale"] = {"holder": holder, "why": why_stale}
+        rows.append(row)
+    return rows
+
+
+def status_text(configs: dict[str, Config]) -> str:
+    """`status` as a table and a count of each state."""
+    rows = status(configs)
+    lines = [f"{'run':24s} {'state':8s} {'epochs':>9s}  details"]
+    for r in rows:
+        if r["state"] == "done":
+            acc = r["final_test_acc"]
+            detail = (f"{r['status']}, test acc {acc:.4f}" if acc is not None else r["status"]) + f" ({r['device']})"
+        elif r["state"] == "running":
+            h = r["holder"]
+            detail = f"{_holder(h)}, heartbeat {r['heartbeat_age']:.0f} s ago" + (f"; log {h['log']}" if h.get("log")
+                                                                                  else "")
+        elif r["state"] == "failed":
+            f = r.get("failure") or {}
+            detail = r["error"] + (f" ({_holder(f | {'since': f.get('time')})})" if f else "") + (
+                f"; log {r['log']}" if r.get("log") else "")
+        else:
+            detail = (f"last holder {_holder(r['stale']['holder'])} stopped: {r['stale']['why']}"
+                      if r.get("stale") else "")
+        lines.append(f"{r['label']:24s} {r['state']:8s} {r['done_epochs']:>4d}/{r['epochs']:<4d}  {detail}".rstrip())
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "to do")}
+    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} runs")
+    return "\n".join(lines)
