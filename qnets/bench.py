@@ -231,6 +231,53 @@ class _Fast(_Timed):
 TIMERS = {"reference": _Reference, "fast": _Fast, "nocompile": functools.partial(_Fast, compile="off")}
 
 
+class _Measurement:
+    """The rows of one network's paths as they are built, timed and finished (see `measure`)."""
+
+    def __init__(self, depth, neuron, dataset, device, args, steps, profile_steps):
+        self.net = (depth, neuron, dataset, device, args)
+        self.gpu, self.steps, self.profile_steps = device.type == "cuda", steps, profile_steps
+        self.live, self.rows = {}, {}
+
+    def build(self, path):
+        """The path's timer, warmed up, with its own peak memory: what it allocated beyond what was
+        already resident (the previous path's model, graphs and data are freed first)."""
+        if self.gpu:
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if self.gpu else 0
+        timed = TIMERS[path](*self.net[:4], self.net[4])
+        timed.train(self.warmup)
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if self.gpu else None
+        self.rows[path] = {"peak_mib": peak, "round_s": []}
+        return timed
+
+    def finish(self, path, timed):
+        row = self.rows[path]
+        if self.profile_steps and path != "reference":
+            try:  # a failed profile must not lose the timing
+                row["profile"] = profile_fast(timed, self.net[3], self.profile_steps)
+            except Exception as e:
+                row["profile"] = {"error": f"{type(e).__name__}: {e}"}
+        eval_s, n_test = timed.evaluate()
+        timed.close()
+        row.update(ms_per_step=1000 * statistics.median(row["round_s"]) / self.steps, eval_s=eval_s * 10000 / n_test)
+        if timed.info is not None:
+            row["fast_path"] = timed.info
+
+    def attempt(self, path, action, *a) -> None:
+        """Run one step for `path`; a failure is its row's error, and the other paths go on."""
+        try:
+            action(path, *a)
+        except Exception as e:
+            self.rows[path] = {"error": f"{type(e).__name__}: {e}"}
+            self.live.pop(path, None)
+
+    def time_round(self, path):
+        self.rows[path]["round_s"].append(self.live[path].train(self.steps))
+
+
 def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds, profile_steps=0) -> dict:
     """Time each path of one network over `rounds` rounds of `steps` steps; returns {path: fields}
     ({"error": ...} for a path that failed).
@@ -238,64 +285,25 @@ def measure(depth, neuron, paths, dataset, device, args, warmup, steps, rounds, 
     With one round each path is built, timed and freed in turn. With several the paths take turns
     (reference, fast, reference, fast, ...), so that a machine whose speed drifts, such as a shared
     or throttled CPU, slows every path alike; a path's time per step is then its median round.
-    Peak memory is each path's own: what it allocated beyond what was already resident. With
-    `profile_steps`, each fast path is then profiled as it stands (see `profile_fast`).
+    With `profile_steps`, each fast path is then profiled as it stands (see `profile_fast`).
     """
-    gpu = device.type == "cuda"
-    live, rows = {}, {}
+    m = _Measurement(depth, neuron, dataset, device, args, steps, profile_steps)
+    m.warmup = warmup
 
-    def build(path):
-        if gpu:
-            gc.collect()  # the previous path's model, graphs and data go before this one is measured
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() if gpu else 0
-        timed = TIMERS[path](depth, neuron, dataset, device, args)
-        timed.train(warmup)
-        rows[path] = {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20 if gpu else None,
-                      "round_s": []}
-        return timed
-
-    def finish(path, timed):
-        row = rows[path]
-        if profile_steps and path != "reference":
-            try:  # a failed profile must not lose the timing
-                row["profile"] = profile_fast(timed, device, profile_steps)
-            except Exception as e:
-                row["profile"] = {"error": f"{type(e).__name__}: {e}"}
-        eval_s, n_test = timed.evaluate()
-        timed.close()
-        row.update(ms_per_step=1000 * statistics.median(row["round_s"]) / steps, eval_s=eval_s * 10000 / n_test)
-        if timed.info is not None:
-            row["fast_path"] = timed.info
-
-    def failed(path, e):
-        rows[path] = {"error": f"{type(e).__name__}: {e}"}
-        live.pop(path, None)
+    def start(path):
+        m.live[path] = m.build(path)
+        if rounds == 1:  # one path at a time: timed and freed before the next is built
+            m.time_round(path)
+            m.finish(path, m.live.pop(path))
 
     for path in paths:
-        try:  # report and go on: one failing path must not lose the table
-            timed = build(path)
-            if rounds == 1:
-                rows[path]["round_s"].append(timed.train(steps))
-                finish(path, timed)
-                timed = None
-            else:
-                live[path] = timed
-        except Exception as e:
-            failed(path, e)
+        m.attempt(path, start)
     for _ in range(rounds if rounds > 1 else 0):
-        for path, timed in list(live.items()):
-            try:
-                rows[path]["round_s"].append(timed.train(steps))
-            except Exception as e:
-                failed(path, e)
-    for path, timed in list(live.items()):
-        try:
-            finish(path, timed)
-        except Exception as e:
-            failed(path, e)
-    return rows
+        for path in list(m.live):
+            m.attempt(path, m.time_round)
+    for path in list(m.live):
+        m.attempt(path, lambda p: m.finish(p, m.live[p]))
+    return m.rows
 
 
 # Kinds of work, recognised by (lower-cased) operator or kernel name; the first match wins.
@@ -368,10 +376,8 @@ def _device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def main(args) -> int:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = device.type == "cuda"
-    torch.backends.cudnn.benchmark = True  # both paths pick their fastest convolution algorithms
+def _settings(args, gpu: bool) -> tuple[int, int, int]:
+    """Timed steps, rounds and warm-up steps: the flags, else per-device defaults; checked."""
     steps = args.steps if args.steps is not None else (100 if gpu else 4)
     rounds = args.rounds if args.rounds is not None else (1 if gpu else 5)
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
@@ -380,10 +386,13 @@ def main(args) -> int:
                                ("--profile-steps", args.profile_steps, 1)):
         if value < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
-    # Process-wide, so the reference path gets it too: the speed-up is not the allocator's.
-    allocator = None if gpu else tune_cpu_allocator()
     if args.data not in ("auto", "cifar10", "synthetic"):
         raise ValueError(f"--data must be auto, cifar10 or synthetic, got {args.data!r}")
+    return steps, rounds, warmup
+
+
+def _selection(args) -> tuple[list[str], list[int], list[str]]:
+    """The paths, depths and neurons asked for, checked up front."""
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]  # empty: only --check
     bad = set(paths) - set(TIMERS)
     if bad:
@@ -391,26 +400,14 @@ def main(args) -> int:
     depths = [int(d) for d in args.depths.split(",")]
     neurons = [n.strip() for n in args.neurons.split(",")]
     for d in depths:
-        resnet(d, neurons[0])  # validates depth and neuron names up front
-    dataset = full = _load(args.data)
-    if not gpu:  # evaluation time is measured on 1,000 test images on a CPU and scaled to 10,000
-        dataset = qdata.CIFAR10(dataset.train, qdata.subset(dataset.test, min(1000, len(dataset.test))),
-                                dataset.source)
-    name = _device_name(device)
-    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    if args.pack:
-        from . import packbench
-        report, path = packbench.run(args, dataset, device, name, peak, flops_per_image)
-        if args.pack_check:
-            report["learning_check"] = packbench.learning_check(full, device, 4, args.pack_check, args.check_train,
-                                                                args.batch_size, depth=int(args.depths.split(",")[0]))
-            atomic_json(report, path)
-        return 0
+        resnet(d, neurons[0])  # validates depth and neuron names
+    return paths, depths, neurons
+
+
+def _rows(args, selection, dataset, device, settings, peak) -> list[dict]:
+    """Measure every (depth, neuron) on every path; rows printed as they come."""
+    (paths, depths, neurons), (steps, rounds, warmup) = selection, settings
     rows, steps_per_epoch = [], qdata.CIFAR10_TRAIN_IMAGES // args.batch_size
-    print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
-          + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")
-          + f"; data: {dataset.source}")
-    print(_HEADER)
     for depth in depths:
         for neuron in neurons:
             flops = flops_per_image(depth, neuron)
@@ -427,18 +424,48 @@ def main(args) -> int:
                     print(format_profile(f"resnet{depth}-{neuron}", row["profile"]), flush=True)
                 rows.append(row)
                 print(_text_row(row), flush=True)  # speed-ups come in the table at the end
-    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
-    path = Path(args.out) / f"{slug}.json"
-    # Merge into an earlier report of the same device: a later row replaces the same measurement.
+    return rows
+
+
+def _merged_report(path: Path, rows: list[dict], name: str, peak, source: str) -> dict:
+    """The report of this device: an earlier one's rows, replaced where measured again, with each
+    row's speed-up against the reference row of the same network."""
     old = json.loads(path.read_text()) if path.exists() else {}
     key = lambda r: (r["depth"], r["neuron"], r["path"], r["batch_size"])
     merged = {key(r): r for r in old.get("rows", []) + rows}
-    for r in merged.values():  # speed-up against the reference row of the same network
+    for r in merged.values():
         ref = merged.get((r["depth"], r["neuron"], "reference", r["batch_size"]), {})
         r["speedup"] = (r["images_per_s"] / ref["images_per_s"]
                         if r["path"] != "reference" and "images_per_s" in r and "images_per_s" in ref else None)
-    report = old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": dataset.source,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
+    return old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": source,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
+
+
+def main(args) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True  # both paths pick their fastest convolution algorithms
+    settings, selection = _settings(args, gpu), _selection(args)
+    # Process-wide, so the reference path gets it too: the speed-up is not the allocator's.
+    allocator = None if gpu else tune_cpu_allocator()
+    dataset = full = _load(args.data)
+    if not gpu:  # evaluation time is measured on 1,000 test images on a CPU and scaled to 10,000
+        dataset = qdata.CIFAR10(dataset.train, qdata.subset(dataset.test, min(1000, len(dataset.test))),
+                                dataset.source)
+    name = _device_name(device)
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    if args.pack:
+        from . import packbench
+        return packbench.main(args, dataset, full, device, name, peak)
+    steps, rounds, warmup = settings
+    print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
+          + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")
+          + f"; data: {dataset.source}")
+    print(_HEADER)
+    rows = _rows(args, selection, dataset, device, settings, peak)
+    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
+    path = Path(args.out) / f"{slug}.json"
+    report = _merged_report(path, rows, name, peak, dataset.source)
     if allocator:
         report["cpu_allocator"] = allocator
     if args.check:

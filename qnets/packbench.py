@@ -156,10 +156,8 @@ def _key(r: dict) -> tuple:
             r["batch_size"])
 
 
-def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
-    """Measure every (compile setting, network, mechanism, K) and write the report; returns it
-    and where it was written."""
-    from .bench import measure
+def _choices(args, device) -> tuple[list[int], list[str], list[str]]:
+    """The K values, mechanisms and compile settings asked for, checked up front."""
     ks = [int(k) for k in args.pack.split(",")]
     mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
     bad = set(mechanisms) - set(MECHANISMS)
@@ -172,69 +170,103 @@ def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
     compiles = [c.strip() for c in args.pack_compile.split(",") if c.strip()]
     if not compiles or set(compiles) - {"on", "off"}:
         raise ValueError(f"--pack-compile: expected on, off or both, got {args.pack_compile!r}")
-    depths = [int(d) for d in args.depths.split(",")]
-    neurons = [n.strip() for n in args.neurons.split(",")]
-    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if device.type == "cuda" else "cpu"))
-    path = Path(args.out) / f"{slug.strip('-').lower()}-packing.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
-    report |= {"kind": "packing", "device": name, "peak_bf16_flops": peak, "versions": versions(),
-               "data": dataset.source}
-    rows = {_key(r): r for r in report.get("rows", [])}
-    lone = {(r["depth"], r["neuron"]): r for r in report.get("lone", [])}
-    deadline = time.monotonic() + args.budget if args.budget else None
-    steps, warmup = args.steps or 50, 10 if args.warmup is None else args.warmup
-    print(f"packing: {name}; batch {args.batch_size}; {warmup} warm-up steps, then {steps} timed steps")
+    return ks, mechanisms, compiles
 
-    def save():
-        report.update(rows=list(rows.values()), lone=list(lone.values()), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        atomic_json(report, path)
 
-    def spent():
-        if deadline and time.monotonic() > deadline:
+class _Report:
+    """The packing report of one device, merged into an earlier one and saved after every row."""
+
+    def __init__(self, args, dataset, device, name, peak):
+        slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if device.type == "cuda" else "cpu"))
+        self.path = Path(args.out) / f"{slug.strip('-').lower()}-packing.json"
+        self.report = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.report |= {"kind": "packing", "device": name, "peak_bf16_flops": peak, "versions": versions(),
+                        "data": dataset.source}
+        self.rows = {_key(r): r for r in self.report.get("rows", [])}
+        self.lone = {(r["depth"], r["neuron"]): r for r in self.report.get("lone", [])}
+        self.deadline = time.monotonic() + args.budget if args.budget else None
+
+    def save(self) -> None:
+        self.report.update(rows=list(self.rows.values()), lone=list(self.lone.values()),
+                           time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_json(self.report, self.path)
+
+    def spent(self) -> bool:
+        if self.deadline and time.monotonic() > self.deadline:
             print("--budget spent: stopping here")
             return True
         return False
 
-    for depth in depths:
-        for neuron in neurons:
+
+def _lone_row(args, depth, neuron, flops, dataset, device, peak, warmup, steps) -> dict | None:
+    """The baseline: one lone run of the network on the fast path."""
+    from .bench import measure
+    measured = measure(depth, neuron, ["fast"], dataset, device, args, warmup, steps, 1,
+                       args.profile_steps if args.profile else 0)["fast"]
+    if "error" in measured:
+        return None
+    ips = 1000 * args.batch_size / measured["ms_per_step"]
+    print(f"resnet{depth}-{neuron} lone fast path: {ips:,.0f} img/s", flush=True)
+    return {"depth": depth, "neuron": neuron, "batch_size": args.batch_size, "images_per_s": ips,
+            "bf16_utilisation": ips * flops / peak if peak else None, "flops_per_image": flops} | measured
+
+
+def _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, device, peak, warmup, steps) -> dict:
+    configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last, args.precision)
+    head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k, "batch_size": args.batch_size,
+            "compile": compile_ == "on",
+            "channels_last": (_layout if mechanism == "grouped" else channels_last_for)(configs[0], device),
+            "precision": configs[0].precision if configs[0].precision != "auto" else
+            ("bf16" if device.type == "cuda" else "fp32")}
+    try:
+        row = head | measure_pack(mechanism, configs, dataset, device, warmup, steps,
+                                  args.profile_steps if args.profile else 0)
+        row["flops_per_image"] = flops
+        row["bf16_utilisation"] = row["images_per_s"] * flops / peak if peak else None
+    except Exception as e:  # out of memory included: report and go on
+        row = head | {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    return row
+
+
+def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
+    """Measure every (network, compile setting, mechanism, K) and write the report after each row;
+    returns it and where it was written."""
+    ks, mechanisms, compiles = _choices(args, device)
+    out = _Report(args, dataset, device, name, peak)
+    steps, warmup = args.steps or 50, 10 if args.warmup is None else args.warmup
+    print(f"packing: {name}; batch {args.batch_size}; {warmup} warm-up steps, then {steps} timed steps")
+    for depth in [int(d) for d in args.depths.split(",")]:
+        for neuron in [n.strip() for n in args.neurons.split(",")]:
             flops = flops_of(depth, neuron)
-            if args.pack_lone and not spent():  # the baseline: one lone run on the fast path
-                measured = measure(depth, neuron, ["fast"], dataset, device, args, warmup, steps, 1,
-                                   args.profile_steps if args.profile else 0)["fast"]
-                if "error" not in measured:
-                    ips = 1000 * args.batch_size / measured["ms_per_step"]
-                    lone[(depth, neuron)] = {"depth": depth, "neuron": neuron, "batch_size": args.batch_size,
-                                             "images_per_s": ips, "bf16_utilisation": ips * flops / peak if peak else None,
-                                             "flops_per_image": flops} | measured
-                    print(f"resnet{depth}-{neuron} lone fast path: {ips:,.0f} img/s", flush=True)
-                save()
-            for compile_ in compiles:
-                for mechanism in mechanisms:
-                    if mechanism == "streams" and compile_ == "on":
-                        continue  # streams' trainers are never compiled
-                    for k in ks:
-                        if spent():
-                            save()
-                            return report, path
-                        configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last,
-                                           args.precision)
-                        head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k,
-                                "batch_size": args.batch_size, "compile": compile_ == "on",
-                                "channels_last": (_layout if mechanism == "grouped" else channels_last_for)(configs[0], device),
-                                "precision": configs[0].precision if configs[0].precision != "auto" else
-                                ("bf16" if device.type == "cuda" else "fp32")}
-                        try:
-                            row = head | measure_pack(mechanism, configs, dataset, device, warmup, steps,
-                                                      args.profile_steps if args.profile else 0)
-                            row["flops_per_image"] = flops
-                            row["bf16_utilisation"] = row["images_per_s"] * flops / peak if peak else None
-                        except Exception as e:  # out of memory included: report and go on
-                            row = head | {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-                        rows[_key(row)] = row
-                        print(format_row(row, lone.get((depth, neuron))), flush=True)
-                        save()
-    save()
-    return report, path
+            if args.pack_lone and not out.spent():
+                row = _lone_row(args, depth, neuron, flops, dataset, device, peak, warmup, steps)
+                if row is not None:
+                    out.lone[(depth, neuron)] = row
+                out.save()
+            for compile_, mechanism, k in ((c, m, k) for c in compiles for m in mechanisms for k in ks):
+                if mechanism == "streams" and compile_ == "on":
+                    continue  # streams' trainers are never compiled
+                if out.spent():
+                    out.save()
+                    return out.report, out.path
+                row = _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, device, peak, warmup,
+                                steps)
+                out.rows[_key(row)] = row
+                print(format_row(row, out.lone.get((depth, neuron))), flush=True)
+                out.save()
+    out.save()
+    return out.report, out.path
+
+
+def main(args, dataset, full, device, name, peak) -> int:
+    """`bench --pack`: the measurements, then (with --pack-check) the learning check on `full`."""
+    from .bench import flops_per_image
+    report, path = run(args, dataset, device, name, peak, flops_per_image)
+    if args.pack_check:
+        report["learning_check"] = learning_check(full, device, 4, args.pack_check, args.check_train,
+                                                  args.batch_size, depth=int(args.depths.split(",")[0]))
+        atomic_json(report, path)
+    return 0
 
 
 def _speedup(r: dict, lone: dict | None) -> float | None:
