@@ -1,23 +1,18 @@
 """CIFAR-10 as uint8 tensors, a synthetic stand-in, and a loader that augments on the device.
 
-`load_cifar10` finds the data (cache, official batches, a user-given archive or image-folder tree,
-or a torchvision download), converts it once to uint8 tensors and caches them in
+`load_cifar10` finds the data (cache, official batches, a user-given archive or image-folder tree
+read by `qnets.sources`, or a torchvision download), converts it once to uint8 tensors and caches them in
 `<root>/cifar10-uint8.pt`. `DeviceLoader` keeps a whole split on the device and yields
 normalised, optionally augmented batches whose order and augmentation depend only on
 (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
-import io
-import lzma
 import math
 import os
-import pickle
-import tarfile
 import warnings
-import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,10 +33,7 @@ MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 
 CACHE_NAME = "cifar10-uint8.pt"
 ENV_VAR = "QNETS_CIFAR10"
-_SPLITS = ("train", "test")
-_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-_SKIP_SUFFIXES = {".md", ".txt", ".rst", ".json", ".csv"}  # notes that may sit beside images
-_SIDE = 32
+SIDE = 32  # pixels: CIFAR-10 images are SIDE×SIDE
 _TEMPLATE_SIDE = 40  # synthetic class templates, of which each image is a random 32×32 window
 CIFAR10_TRAIN_IMAGES = 50_000
 PAD = 4  # random crops: a 32×32 window of the image zero-padded by PAD pixels on each side
@@ -108,169 +100,6 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the official python batches
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that builds only numpy arrays: a batch file cannot run code."""
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_batch(blob: bytes, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images uint8 N×3×32×32, labels int64 N) from one pickled official batch."""
-    try:
-        d = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
-    except Exception as e:
-        raise DataError(f"{name}: not a readable CIFAR-10 batch pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
-        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
-        raise DataError(f"{name}: expected a dict with keys b'data' and b'labels', found {keys}")
-    data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * _SIDE * _SIDE or not len(data):
-        raise DataError(f"{name}: data is {data.dtype} of shape {data.shape}; expected N×3072 uint8 "
-                        "(one channel-major 32×32 RGB image per row, N > 0)")
-    if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{name}: labels must be {len(data)} integers in 0..9, "
-                        f"got {labels.dtype} of shape {labels.shape}")
-    images = torch.from_numpy(data.reshape(-1, 3, _SIDE, _SIDE).copy())
-    return images, torch.from_numpy(labels.astype(np.int64))
-
-
-def _from_batches(blobs: dict[str, bytes]) -> tuple[Split, Split]:
-    """Return (train, test) from the six official batch files given as bytes by name."""
-    missing = [b for b in _BATCHES if b not in blobs]
-    if missing:
-        raise DataError(f"official batch file(s) missing: {', '.join(missing)}")
-    parts = [_read_batch(blobs[b], b) for b in _BATCHES]
-    train = Split(torch.cat([p[0] for p in parts[:5]]), torch.cat([p[1] for p in parts[:5]]))
-    return train, Split(*parts[5])
-
-
-def _batches_dir(path: Path) -> tuple[Split, Split]:
-    return _from_batches({b: (path / b).read_bytes() for b in _BATCHES if (path / b).is_file()})
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading an image-folder tree (a directory or a tar archive of one)
-
-def _tree_entry(parts: tuple[str, ...]):
-    """Return (prefix, split, class_folder, file_name) if `parts` ends in <split>/<class>/<file>
-    and the file is not a hidden file or a note; else None."""
-    if len(parts) < 3 or parts[-3] not in _SPLITS:
-        return None
-    name = parts[-1]
-    if name.startswith(".") or PurePosixPath(name).suffix.lower() in _SKIP_SUFFIXES:
-        return None
-    return parts[:-3], parts[-3], parts[-2], name
-
-
-def _decode(payload, where: str) -> np.ndarray:
-    """Return one 32×32 image as a 32×32×3 uint8 array; `payload` is a path or the file's bytes."""
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload) as im:
-            size = im.size
-            if size == (_SIDE, _SIDE):
-                return np.asarray(im.convert("RGB"))
-    except Exception as e:
-        raise DataError(f"{where}: not an image Pillow can read ({type(e).__name__}: {e}); "
-                        "remove it from the class folder") from None
-    raise DataError(f"{where}: image is {size[0]}x{size[1]}, expected 32x32")
-
-
-def _from_tree(entries: list, label: str) -> tuple[Split, Split]:
-    """Return (train, test) from `entries` = [(parts, payload)] of files under <split>/<class>/."""
-    groups, folders, prefixes = {}, {s: set() for s in _SPLITS}, set()
-    for parts, payload in entries:
-        prefix, split, cls, name = _tree_entry(parts)
-        folders[split].add(cls)
-        if cls in CIFAR10_CLASSES:
-            prefixes.add(prefix)
-            groups.setdefault((split, cls), []).append((name, "/".join(parts), payload))
-    if len(prefixes) > 1:
-        where = ", ".join(sorted("/".join(p) or "." for p in prefixes))
-        raise DataError(f"found train/ and test/ class folders under several folders ({where}); "
-                        "point the source at one of them")
-    out = []
-    for split in _SPLITS:
-        missing = [c for c in CIFAR10_CLASSES if (split, c) not in groups]
-        if missing:
-            raise DataError(f"{split}/: no images for class(es) {', '.join(missing)} (class folder "
-                            f"missing or empty; found folders: {', '.join(sorted(folders[split])) or 'none'}); "
-                            f"expected {split}/<class>/ for each of {', '.join(CIFAR10_CLASSES)}")
-        files = [sorted(groups[split, c]) for c in CIFAR10_CLASSES]  # by file name within a class
-        arr = np.empty((sum(map(len, files)), _SIDE, _SIDE, 3), np.uint8)
-        for i, (_, where, payload) in enumerate(f for fs in files for f in fs):
-            arr[i] = _decode(payload, f"{label}:{where}")
-        counts = {c: len(fs) for c, fs in zip(CIFAR10_CLASSES, files)}
-        if len(set(counts.values())) != 1:
-            raise DataError(f"{split}/: classes have unequal numbers of images {counts}; "
-                            "every class needs the same count")
-        labels = torch.arange(10).repeat_interleave(torch.tensor([len(fs) for fs in files]))
-        out.append(Split(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), labels))
-    return out[0], out[1]
-
-
-def _no_data() -> DataError:
-    return DataError("found neither an image-folder tree (train/<class>/<file> and "
-                     "test/<class>/<file>) nor the official batches (data_batch_1..5, test_batch)")
-
-
-def _from_archive(path: Path) -> tuple[Split, Split, str]:
-    """Return (train, test, kind) streamed from a tar archive, without extracting it to disk."""
-    blobs, entries = {}, []
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-        raise DataError(f"not a readable archive (not a tar, .tar.gz, .tar.bz2 or .tar.xz file, or corrupt: "
-                        f"{type(e).__name__})") from None
-    try:
-        with tf:
-            for m in tf:  # sequential: xz cannot seek cheaply
-                if not m.isfile():
-                    continue
-                parts = PurePosixPath(m.name).parts
-                if parts and parts[-1] in _BATCHES:
-                    if parts[-1] in blobs:
-                        raise DataError(f"archive holds {parts[-1]} more than once")
-                    blobs[parts[-1]] = tf.extractfile(m).read()
-                elif (e := _tree_entry(parts)) is not None:
-                    entries.append((parts, tf.extractfile(m).read() if e[2] in CIFAR10_CLASSES else None))
-    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
-        raise DataError(f"not a readable archive ({type(e).__name__}: {e})") from None
-    if blobs:
-        return *_from_batches(blobs), "official archive"
-    if entries:
-        return *_from_tree(entries, path.name), "image-folder archive"
-    raise _no_data()
-
-
-def _from_source(path: Path) -> tuple[Split, Split, str]:
-    """Return (train, test, source description) from a user-given file or directory."""
-    if not path.exists():
-        raise DataError("does not exist")
-    if path.is_file():
-        train, test, kind = _from_archive(path)
-        return train, test, f"{kind} {path.name}"
-    for d in (path, path / "cifar-10-batches-py"):
-        if any((d / b).is_file() for b in _BATCHES):
-            return *_batches_dir(d), f"official python batches at {d}"
-    entries = []
-    for folder, _, names in os.walk(path, followlinks=True):  # symlinked class folders count
-        rel = Path(folder).relative_to(path).parts
-        entries += [(rel + (n,), Path(folder, n)) for n in names if _tree_entry(rel + (n,))]
-    if not entries:
-        raise _no_data()
-    return *_from_tree(entries, str(path)), f"image-folder tree {path}"
-
-
-# ---------------------------------------------------------------------------------------------
 # Cache and the public loader
 
 def _read_cache(path: Path) -> tuple[CIFAR10, str | None]:
@@ -316,6 +145,51 @@ def _help(root: Path) -> str:
             f"or at its .tar/.tar.gz/.tar.xz archive.")
 
 
+def _cached(cache: Path, given: str | None, origin: str | None, tried: list[str]) -> CIFAR10 | None:
+    """The cache, when no source is named or it was made from the named one."""
+    if not cache.is_file():
+        tried.append(f"cache {cache}: not found")
+        return None
+    try:
+        data, cached_from = _read_cache(cache)
+    except Exception as e:
+        tried.append(f"cache {cache}: corrupt ({type(e).__name__}: {e}); it will be rebuilt")
+        return None
+    if given is None or cached_from == origin:
+        return data
+    tried.append(f"cache {cache}: made from {cached_from or data.source}, not from the source given; "
+                 "it will be rebuilt from that source")
+    return None
+
+
+def _official_in(root: Path, tried: list[str]) -> tuple[Split, Split, str] | None:
+    """The official python batches, unpacked or as the archive, in `root`."""
+    from . import sources
+    batches, archive = root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"
+    for path, reader, desc in ((batches, sources.read_batches_dir, f"official python batches at {batches}"),
+                               (archive, sources.read_archive, f"official archive {archive}")):
+        if not path.exists():
+            tried.append(f"{desc}: not found")
+            continue
+        try:
+            return (*reader(path)[:2], desc)
+        except DataError as e:
+            tried.append(f"{desc}: {e}")
+    return None
+
+
+def _download(root: Path, tried: list[str]) -> tuple[Split, Split, str] | None:
+    from . import sources
+    batches = root / "cifar-10-batches-py"
+    try:
+        import torchvision.datasets
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        return (*sources.read_batches_dir(batches), f"official python batches downloaded by torchvision into {batches}")
+    except Exception as e:
+        tried.append(f"download: failed ({type(e).__name__}: {str(e)[:300]})")
+        return None
+
+
 def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
     """Return CIFAR-10 as uint8 tensors (50,000 train and 10,000 test images, labels 0-9).
 
@@ -327,59 +201,30 @@ def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
     torchvision download into `root`. Whatever is converted is cached atomically. Raises
     DataError listing every attempt and the ways out.
     """
-    root = Path(root)
-    cache, tried = root / CACHE_NAME, []
+    from . import sources
+    root, tried = Path(root), []
+    cache = root / CACHE_NAME
     given = source or os.environ.get(ENV_VAR) or None
     origin = _origin(Path(given)) if given is not None and Path(given).exists() else None
-    if cache.is_file():
-        try:
-            data, cached_from = _read_cache(cache)
-            if given is None or cached_from == origin:
-                return data
-            tried.append(f"cache {cache}: made from {cached_from or data.source}, not from the source given; "
-                         "it will be rebuilt from that source")
-        except Exception as e:
-            tried.append(f"cache {cache}: corrupt ({type(e).__name__}: {e}); it will be rebuilt")
-    else:
-        tried.append(f"cache {cache}: not found")
-
-    def done(train, test, desc, origin=None):
-        return _write_cache(cache, CIFAR10(train, test, desc), origin)
-
-    def fail():
-        lines = "\n".join("  - " + " ".join(t.split()) for t in tried)  # one line per attempt
-        return DataError(f"Could not load CIFAR-10. Tried, in order:\n{lines}\n{_help(root)}")
-
+    data = _cached(cache, given, origin, tried)
+    if data is not None:
+        return data
     if given is not None:  # a source the user names wins over anything found in root
         try:
-            return done(*_from_source(Path(given)), origin=origin)
+            return _write_cache(cache, CIFAR10(*sources.read_source(Path(given))), origin)
         except DataError as e:
             tried.append(f"source {given}{'' if source else f' (from {ENV_VAR})'}: {e}")
         tried.append("download: not attempted because a source was given (fix or remove it to download)")
-        raise fail()
-    batches, archive = root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"
-    for path, reader, desc in ((batches, _batches_dir, f"official python batches at {batches}"),
-                               (archive, _from_archive, f"official archive {archive}")):
-        if not path.exists():
-            tried.append(f"{desc}: not found")
-            continue
-        try:
-            return done(*reader(path)[:2], desc)
-        except DataError as e:
-            tried.append(f"{desc}: {e}")
-
-    tried.append(f"source: none given (source=None and {ENV_VAR} unset)")
-    if not download:
-        tried.append("download: not attempted (download=False)")
-        raise fail()
-    try:
-        import torchvision.datasets
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
-        train, test = _batches_dir(batches)
-    except Exception as e:
-        tried.append(f"download: failed ({type(e).__name__}: {str(e)[:300]})")
-        raise fail() from None
-    return done(train, test, f"official python batches downloaded by torchvision into {batches}")
+    else:
+        found = _official_in(root, tried)
+        tried.append(f"source: none given (source=None and {ENV_VAR} unset)")
+        if found is None and not download:
+            tried.append("download: not attempted (download=False)")
+        found = found or (_download(root, tried) if download else None)
+        if found is not None:
+            return _write_cache(cache, CIFAR10(*found), None)
+    lines = "\n".join("  - " + " ".join(t.split()) for t in tried)  # one line per attempt
+    raise DataError(f"Could not load CIFAR-10. Tried, in order:\n{lines}\n{_help(root)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,8 +233,8 @@ def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
 def _synthetic_split(n: int, templates, stripes, g: torch.Generator) -> Split:
     """Return `n` balanced images drawn from the class `templates` (10×3×40×40) and `stripes`."""
     labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
-    off = torch.randint(0, _TEMPLATE_SIDE - _SIDE + 1, (n, 2), generator=g)  # where the window sits
-    ar = torch.arange(_SIDE)
+    off = torch.randint(0, _TEMPLATE_SIDE - SIDE + 1, (n, 2), generator=g)  # where the window sits
+    ar = torch.arange(SIDE)
     rows, cols = off[:, :1] + ar, off[:, 1:] + ar
     base = templates[labels[:, None, None, None], torch.arange(3)[None, :, None, None],
                      rows[:, None, :, None], cols[:, None, None, :]]
@@ -397,7 +242,7 @@ def _synthetic_split(n: int, templates, stripes, g: torch.Generator) -> Split:
     y, x = torch.meshgrid(ar.float(), ar.float(), indexing="ij")
     a, f = angle[labels][:, None, None], freq[labels][:, None, None]
     phase = torch.rand(n, 1, 1, generator=g) * 2 * math.pi
-    wave = torch.cos(2 * math.pi * f * (x * a.cos() + y * a.sin()) / _SIDE + phase)
+    wave = torch.cos(2 * math.pi * f * (x * a.cos() + y * a.sin()) / SIDE + phase)
     img = 0.5 * base + 0.5 + 0.3 * wave[:, None] * colour[labels][:, :, None, None]
     gain = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=g)  # brightness jitter
     img = gain * (img - 0.5) + 0.5 + 0.15 * torch.randn(img.shape, generator=g)

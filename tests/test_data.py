@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from qnets import data as D
+from qnets import sources
 from qnets.data import (CIFAR10_CLASSES, MEAN_STD, DataError, DeviceLoader, Split, load_cifar10,
                         subset, synthetic_cifar10, take)
 
@@ -83,7 +84,7 @@ def fake_batches(seed=0, n=20, rows=3072):
     """Official-format batch pickles (bytes by name) and the expected (train, test) tensors."""
     rng = np.random.default_rng(seed)
     blobs, parts = {}, []
-    for name in D._BATCHES:
+    for name in sources.BATCHES:
         data = rng.integers(0, 256, (n, rows), dtype=np.uint8)
         labels = rng.integers(0, 10, n).tolist()
         blobs[name] = pickle.dumps({b"batch_label": name.encode(), b"labels": labels, b"data": data,
@@ -129,8 +130,8 @@ def assert_clean(root: Path):
 def from_cache_only():
     """A context in which every converter fails: what loads comes from the cache."""
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("_from_source", "_from_archive", "_batches_dir"):
-            mp.setattr(D, name, lambda *a, **k: pytest.fail("converted again instead of reading the cache"))
+        for name in ("read_source", "read_archive", "read_batches_dir"):
+            mp.setattr(sources, name, lambda *a, **k: pytest.fail("converted again instead of reading the cache"))
         yield
 
 
