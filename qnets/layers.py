@@ -49,12 +49,12 @@ class _ProductPlus(torch.autograd.Function):
         return grad_rg, grad, None
 
 
-def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int, custom_backward: bool = True) -> torch.Tensor:
     """r * g + b, where r and g are the two halves of `rg` along `dim`. Eagerly through
-    `_ProductPlus`, whose backward writes both halves' gradients into one buffer (measured by
-    `python -m qnets bench --product`); under torch.compile as plain arithmetic, which the
-    compiler fuses itself."""
-    if torch.compiler.is_compiling():
+    `_ProductPlus`, whose backward writes both halves' gradients into one buffer (the bench's
+    `plainproduct` path measures what that saves); under torch.compile, or without
+    `custom_backward`, as plain arithmetic, which the compiler fuses itself."""
+    if not custom_backward or torch.compiler.is_compiling():
         r, g = rg.chunk(2, dim=dim)
         return r * g + b
     return _ProductPlus.apply(rg, b, dim)
@@ -71,6 +71,7 @@ class Quadratic(nn.Module):
     """
 
     feature_dim = -1
+    custom_backward = True  # the fused product's own backward (see product_plus); the bench turns it off
 
     def __init__(self, out_features: int, compact: bool, init: str, fuse_rg: bool = True, device=None,
                  dtype=None):
@@ -123,7 +124,7 @@ class Quadratic(nn.Module):
         if not self.fuse_rg:
             return op(x, self.weight_r, self.bias_r) * op(x, self.weight_g, self.bias_g) + b
         rg = op(x, torch.cat((self.weight_r, self.weight_g)), torch.cat((self.bias_r, self.bias_g)))
-        return product_plus(rg, b, self.feature_dim)
+        return product_plus(rg, b, self.feature_dim, self.custom_backward)
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
