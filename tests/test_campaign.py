@@ -43,6 +43,7 @@ def test_the_plan_follows_the_issue_priorities():
     assert {c.depth for c in configs[12:27]} == {56}
 
 
+@pytest.mark.slow
 def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_path, monkeypatch):
     monkeypatch.delenv("QNETS_CIFAR10", raising=False)
     straight_dir = tmp_path / "straight"
@@ -95,6 +96,7 @@ def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_because"] == summary["stopped_because"]
 
 
+@pytest.mark.slow
 def test_runs_that_can_share_a_network_are_packed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
@@ -127,6 +129,7 @@ def test_campaign_command_line(tmp_path, monkeypatch, capsys):
     assert "not the output of `qnets campaign run`" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_stops_between_epochs_at_its_deadline_and_resumes_exactly(tmp_path):
     import time
 

@@ -309,6 +309,7 @@ def test_slurm_options_become_sbatch_lines(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- jobs (submitit's LocalExecutor)
 
+@pytest.mark.slow
 @needs_submitit
 def test_a_plan_across_concurrent_jobs_writes_each_result_once():
     """The plan goes out as two jobs (a pack of two and a lone run); the same runs are sent
@@ -330,6 +331,7 @@ def test_a_plan_across_concurrent_jobs_writes_each_result_once():
     assert not list(Path("results/smoke/cluster/locks").glob("*.lock"))
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_two_jobs_given_the_same_run_do_not_both_train_it():
     """Job A holds run X (stopped with SIGSTOP, so that it cannot finish meanwhile); job B is
@@ -352,6 +354,7 @@ def test_two_jobs_given_the_same_run_do_not_both_train_it():
     assert read_result(result_path(runs[x]))["epochs_run"] == 2
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_a_failed_job_is_reported_run_by_run_with_its_log(tmp_path):
     """A job of two runs, one of which raises: the job fails, and the report says which run
@@ -387,6 +390,7 @@ def wait_for_epoch(config, job, epoch=1):
     assert not result_path(config).exists(), "the run finished before it could be interrupted"
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_a_job_killed_mid_run_and_sent_again_resumes_to_the_uninterrupted_result(uninterrupted):
     config = smoke(epochs=6, n_train=400)["02:conventional"]
@@ -409,6 +413,7 @@ def test_a_job_killed_mid_run_and_sent_again_resumes_to_the_uninterrupted_result
     assert r["final_test_acc"] == uninterrupted["final_test_acc"]
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(uninterrupted):
     """Slurm signals a job it preempts or that reaches its time limit (USR2); submitit then calls
@@ -425,6 +430,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(uninterrupt
     assert untimed(r["history"]) == untimed(uninterrupted["history"])
 
 
+@pytest.mark.slow
 @needs_submitit
 def test_results_executor_submitit_from_the_command_line(tmp_path, capsys):
     (tmp_path / "local.json").write_text(json.dumps(LOCAL))

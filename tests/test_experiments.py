@@ -121,6 +121,7 @@ def test_train_missing_defaults_to_false_on_colab(tmp_path, monkeypatch, colab, 
     assert setup(ns, preset=("quick",), train_missing=bool)["train_missing"] is True
 
 
+@pytest.mark.slow
 def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     base = dict(depth=8, dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50,
                 out_dir=str(tmp_path))
@@ -147,6 +148,7 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     matplotlib.pyplot.close("all")
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_a_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
                         "--steps", "1", "--rounds", "2", "--warmup", "1", "--workers", "1", "--data", "synthetic",
@@ -318,6 +320,7 @@ def test_schedule_steps_where_the_readme_says():
     assert "steps at 25/38" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_check_runs_on_synthetic_data_at_the_batch_size_asked(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "", "--check", "--check-epochs", "1",
                         "--check-train", "200", "--batch-size", "50", "--data", "synthetic", "--depths", "8",

@@ -42,6 +42,7 @@ def _checked_outputs(nb) -> list[str]:
             for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_every_cell_runs_twice_in_one_kernel(path, monkeypatch):
     """Run All, then Run All again in the same kernel (what a user does when re-running cells):
@@ -177,6 +178,7 @@ def lab():
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_jupyterlab_serves_the_repository_and_runs_a_notebook(lab):
     import websocket
     base, token = lab

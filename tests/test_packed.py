@@ -65,6 +65,7 @@ def assert_same_state(packed_state, lone_state):
 @pytest.mark.parametrize("arch", [dict(neuron="quadratic"), dict(neuron="compact", rezero=True),
                                   dict(neuron="quadratic", shortcut="B", rezero=True), dict(neuron="conventional")],
                          ids=["quadratic", "compact-rezero", "quadratic-B-rezero", "conventional"])
+@pytest.mark.slow
 def test_packed_steps_equal_lone_steps(arch):
     configs = differing_runs(**arch)
     packed, pt = packed_steps(configs, 5)
@@ -114,6 +115,7 @@ def test_each_packed_run_sees_its_lone_batches():
     assert packed.images.shape[0] == 120  # a is stored once
 
 
+@pytest.mark.slow
 def test_a_nonfinite_run_leaves_the_others_untouched():
     configs = differing_runs(neuron="quadratic")
     clean, _ = packed_steps(configs, 4)
@@ -125,6 +127,7 @@ def test_a_nonfinite_run_leaves_the_others_untouched():
             assert torch.equal(poisoned.lone_state(k)[name], v), name
 
 
+@pytest.mark.slow
 def test_bench_pack_mode_writes_a_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "1,2", "--mechanisms", "grouped",
                         "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1",
@@ -161,6 +164,7 @@ def fit_configs(out, **kw):
             Config(**common, seed=2, neuron="quadratic", init="naive", gamma_g=None, gamma_b=None)]
 
 
+@pytest.mark.slow
 def test_a_packed_fit_stores_what_lone_fits_store(tmp_path):
     from qnets.packed import fit_packed
     from qnets.train import fit, result_path
@@ -177,6 +181,7 @@ def test_a_packed_fit_stores_what_lone_fits_store(tmp_path):
         assert abs(r["final_test_acc"] - lone["final_test_acc"]) <= 0.03
 
 
+@pytest.mark.slow
 def test_a_diverging_run_collapses_alone(tmp_path):
     from qnets.packed import fit_packed
     configs = fit_configs(tmp_path, epochs=3, schedule="constant")
@@ -188,6 +193,7 @@ def test_a_diverging_run_collapses_alone(tmp_path):
         assert all(h["train_loss"] < 3 for h in results[j]["history"])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_of_a_pack_equals_an_uninterrupted_pack(tmp_path):
     """A child training a pack of three is killed (SIGKILL) after a checkpoint; `results`-style
     training again resumes each run from its own checkpoint and ends where an uninterrupted
@@ -215,6 +221,7 @@ def test_kill_and_resume_of_a_pack_equals_an_uninterrupted_pack(tmp_path):
         assert a["optimizer"]["state"] and a["config"] == a_cfg.to_dict()
 
 
+@pytest.mark.slow
 def test_results_packs_runs_that_can_share_a_network(tmp_path, monkeypatch, capsys):
     from qnets import experiments, packed
     monkeypatch.chdir(tmp_path)
@@ -233,6 +240,7 @@ def test_results_packs_runs_that_can_share_a_network(tmp_path, monkeypatch, caps
     assert experiments.pack_groups(experiments.plan("smoke", selection), 4) == []  # everything is stored now
 
 
+@pytest.mark.slow
 def test_bench_learning_check_compares_packed_and_lone_runs(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "1", "--mechanisms", "grouped",
                         "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1",

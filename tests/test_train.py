@@ -26,6 +26,7 @@ def untimed(history):
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
+@pytest.mark.slow
 def test_quadratic_relinear_learns_synthetic(tmp_path):
     r = fit(synthetic(tmp_path, n_train=1000), verbose=False)
     assert r["status"] == "completed" and r["epochs_run"] == 2
@@ -45,6 +46,7 @@ def real_cifar10_source():
     return source
 
 
+@pytest.mark.slow
 def test_quadratic_resnet_learns_real_cifar10(tmp_path, monkeypatch):
     source = real_cifar10_source()
     if source:
@@ -65,6 +67,7 @@ def test_stored_result_is_returned_without_training(tmp_path, monkeypatch):
     assert fit(config, force=True, verbose=False)["finished"] >= first["finished"]
 
 
+@pytest.mark.slow
 def test_same_config_gives_same_result(tmp_path):
     a = fit(synthetic(tmp_path / "a"), verbose=False)
     b = fit(synthetic(tmp_path / "b"), verbose=False)
@@ -73,6 +76,7 @@ def test_same_config_gives_same_result(tmp_path):
     assert untimed(c["history"]) != untimed(a["history"])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     """A real interruption: a child process is killed (SIGKILL) after its second checkpoint;
     running the same config again resumes, and weights and history equal an uninterrupted run."""
@@ -147,6 +151,7 @@ def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "qnets", *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports(tmp_path):
     p = run_cli("train", "--depth", "8", "--dataset", "synthetic", "--n-train", "200", "--n-test", "100",
                 "--epochs", "1", "--batch-size", "50", "--gamma-g", "lr", "--out-dir", str(tmp_path), "--quiet")
@@ -176,6 +181,7 @@ def test_cli_help_documents_every_field():
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
                     reason="the allocator setting is glibc's")
+@pytest.mark.slow
 def test_cpu_allocator_stops_the_page_fault_churn():
     """Freeing and re-allocating a few 8 MiB tensors per step (what a CPU training step does)
     should reuse memory, not fault every page in again from the kernel."""
@@ -203,6 +209,7 @@ def test_cpu_allocator_stops_the_page_fault_churn():
     assert share["tuned"] < 0.4, share  # glibc's default re-faults nearly every page each step
 
 
+@pytest.mark.slow
 def test_each_trainer_compiles_its_network(monkeypatch):
     """Dynamo compiles one function for at most 8 variants, then silently runs it eagerly; six
     networks, each in training and evaluation mode, are 12, so every Trainer must start afresh."""
