@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from . import data as qdata
 from . import relinear
-from .layers import quadratic_modules
 from .models import resnet
 from .train import Config, Trainer, fit, make_loaders
 from .utils import atomic_json, parse_bool, tune_cpu_allocator, versions
@@ -190,14 +189,11 @@ def _graphs_compiled() -> int:
 
 
 class _Fast(_Timed):
-    def __init__(self, depth, neuron, dataset, device, args, compile="auto", custom_backward=True):
+    def __init__(self, depth, neuron, dataset, device, args, compile="auto"):
         config = Config(depth=depth, neuron=neuron, batch_size=args.batch_size, device=device.type, compile=compile)
         self.device = device
         self.loader, self.test = make_loaders(config, dataset, device)
-        model = resnet(depth, neuron)
-        for _, layer in quadratic_modules(model):
-            layer.custom_backward = custom_backward
-        self.trainer = Trainer(config, model, device, len(self.loader))
+        self.trainer = Trainer(config, resnet(depth, neuron), device, len(self.loader))
         self.batches, self.n_test, self.compiled_eval = self.loader.epoch(0), len(dataset.test), False
         self.graphs_before = _graphs_compiled()
 
@@ -232,11 +228,9 @@ class _Fast(_Timed):
         return time.perf_counter() - t0, self.n_test
 
 
-# nocompile: the fast path without torch.compile; plainproduct: that, with the quadratic product
-# r·g + b differentiated by plain autograd instead of its own backward (what the custom backward
-# saves; a compiled step never uses it).
-TIMERS = {"reference": _Reference, "fast": _Fast, "nocompile": functools.partial(_Fast, compile="off"),
-          "plainproduct": functools.partial(_Fast, compile="off", custom_backward=False)}
+# nocompile: the fast path without torch.compile. (A path "plainproduct" in results/bench/cpu.json
+# measured the quadratic product without its former custom backward, which was then removed.)
+TIMERS = {"reference": _Reference, "fast": _Fast, "nocompile": functools.partial(_Fast, compile="off")}
 
 
 class _Measurement:

@@ -19,45 +19,12 @@ __all__ = ["Quadratic", "QuadraticConv2d", "QuadraticLinear", "INITS", "quadrati
 INITS = ("relinear", "naive")
 
 
-class _ProductPlus(torch.autograd.Function):
-    """r * g + b for r, g the two halves of `rg` along `dim` (the fused r/g output).
-
-    Eagerly, `rg.chunk(2) -> r * g + b` costs an extra pass and its backward concatenates the
-    two halves' gradients into a new tensor; here the forward is one `addcmul` and the backward
-    writes both halves straight into one gradient buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, rg, b, dim):
-        r, g = rg.chunk(2, dim=dim)
-        ctx.save_for_backward(rg)
-        ctx.dim = dim
-        return torch.addcmul(b, r, g)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (rg,) = ctx.saved_tensors
-        grad_rg = None
-        if ctx.needs_input_grad[0]:
-            r, g = rg.chunk(2, dim=ctx.dim)
-            if torch.is_grad_enabled():  # create_graph=True: stay differentiable (no out=)
-                return torch.cat((grad * g, grad * r), dim=ctx.dim), grad, None
-            grad_rg = torch.empty_like(rg)
-            grad_r, grad_g = grad_rg.chunk(2, dim=ctx.dim)
-            torch.mul(grad, g, out=grad_r)
-            torch.mul(grad, r, out=grad_g)
-        return grad_rg, grad, None
-
-
-def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int, custom_backward: bool = True) -> torch.Tensor:
-    """r * g + b, where r and g are the two halves of `rg` along `dim`. Eagerly through
-    `_ProductPlus`, whose backward writes both halves' gradients into one buffer (the bench's
-    `plainproduct` path measures what that saves); under torch.compile, or without
-    `custom_backward`, as plain arithmetic, which the compiler fuses itself."""
-    if not custom_backward or torch.compiler.is_compiling():
-        r, g = rg.chunk(2, dim=dim)
-        return r * g + b
-    return _ProductPlus.apply(rg, b, dim)
+def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """r * g + b, where r and g are the two halves of `rg` along `dim` (the fused r/g output).
+    Plain arithmetic: a custom backward for it saved 1% of a CPU step, inside the machine's drift
+    (results/bench/cpu.json, path "plainproduct"), and a compiled step fuses it anyway."""
+    r, g = rg.chunk(2, dim=dim)
+    return r * g + b
 
 
 class Quadratic(nn.Module):
@@ -71,7 +38,6 @@ class Quadratic(nn.Module):
     """
 
     feature_dim = -1
-    custom_backward = True  # the fused product's own backward (see product_plus); the bench turns it off
 
     def __init__(self, out_features: int, compact: bool, init: str, fuse_rg: bool = True, device=None,
                  dtype=None):
@@ -124,7 +90,7 @@ class Quadratic(nn.Module):
         if not self.fuse_rg:
             return op(x, self.weight_r, self.bias_r) * op(x, self.weight_g, self.bias_g) + b
         rg = op(x, torch.cat((self.weight_r, self.weight_g)), torch.cat((self.bias_r, self.bias_g)))
-        return product_plus(rg, b, self.feature_dim, self.custom_backward)
+        return product_plus(rg, b, self.feature_dim)
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
