@@ -148,29 +148,8 @@ def cmd_notebooks(args) -> int:
     return notebooks.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qnets", description="Quadratic networks and ReLinear (arXiv:2110.06081).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train one configuration (every Config field is a flag)",
-                       description="Train a CIFAR ResNet; the result is stored as JSON under <out-dir>/runs/.")
-    add_config_flags(p)
-    p.add_argument("--force", action="store_true", help="retrain even if a result for this config exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
-
-    p = sub.add_parser("data", help="fetch or convert CIFAR-10 into the data folder")
-    p.add_argument("--root", default="data", help="data folder (default: data)")
-    p.add_argument("--source", default=None, help="official archive, image-folder tree or its archive "
-                                                  "(default: $QNETS_CIFAR10, else download)")
-    p.set_defaults(run=cmd_data)
-
-    p = sub.add_parser("presets", help="list the experiment presets")
-    p.add_argument("--committed", action="store_true", help="print the largest preset whose results are all committed")
-    p.add_argument("--notebook", default=None, help="with --committed: for this notebook only (e.g. 02)")
-    p.set_defaults(run=cmd_presets)
-
-    p = sub.add_parser("results", help="train the experiments' configs of a preset, without notebooks")
+def _add_results_parser(p: argparse.ArgumentParser) -> None:
+    """`qnets results`: which runs, how (packed, forced) and where (here, or as cluster jobs)."""
     p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
     p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
@@ -203,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-wait", action="store_true",
                    help="return once the jobs are submitted (then follow them with --status)")
     p.set_defaults(run=cmd_results)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qnets", description="Quadratic networks and ReLinear (arXiv:2110.06081).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one configuration (every Config field is a flag)",
+                       description="Train a CIFAR ResNet; the result is stored as JSON under <out-dir>/runs/.")
+    add_config_flags(p)
+    p.add_argument("--force", action="store_true", help="retrain even if a result for this config exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("data", help="fetch or convert CIFAR-10 into the data folder")
+    p.add_argument("--root", default="data", help="data folder (default: data)")
+    p.add_argument("--source", default=None, help="official archive, image-folder tree or its archive "
+                                                  "(default: $QNETS_CIFAR10, else download)")
+    p.set_defaults(run=cmd_data)
+
+    p = sub.add_parser("presets", help="list the experiment presets")
+    p.add_argument("--committed", action="store_true", help="print the largest preset whose results are all committed")
+    p.add_argument("--notebook", default=None, help="with --committed: for this notebook only (e.g. 02)")
+    p.set_defaults(run=cmd_presets)
+
+    _add_results_parser(sub.add_parser("results", help="train the experiments' configs of a preset, without notebooks"))
 
     p = sub.add_parser("campaign", help="the paper's reproduction in budgeted GPU calls: status, run, collect")
     p.add_argument("action", choices=("status", "run", "collect"))

@@ -17,7 +17,7 @@ from torch import nn
 from .layers import Quadratic, quadratic_modules
 
 __all__ = ["ROLES", "roles", "optimizer", "penalty", "quadratic_stats", "from_conventional",
-           "naive_init", "relinear_init"]
+           "naive_init"]
 
 ROLES = ("r", "g", "b", "other")
 
@@ -124,20 +124,11 @@ def quadratic_stats(model: nn.Module) -> dict:
     return {"overall": overall, "layers": layers}
 
 
-def _reset_quadratic(model: nn.Module, init: str) -> nn.Module:
-    for _, m in quadratic_modules(model):
-        m.reset_parameters(init)
-    return model
-
-
-def relinear_init(model: nn.Module) -> nn.Module:
-    """Re-initialise every quadratic layer the ReLinear way (the layers' default)."""
-    return _reset_quadratic(model, "relinear")
-
-
 def naive_init(model: nn.Module) -> nn.Module:
     """The baseline ReLinear is compared with: g and b weights drawn like r (Kaiming normal)."""
-    return _reset_quadratic(model, "naive")
+    for _, m in quadratic_modules(model):
+        m.reset_parameters("naive")
+    return model
 
 
 @torch.no_grad()
