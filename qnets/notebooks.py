@@ -199,12 +199,27 @@ def settle_parameters(nb) -> None:
                     out["execution_count"] = count
 
 
+def merged_streams(outputs: list) -> list:
+    """Adjacent stdout (or stderr) outputs as one: how the kernel chunks a cell's printing varies
+    from run to run, the text does not."""
+    out = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream" \
+                and out[-1].get("name") == o.get("name"):
+            out[-1]["text"] += o["text"]
+        else:
+            out.append(o)
+    return out
+
+
 def strip_volatile(path: Path) -> None:
     import nbformat
     nb = nbformat.read(path, as_version=4)
     settle_parameters(nb)
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
+        if cell.cell_type == "code":
+            cell.outputs = merged_streams(cell.outputs)
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
