@@ -487,7 +487,7 @@ class PackedTrainer(Trainer):
 
     def _step(self, x, y):
         with self.autocast():
-            out = self.forward(x)  # (N, K, classes)
+            out = self.net(x)  # (N, K, classes)
             losses = F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(0)  # (K,)
         total = losses.sum()
         if self.has_penalty:

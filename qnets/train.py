@@ -389,7 +389,7 @@ class Trainer:
             # (networks, train/eval) and then runs it eagerly without a word, so a batch of runs or
             # the bench in one process would quietly lose compilation after a few networks.
             torch.compiler.reset()
-        self.forward = torch.compile(self.model, dynamic=False) if self.compiled else self.model
+        self.net = torch.compile(self.model, dynamic=False) if self.compiled else self.model  # what the steps call
         self.opt = self._make_optimizer()
         self.penalty_kw = {k: getattr(config, k) for k in ("alpha_g", "alpha_b", "beta_g", "beta_b")}
         self.has_penalty = any(self.penalty_kw.values())
@@ -445,7 +445,7 @@ class Trainer:
     def _step(self, x, y):
         """Forward, backward and SGD step; accumulates loss and correct counts on the device."""
         with self.autocast():
-            out = self.forward(x)
+            out = self.net(x)
             loss = F.cross_entropy(out, y)
         total = loss + relinear.penalty(self.model, **self.penalty_kw) if self.has_penalty else loss
         total.backward()
@@ -501,7 +501,7 @@ class Trainer:
         except Exception as e:  # fall back to eager, uncompiled steps rather than lose the run
             warnings.warn(f"compiling or capturing the training step failed; training eagerly: {e}")
             self.notes.append(f"compile/graph capture failed, eager fallback: {type(e).__name__}: {str(e)[:500]}")
-            self.use_graphs, self.graph, self.compiled, self.forward = False, None, False, self.model
+            self.use_graphs, self.graph, self.compiled, self.net = False, None, False, self.model
             torch.cuda.synchronize()
         # Undo the warm-up: weights, BN statistics and momentum back to where they were.
         with torch.no_grad():
@@ -517,7 +517,7 @@ class Trainer:
         tally = Tally(self.metric_shape, self.device)
         for x, y in loader.epoch(0):
             with self.autocast():
-                out = self.forward(x)
+                out = self.net(x)
             tally.add(out.float(), y, classes_dim=-1)
         self.model.train()
         return tally.result()

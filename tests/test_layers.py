@@ -62,9 +62,19 @@ def test_compact_has_no_g_and_param_names():
     assert names == ["weight_r", "bias_r", "weight_b", "bias_b"]
 
 
-def test_dtype_device_and_repr():
-    layer = QuadraticConv2d(2, 3, 3, stride=2, padding=1, dtype=torch.float64)
-    assert layer(torch.randn(1, 2, 8, 8, dtype=torch.float64)).dtype == torch.float64
+@pytest.mark.parametrize("device", ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("make, x_shape, out_shape", [
+    (lambda **kw: QuadraticConv2d(2, 3, 3, stride=2, padding=1, **kw), (1, 2, 8, 8), (1, 3, 4, 4)),
+    (lambda **kw: QuadraticLinear(5, 4, compact=True, **kw), (7, 5), (7, 4))])
+def test_dtype_and_device_reach_every_parameter_and_the_output(device, make, x_shape, out_shape):
+    layer = make(dtype=torch.float64, device=device)
+    assert {(p.device.type, p.dtype) for p in layer.parameters()} == {(device, torch.float64)}
+    out = layer(torch.randn(x_shape, dtype=torch.float64, device=device))
+    assert (out.device.type, out.dtype, tuple(out.shape)) == (device, torch.float64, out_shape)
+
+
+def test_repr():
+    layer = QuadraticConv2d(2, 3, 3, stride=2, padding=1)
     assert repr(layer) == "QuadraticConv2d(2, 3, kernel_size=3, stride=2, padding=1, compact=False)"
     assert "compact=True" in repr(QuadraticLinear(3, 2, compact=True))
 

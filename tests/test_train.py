@@ -200,13 +200,12 @@ def test_cpu_allocator_stops_the_page_fault_churn():
             step()
         print((faults() - before) / 10 / (4 * 2048))  # faulted pages per step / pages written
     """)
-    share = {}
-    for mode in ("default", "tuned"):
-        p = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, cwd=ROOT)
-        assert p.returncode == 0, p.stderr
-        share[mode] = float(p.stdout)
+    # Only the tuned allocator is measured: glibc's default varies from run to run here (from about
+    # a quarter to nearly every page faulted again each step), so it cannot be asserted.
+    p = subprocess.run([sys.executable, "-c", code, "tuned"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
     assert "glibc: mmap threshold 32 MiB" in p.stderr
-    assert share["tuned"] < 0.4, share  # glibc's default re-faults nearly every page each step
+    assert float(p.stdout) < 0.4, p.stdout
 
 
 @pytest.mark.slow
@@ -225,9 +224,9 @@ def test_each_trainer_compiles_its_network(monkeypatch):
             config = Config(depth=depth, neuron=neuron, dataset="synthetic", device="cpu", compile="on")
             trainer = Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1)
             before = counters["stats"]["unique_graphs"]
-            trainer.forward(x)
+            trainer.net(x)
             trainer.model.eval()
-            trainer.forward(x)
+            trainer.net(x)
             assert counters["stats"]["unique_graphs"] == before + 2, (depth, neuron)
 
 
