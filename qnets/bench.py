@@ -199,10 +199,8 @@ class _Fast(_Timed):
 
     @property
     def info(self):  # read after the run: a failed graph capture falls back and says so
-        t = self.trainer
-        return {"compile": t.compiled, "cuda_graphs": t.use_graphs, "precision": "bf16" if t.bf16 else "fp32",
-                "channels_last": t.channels_last, "notes": t.notes,
-                "graphs_compiled": _graphs_compiled() - self.graphs_before}  # 0 with compile on: it fell back
+        return self.trainer.fast_path() | {  # 0 graphs with compile on: it fell back to eager
+            "graphs_compiled": _graphs_compiled() - self.graphs_before}
 
     def train(self, n):
         _sync(self.device)

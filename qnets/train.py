@@ -419,6 +419,11 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
 
+    def fast_path(self) -> dict:
+        """What the run actually used (a failed graph capture falls back to eager and says so)."""
+        return {"precision": "bf16" if self.bf16 else "fp32", "compile": self.compiled, "cuda_graphs": self.use_graphs,
+                "channels_last": self.channels_last, "notes": self.notes}
+
     def _zero_momentum(self):
         for s in self.opt.state.values():
             if s.get("momentum_buffer") is not None:
@@ -690,9 +695,7 @@ def write_result(config: Config, status: str, reason: str | None, history: list[
         "best_test_acc": max(tested) if tested else None,
         "epochs_run": len(history), "params": sum(p.numel() for p in model.parameters()), "wall_time": elapsed,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "fast_path": {"precision": "bf16" if trainer.bf16 else "fp32", "compile": trainer.compiled,
-                      "cuda_graphs": trainer.use_graphs, "channels_last": trainer.channels_last,
-                      "notes": trainer.notes},
+        "fast_path": trainer.fast_path(),
         "data": dataset.source, "data_fingerprint": qdata.fingerprint(dataset), "versions": versions(),
         "provenance": provenance(), "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
