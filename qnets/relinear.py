@@ -41,9 +41,19 @@ def roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return out
 
 
+MAX_RATE = 1e6  # rates and coefficients above this overflow float32 arithmetic in the optimiser
+
+
+def valid_rate(value, low: float = 0.0) -> bool:
+    """The one rule for learning rates, momentum, weight decay and penalty coefficients: a real
+    number from `low` to MAX_RATE."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and low <= value <= MAX_RATE
+
+
 def _check_rate(name: str, value) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not valid_rate(value):
+        raise ValueError(f"{name} must be a number from 0 to {MAX_RATE:g}, got {value!r}")
     return float(value)
 
 

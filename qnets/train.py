@@ -44,7 +44,6 @@ DATASETS = ("cifar10", "synthetic")
 
 
 WARMUP_STEPS = 3  # before capturing a CUDA graph: optimiser state, compilation, cuDNN autotuning
-MAX_RATE = 1e6  # rates and coefficients above this overflow float32 arithmetic in the optimiser
 
 
 def _f(default, help: str, named: bool = True):
@@ -120,8 +119,8 @@ class Config:
             v = getattr(self, name)
             if optional and v is None:
                 return
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= MAX_RATE,
-                 name, f"a number from {low} to {MAX_RATE:g}" + (" or None" if optional else ""))
+            need(relinear.valid_rate(v, low), name,
+                 f"a number from {low} to {relinear.MAX_RATE:g}" + (" or None" if optional else ""))
 
         def integer(name, low, optional=False):
             v = getattr(self, name)
