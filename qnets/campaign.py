@@ -46,7 +46,7 @@ def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tu
        every value first, then the others.
     Within 1 and 2, every label's first seed comes before any label's second. `only` keeps the
     first `only` runs (a smaller campaign, for trials); `overrides` replace Config fields."""
-    runs = {nb: experiments.runs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
+    runs = {nb: experiments.labelled_configs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
     first = [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")]
     second = [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
               ("03", "compact-authors")]

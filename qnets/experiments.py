@@ -1,6 +1,6 @@
 """The paper's experiments as lists of `Config`s, one list per notebook, at each preset.
 
-A notebook asks `runs("02", preset)` for its labelled configs and trains them through
+A notebook asks `labelled_configs("02", preset)` for its configs and trains them through
 `qnets.train.fit`, which returns stored results instead of retraining. `make results` trains the
 same lists without notebooks (`train_plan`), e.g. on a GPU machine.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from .data import CIFAR10_TRAIN_IMAGES
 from .train import Config, fit, load_result, result_path
 
-__all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "runs", "committed_preset", "train_plan", "results"]
+__all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
 
 # Every preset is the authors' recipe (SGD, lr 0.1, momentum 0.9, weight decay 1e-4, batch 128,
 # crop + flip) on fewer images, epochs and layers; "deep" is the depth of notebook 04.
@@ -68,7 +68,7 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {tuple(PRESETS)}")
 
 
-def runs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
+def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
     """Labelled configs of one notebook's experiment at `preset`; `overrides` replace any
     Config field in every run (e.g. epochs=2)."""
     _check_preset(preset)
@@ -209,7 +209,7 @@ def committed_preset(notebook: str | None = None) -> str:
     are all stored; "quick" when none is complete (its missing runs are then trained)."""
     books = NOTEBOOKS if notebook is None else (str(notebook)[:2],)
     for preset in ORDER[:-1]:
-        configs = [s for nb in books for c in runs(nb, preset).values() for s in seeds(c)]
+        configs = [s for nb in books for c in labelled_configs(nb, preset).values() for s in seeds(c)]
         if configs and all(load_result(c) is not None for c in configs):
             return preset
     return "quick"
@@ -229,7 +229,7 @@ def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str,
         nb, _, label = item.partition(":")
         books = NOTEBOOKS if nb == "all" else (nb[:2],)
         for book in books:
-            labelled = runs(book, preset)
+            labelled = labelled_configs(book, preset)
             if label and label not in labelled:
                 raise ValueError(f"notebook {book} has no run {label!r}; its runs: {list(labelled)}")
             picked += [(f"{book}:{name}", config) for name, config in labelled.items() if not label or name == label]
@@ -322,7 +322,7 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
             "result files |", "|---|---|---:|---:|---:|---|---:|---|---|"]
     sources, finals = {}, {}
     labelled = {label: [r for r in (load_result(c) for c in seeds(config)) if r is not None]
-                for label, config in runs(notebook, preset).items()}
+                for label, config in labelled_configs(notebook, preset).items()}
     for label, rs in labelled.items():
         finals[label] = [100 * r["final_test_acc"] for r in rs if r["status"] == "completed"]
     for label, rs in labelled.items():
@@ -359,7 +359,7 @@ def claims_markdown(notebook: str, preset: str) -> str:
     if str(notebook)[:2] == "01":
         from .expressivity import claims_markdown as expressivity_claims
         return expressivity_claims(_stored_expressivity(preset))
-    stored = results(runs(notebook, preset), train_missing=False)
+    stored = results(labelled_configs(notebook, preset), train_missing=False)
     return claims.markdown(claims.verdicts(notebook, stored))
 
 

@@ -154,7 +154,7 @@ def test_the_gpu_window_script_refuses_to_run_without_the_archive(tmp_path, name
 
 
 def test_experiments_give_the_paper_preset_its_extra_runs():
-    assert "compact-authors" in experiments.runs("03", "paper") and "compact-authors" not in experiments.runs("03", "quick")
-    authors = experiments.runs("03", "paper")["compact-authors"]
+    assert "compact-authors" in experiments.labelled_configs("03", "paper") and "compact-authors" not in experiments.labelled_configs("03", "quick")
+    authors = experiments.labelled_configs("03", "paper")["compact-authors"]
     assert (authors.depth, authors.epochs, authors.schedule, authors.gamma_b) == (56, 99, "constant", 0.0)
-    assert experiments.runs("04", "paper")["compact"].depth == 56
+    assert experiments.labelled_configs("04", "paper")["compact"].depth == 56

@@ -17,24 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_notebook_has_runs_at_every_preset():
     for preset in experiments.PRESETS:
-        assert experiments.runs("01", preset) == {}
+        assert experiments.labelled_configs("01", preset) == {}
         for nb in ("02", "03", "04", "05"):
-            configs = experiments.runs(nb, preset)
+            configs = experiments.labelled_configs(nb, preset)
             assert "conventional" in configs and all(isinstance(c, Config) for c in configs.values())
 
 
 def test_paper_preset_is_the_authors_recipe():
-    c = experiments.runs("02", "paper")
+    c = experiments.labelled_configs("02", "paper")
     assert c["relinear-sg"].epochs == 200 and c["relinear-sg"].batch_size == 128 and c["relinear-sg"].lr == 0.1
     assert c["relinear-sg"].schedule == "step" and c["relinear-sg"].gamma_g == 1e-5 and c["naive"].init == "naive"
-    assert c["naive"].gamma_g is None and experiments.runs("04", "paper")["relinear-rezero"].depth == 56
+    assert c["naive"].gamma_g is None and experiments.labelled_configs("04", "paper")["relinear-rezero"].depth == 56
 
 
 def test_shared_runs_are_the_same_config():
     """02's ReLinear run is 03's quadratic and 05's gamma=1e-5, so it is trained once."""
     for preset in ("quick", "paper"):
-        sg = experiments.runs("02", preset)["relinear-sg"]
-        assert experiments.runs("03", preset)["quadratic"] == sg == experiments.runs("05", preset)["gamma=1e-05"]
+        sg = experiments.labelled_configs("02", preset)["relinear-sg"]
+        assert experiments.labelled_configs("03", preset)["quadratic"] == sg == experiments.labelled_configs("05", preset)["gamma=1e-05"]
 
 
 def test_plan_selection_and_errors():
@@ -49,9 +49,9 @@ def test_plan_selection_and_errors():
     with pytest.raises(ValueError, match="no run 'nope'"):
         experiments.plan("paper", "02:nope")
     with pytest.raises(ValueError, match="unknown preset"):
-        experiments.runs("02", "huge")
+        experiments.labelled_configs("02", "huge")
     with pytest.raises(ValueError, match="unknown Config field"):
-        experiments.runs("02", "quick", epochz=3)
+        experiments.labelled_configs("02", "quick", epochz=3)
 
 
 def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch):
@@ -62,10 +62,10 @@ def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch
         result_path(config).write_text(json.dumps({
             "name": result_path(config).stem, "config": config.to_dict(), "status": "completed",
             "history": [], "epochs_run": 0, "final_test_acc": 0.5}))
-    for config in experiments.runs("03", "gpu-short").values():
+    for config in experiments.labelled_configs("03", "gpu-short").values():
         store(config)
     assert experiments.committed_preset("03") == "quick"  # one seed of three is not complete
-    for config in experiments.runs("03", "gpu-short").values():
+    for config in experiments.labelled_configs("03", "gpu-short").values():
         for seeded in experiments.seeds(config)[1:]:
             store(seeded)
     assert experiments.committed_preset("03") == "gpu-short"

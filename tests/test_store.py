@@ -99,7 +99,7 @@ def test_rendering_stored_results_needs_no_data(tmp_path, monkeypatch):
     from qnets import experiments
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(D, "load_cifar10", lambda *a, **k: pytest.fail("loaded data to render"))
-    configs = experiments.runs("02", "gpu-short")
+    configs = experiments.labelled_configs("02", "gpu-short")
     results = experiments.results(configs, train_missing=False)  # only seed 0 is stored at gpu-short
     assert len(results) == len(configs) and all(len(rs) == 1 and rs[0]["data_fingerprint"] for rs in results.values())
     assert "data" in experiments.markdown_table("02", "gpu-short").splitlines()[0]
