@@ -115,8 +115,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _reference_steps(model, opt, loader, device, n):
-    """n authors'-style training steps (data from the loader, .item() every step)."""
+def _reference_steps(model, opt, loader, device, n, sched=None):
+    """n authors'-style training steps (data from the loader, .item() every step; the loader
+    starts again, reshuffled, when it runs out), stepping `sched` after each when given."""
     done, it = 0, iter(loader)
     while done < n:
         try:
@@ -131,6 +132,8 @@ def _reference_steps(model, opt, loader, device, n):
         loss.backward()
         opt.step()
         loss.item(), out.argmax(1).eq(y).sum().item()
+        if sched is not None:
+            sched.step()
         done += 1
 
 
@@ -550,14 +553,8 @@ def accuracy_check(dataset, device, args) -> dict:
     loader = reference_loader(data.train, args.batch_size, args.workers, True)
     total = args.check_epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-    for _ in range(args.check_epochs):
-        model.train()
-        for x, y in loader:
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+    model.train()
+    _reference_steps(model, opt, loader, device, total, sched)
     model.eval()
     correct = 0
     with torch.no_grad():
