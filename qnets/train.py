@@ -616,6 +616,7 @@ def progress(config: Config, verbose: bool, start_epoch: int, steps_per_epoch: i
     per_epoch = steps_per_epoch * config.batch_size
     return tqdm(total=config.epochs * per_epoch, initial=start_epoch * per_epoch, disable=not verbose,
                 unit="img", unit_scale=True, leave=True, desc=label or run_name(config), dynamic_ncols=True,
+                mininterval=0.5,  # a redraw at most twice a second: logs of non-interactive runs stay short
                 postfix=f"epoch {start_epoch}/{config.epochs}")
 
 
