@@ -28,7 +28,7 @@ from . import data as qdata
 from . import relinear
 from .models import resnet
 from .train import Config, Trainer, fit, make_loaders
-from .utils import atomic_json, parse_bool, tune_cpu_allocator, versions
+from .utils import atomic_json, parse_bool, timestamp, tune_cpu_allocator, versions
 
 # Dense bf16 tensor-core rate from the vendors' data sheets (FLOP/s), by device-name fragment.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -441,7 +441,7 @@ def _merged_report(path: Path, rows: list[dict], name: str, peak, source: str) -
         r["speedup"] = (r["images_per_s"] / ref["images_per_s"]
                         if r["path"] != "reference" and "images_per_s" in r and "images_per_s" in ref else None)
     return old | {"device": name, "peak_bf16_flops": peak, "versions": versions(), "data": source,
-                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": list(merged.values())}
+                  "time": timestamp(), "rows": list(merged.values())}
 
 
 def main(args) -> int:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import experiments
-from .train import Config, checkpoint_epoch, checkpoint_path, fit, load_result, read_result, result_path, run_name
+from .train import Config, checkpoint_epoch, epoch_seconds, checkpoint_path, fit, load_result, read_result, result_path, run_name
 from .utils import atomic_write
 
 __all__ = ["plan", "status", "status_text", "run", "collect", "campaign_dir", "status_file", "MAX_FILES",
@@ -97,17 +97,12 @@ def status(preset: str = "paper", only: int | None = None, **overrides) -> list[
         if r is not None:
             row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
                     "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"],
-                    "epoch_s": _epoch_seconds(r["history"])}
+                    "epoch_s": epoch_seconds(r["history"])}
         else:
             done = _epochs_done(config)
             row |= {"state": "partial" if done else "to do", "done": done}
         rows.append(row)
     return rows
-
-
-def _epoch_seconds(history: list[dict]) -> float | None:
-    times = [h["epoch_time"] for h in history[1:] if h.get("epoch_time")]  # the first holds compilation
-    return sum(times) / len(times) if times else None
 
 
 def status_text(preset: str = "paper", only: int | None = None, **overrides) -> str:
@@ -249,8 +244,9 @@ def _first_epoch_seconds(config: Config, planned: list[tuple[str, Config]]) -> f
     here = _device_name()
     for _, c in planned:
         r = load_result(c) if (c.depth, c.neuron) == (config.depth, config.neuron) else None
-        if r is not None and r["device"] == here and _epoch_seconds(r["history"]):
-            return _epoch_seconds(r["history"]) + FIRST_EPOCH_OVERHEAD_S[device]
+        seconds = epoch_seconds(r["history"]) if r is not None and r["device"] == here else None
+        if seconds:
+            return seconds + FIRST_EPOCH_OVERHEAD_S[device]
     return FIRST_EPOCH_OVERHEAD_S[device]
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, result_path,
                     run_name)
-from .utils import atomic_json
+from .utils import atomic_json, timestamp
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
            "stale", "lock_path", "failure_path", "jobs_dir", "options", "make_executor", "submit", "wait", "status",
@@ -69,10 +69,6 @@ def _submitit():
     except ImportError:
         raise MissingSubmitit(f"--executor submitit needs the submitit package; install it with {INSTALL}") from None
     return submitit
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def cluster_dir(out_dir: str | Path) -> Path:
@@ -204,7 +200,7 @@ def take(config: Config, me: dict | None = None, attempts: int = 50) -> RunLock 
     path.parent.mkdir(parents=True, exist_ok=True)
     me, took_over = me or whoami(), None
     for _ in range(attempts):
-        record = me | {"run": run_name(config), "since": _now(), "token": uuid.uuid4().hex}
+        record = me | {"run": run_name(config), "since": timestamp(), "token": uuid.uuid4().hex}
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -306,7 +302,7 @@ class TrainJob:
             except Exception as e:
                 why = f"{type(e).__name__}: {e}"
                 for label in group:
-                    atomic_json(me | {"run": run_name(runs[label]), "label": label, "error": why, "time": _now(),
+                    atomic_json(me | {"run": run_name(runs[label]), "label": label, "error": why, "time": timestamp(),
                                       "traceback": traceback.format_exc()}, failure_path(runs[label]))
                     outcomes[label] = self._outcome(label, me, "failed", error=why)
                     print(describe(outcomes[label]), flush=True)

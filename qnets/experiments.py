@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
-from .train import Config, fit, load_result, result_path
+from .train import Config, epoch_seconds, fit, load_result, result_path
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
 
@@ -147,12 +147,12 @@ def results(configs: dict[str, Config], train_missing: bool = True, verbose: boo
 
 
 def _seconds_per_image(result: dict) -> float | None:
-    """Measured wall time of one training image-epoch (its share of the test pass included),
-    from a stored run's epochs after the first (which holds compilation)."""
-    hist = [h for h in result.get("history", [])[1:] if h.get("images_per_s") and h.get("epoch_time")]
-    if not hist:
+    """Measured wall time of one training image-epoch (its share of the test pass included):
+    the run's epoch time (`train.epoch_seconds`) over the images of an epoch."""
+    seconds, history = epoch_seconds(result.get("history", [])), result.get("history", [])
+    if seconds is None or not history[-1].get("images_per_s"):
         return None
-    return sorted(h["epoch_time"] / (h["images_per_s"] * h["train_time"]) for h in hist)[len(hist) // 2]
+    return seconds / (history[-1]["images_per_s"] * history[-1]["train_time"])
 
 
 def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "results/runs") -> tuple[float, str] | None:

@@ -41,6 +41,7 @@ from torch import nn
 
 from .layers import QuadraticLinear
 from .stats import summary, verdict, welch
+from .utils import atomic_write, strict
 
 __all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_params", "match", "budget_grid", "dataset",
            "stacked_forward", "train", "error", "pieces", "chords", "spec", "prepare", "fit", "results",
@@ -422,7 +423,7 @@ def rate_check(s: dict, verbose: bool = True) -> list[dict]:
                         xt, yt, scale, _ = data["members"][problem, seed]
                         rows.append({"family": family, "rate": rate, "d": d, "depth": depth, "problem": problem,
                                      "seed": seed, "params": point["params"][family],
-                                     "error": _finite(error(model, xt, yt, False, scale))})
+                                     "error": strict(error(model, xt, yt, False, scale))})
         if verbose:
             print(f"learning-rate check, d={d}: done", flush=True)
     return rows
@@ -481,7 +482,7 @@ def run(preset: str, verbose: bool = True) -> dict:
                         coarse = [pieces(model, line, stride=4) for line in lines]
                         rows.append({"problem": problem, "kind": kind, "d": d, "depth": depth, "family": family,
                                      "budget": point["budget"], "width": width, "params": point["params"][family],
-                                     "seed": seed, "error": _finite(error(model, xt, yt, data["classify"], scale)),
+                                     "seed": seed, "error": strict(error(model, xt, yt, data["classify"], scale)),
                                      "pieces": sum(fine) / len(fine), "pieces_coarse": sum(coarse) / len(coarse)})
                 done += 1
                 if verbose:
@@ -491,10 +492,6 @@ def run(preset: str, verbose: bool = True) -> dict:
             "time": {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
                      "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine(),
                      "torch": torch.__version__.split("+")[0]}}
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
 
 
 def results(preset: str, train_missing: bool = True, verbose: bool = True) -> dict | None:
@@ -509,12 +506,9 @@ def results(preset: str, train_missing: bool = True, verbose: bool = True) -> di
             print(f"{path} was made with another spec: training again", flush=True)
     if not train_missing:
         return None
-    out = run(preset, verbose)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return json.loads(path.read_text())
+    text = json.dumps(run(preset, verbose), indent=1, allow_nan=False) + "\n"  # keys in the order made
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return json.loads(text)
 
 
 # ----------------------------------------------------------------------------- one neuron

@@ -23,7 +23,7 @@ import torch
 
 from .packed import PackedLoader, PackedResNet, PackedTrainer, packed_channels_last
 from .train import Config, Trainer, build_model, channels_last_for, make_loaders
-from .utils import atomic_json, versions
+from .utils import atomic_json, timestamp, versions
 
 MECHANISMS = ("grouped", "streams")
 
@@ -188,7 +188,7 @@ class _Report:
 
     def save(self) -> None:
         self.report.update(rows=list(self.rows.values()), lone=list(self.lone.values()),
-                           time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                           time=timestamp())
         atomic_json(self.report, self.path)
 
     def spent(self) -> bool:

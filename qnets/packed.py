@@ -31,6 +31,7 @@ from .models import ResNet, ShortcutA, resnet
 from .train import (Config, Trainer, build_model, collapse_reason, evaluates, history_entry, load_data, lr_factor,
                     optimizer_for, out_of_time, partial, prepare, progress, read_checkpoint, resolve_device, run_name,
                     show_epoch, write_checkpoint, write_result)
+from .utils import timestamp
 
 __all__ = ["PackedResNet", "PackedSGD", "PackedLoader", "PackedTrainer", "pack_key"]
 
@@ -547,7 +548,7 @@ class Pack:
         self.packed = PackedResNet.from_models(models)
         self.trainer = PackedTrainer(configs, self.packed, self.device, len(self.train_loader))
         self._resume_momentum(models, ckpts)
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        now = timestamp()
         self.histories = [[] if ck is None else ck["history"] for ck in ckpts]
         self.elapsed = [0.0 if ck is None else ck["elapsed"] for ck in ckpts]
         self.started = [now if ck is None else ck["started"] for ck in ckpts]

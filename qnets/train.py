@@ -31,7 +31,8 @@ from . import data as qdata
 from . import relinear
 from .layers import INITS as LAYER_INITS
 from .models import NEURONS, SHORTCUTS, resnet, valid_depth
-from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orphans, tune_cpu_allocator, versions
+from .utils import (atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, tune_cpu_allocator,
+                    versions)
 
 __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
 
@@ -698,7 +699,7 @@ def write_result(config: Config, status: str, reason: str | None, history: list[
         "fast_path": trainer.fast_path(),
         "data": dataset.source, "data_fingerprint": qdata.fingerprint(dataset), "versions": versions(),
         "provenance": provenance(), "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": timestamp(),
         "quadratic_layers": relinear.quadratic_stats(model).get("layers", {}),
     } | extra
     atomic_json(result, result_path(config))
@@ -736,6 +737,12 @@ def reusable(config: Config, dataset: "qdata.CIFAR10") -> dict | None:
     return None
 
 
+def epoch_seconds(history: list[dict]) -> float | None:
+    """A run's mean epoch time (test pass included) after its first epoch, which holds compilation."""
+    times = [h["epoch_time"] for h in history[1:] if h.get("epoch_time")]
+    return sum(times) / len(times) if times else None
+
+
 def out_of_time(deadline: float | None, history: list[dict]) -> bool:
     """Whether another epoch, as long as the last one, would end after `deadline`
     (time.monotonic()); never before the first epoch of this process has a measured length."""
@@ -757,7 +764,7 @@ class Run:
     history: list = field(default_factory=list)
     start: int = 0  # the first epoch to train (after a checkpoint's)
     elapsed: float = 0.0
-    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    started: str = field(default_factory=timestamp)
     saved: int = -1  # the last epoch in a checkpoint
 
     def resume(self) -> "Run":

@@ -9,12 +9,18 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 __all__ = ["atomic_write", "atomic_save", "atomic_json", "strict", "remove_orphans", "provenance", "versions",
-           "tune_cpu_allocator", "is_finite", "parse_bool"]
+           "tune_cpu_allocator", "timestamp", "is_finite", "parse_bool"]
+
+
+def timestamp() -> str:
+    """Local time with its UTC offset, as every result, checkpoint, report and lock records it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def is_finite(v) -> bool:
