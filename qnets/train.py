@@ -277,6 +277,24 @@ def lr_factor(config: Config, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
+COMPILED_VARIANTS = 64  # per function: (network, train or eval, layout, batch shape) combinations
+
+
+def make_room_to_compile() -> None:
+    """Let dynamo keep up to COMPILED_VARIANTS compiled variants of a function (default 8).
+
+    Models of one architecture share their compiled code (parameters are inputs of the compiled
+    graph, not constants), so the second run of a network in a process, a pack's K trainers and
+    a campaign window's later runs of a kind start without compiling. Past the limit dynamo would
+    run a function eagerly without a word, so a process that trains or benches many networks
+    keeps room for all of them instead."""
+    import torch._dynamo.config as dynamo
+    for name in ("recompile_limit", "cache_size_limit"):  # the newer name first; older releases
+        if hasattr(dynamo, name):
+            setattr(dynamo, name, max(getattr(dynamo, name), COMPILED_VARIANTS))
+            return
+
+
 def _switch(value: str, auto: bool) -> bool:
     """An on/off/auto config switch; `auto` is what "auto" means on this device."""
     return value == "on" or (value == "auto" and auto)
@@ -385,10 +403,7 @@ class Trainer:
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
         self.compiled = _switch(config.compile, caps["compile"])
         if self.compiled:
-            # Start from an empty compile cache: dynamo compiles one function for at most 8 variants
-            # (networks, train/eval) and then runs it eagerly without a word, so a batch of runs or
-            # the bench in one process would quietly lose compilation after a few networks.
-            torch.compiler.reset()
+            make_room_to_compile()
         self.net = torch.compile(self.model, dynamic=False) if self.compiled else self.model  # what the steps call
         self.opt = self._make_optimizer()
         self.penalty_kw = {k: getattr(config, k) for k in ("alpha_g", "alpha_b", "beta_g", "beta_b")}

@@ -209,25 +209,49 @@ def test_cpu_allocator_stops_the_page_fault_churn():
 
 
 @pytest.mark.slow
-def test_each_trainer_compiles_its_network(monkeypatch):
-    """Dynamo compiles one function for at most 8 variants, then silently runs it eagerly; six
-    networks, each in training and evaluation mode, are 12, so every Trainer must start afresh."""
+def test_each_network_compiles_once_and_every_trainer_stays_compiled(monkeypatch):
+    """Dynamo keeps at most 8 compiled variants of a function by default, then silently runs it
+    eagerly; six networks, each in training and evaluation mode, are 12, and each must compile.
+    A second trainer of a network already compiled (a pack's K runs, a campaign's next run of a
+    kind) reuses the code without compiling, and computes with its own weights."""
     from torch._dynamo.utils import counters
 
     from qnets.models import resnet
     from qnets.train import Trainer
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compile(model, backend="eager", **kw))
+    torch.compiler.reset()
     x = torch.randn(2, 3, 32, 32)
+
+    def outputs(trainer):  # in training and evaluation mode, leaving the BatchNorm statistics as they were
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.model.train()
+        train = trainer.net(x)
+        trainer.model.eval()
+        out = train, trainer.net(x)
+        trainer.model.load_state_dict(state)
+        return out
     for depth in (8, 14):
         for neuron in ("conventional", "quadratic", "compact"):
             config = Config(depth=depth, neuron=neuron, dataset="synthetic", device="cpu", compile="on")
-            trainer = Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1)
+            first = Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1)
             before = counters["stats"]["unique_graphs"]
-            trainer.net(x)
-            trainer.model.eval()
-            trainer.net(x)
+            outputs(first)
             assert counters["stats"]["unique_graphs"] == before + 2, (depth, neuron)
+            second = Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1)
+            with torch.no_grad():
+                for p in second.model.parameters():
+                    p.mul_(0.5)
+            got = outputs(second)
+            assert counters["stats"]["unique_graphs"] == before + 2, (depth, neuron)  # nothing compiled
+            second.net = second.model  # the same network, uncompiled
+            for a, b in zip(got, outputs(second)):
+                assert torch.allclose(a, b, atol=1e-5), (depth, neuron)
+    for depth, neuron in ((8, "conventional"), (8, "quadratic")):  # the first networks are still compiled
+        config = Config(depth=depth, neuron=neuron, dataset="synthetic", device="cpu", compile="on")
+        before = counters["stats"]["unique_graphs"]
+        outputs(Trainer(config, resnet(depth, neuron), torch.device("cpu"), steps_per_epoch=1))
+        assert counters["stats"]["unique_graphs"] == before
 
 
 def test_a_test_set_overflow_is_recorded_and_training_goes_on(tmp_path, monkeypatch):
