@@ -87,7 +87,8 @@ def cmd_results(args) -> int:
         chosen = cluster.options(args.slurm_config, cluster=args.cluster, partition=args.partition,
                                  account=args.account, gpus=args.gpus, cpus=args.cpus, time=args.time,
                                  max_jobs=args.max_jobs)
-        submission = cluster.submit(configs, chosen, pack=args.pack, force=args.force, verbose=not args.quiet)
+        submission = cluster.submit(configs, chosen, pack=args.pack, force=args.force, verbose=not args.quiet,
+                                    packing=args.packing)
         runs = sum(len(labels) for _, labels in submission["jobs"])
         print(f"submitted {len(submission['jobs'])} jobs ({runs} runs) to submitit's {submission['executor']} "
               f"executor; {len(submission['skipped'])} runs not sent; job logs in {submission['folder']}", flush=True)
@@ -104,7 +105,8 @@ def cmd_results(args) -> int:
         print(f"{len(outcomes) - len(failed) - len(held)} runs done, {len(held)} left to the jobs that hold them, "
               f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
         return 1 if failed else 0
-    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force, **runtime)
+    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force,
+                           packing=args.packing, **runtime)
     return 0
 
 
@@ -116,7 +118,8 @@ def cmd_campaign(args) -> int:
     elif args.action == "run":
         if not args.out:
             raise ValueError("campaign run needs --out DIR (the folder that comes back from the GPU machine)")
-        summary = campaign.run(args.budget, args.out, pack=args.pack, verbose=not args.quiet, **scope)
+        summary = campaign.run(args.budget, args.out, pack=args.pack, packing=args.packing, verbose=not args.quiet,
+                               **scope)
         print(f"finished {len(summary['finished'])} runs, {len(summary['partial'])} partial; stopped because "
               f"{summary['stopped_because']}; {summary['seconds']:.0f} s; written to {args.out}")
     else:
@@ -148,6 +151,13 @@ def cmd_notebooks(args) -> int:
     return notebooks.main(args)
 
 
+def _add_packing(p: argparse.ArgumentParser) -> None:
+    from .experiments import PACKINGS
+    p.add_argument("--packing", choices=PACKINGS, default="streams",
+                   help="how --pack trains K runs at once: streams, each run alone on its own CUDA stream (any "
+                        "networks; default), or grouped, runs of one network fused into one (qnets.packed)")
+
+
 def _add_results_parser(p: argparse.ArgumentParser) -> None:
     """`qnets results`: which runs, how (packed, forced) and where (here, or as cluster jobs)."""
     p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
@@ -155,8 +165,9 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
     p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
     p.add_argument("--pack", type=int, default=1, metavar="K",
-                   help="train up to K runs of one network at once as one packed network (default: 1, lone runs); "
-                        "same results and names as lone runs")
+                   help="train up to K runs at once on one GPU (default: 1, lone runs); same results and names as "
+                        "lone runs")
+    _add_packing(p)
     p.add_argument("--force", action="store_true", help="train the selected runs again even where results are stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=("local", "submitit"), default="local",
@@ -213,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", help="collect: the folder a campaign run wrote")
     p.add_argument("--budget", type=float, default=480, help="run: seconds the call may take (default: 480)")
     p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
-    p.add_argument("--pack", type=int, default=1, help="run: train up to K runs of one network at once (default: 1)")
+    p.add_argument("--pack", type=int, default=1, metavar="K", help="run: train up to K runs at once (default: 1)")
+    _add_packing(p)
     p.add_argument("--preset", default="paper", help="the preset whose runs make the plan (default: paper)")
     p.add_argument("--only", type=int, default=None, help="only the plan's first N runs (trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

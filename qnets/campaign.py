@@ -21,10 +21,13 @@ import shutil
 import tarfile
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from . import experiments
-from .train import Config, checkpoint_epoch, epoch_seconds, checkpoint_path, fit, load_result, read_result, result_path, run_name
+from .experiments import train_group
+from .train import (Config, checkpoint_epoch, checkpoint_path, epoch_seconds, load_result, read_result, result_path,
+                    run_name)
 from .utils import atomic_write
 
 __all__ = ["plan", "status", "status_text", "run", "collect", "campaign_dir", "status_file", "MAX_FILES",
@@ -176,7 +179,7 @@ def _checkpoint_bytes(config: Config) -> int:
 
 
 def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, verbose: bool = True,
-        only: int | None = None, **overrides) -> dict:
+        only: int | None = None, packing: str = "streams", **overrides) -> dict:
     """Advance the plan (its first `only` runs, if given) within `budget` seconds and write what a
     later window needs into `out` (see the module docstring). Returns a summary: runs finished,
     runs left partial, and why the call stopped."""
@@ -193,25 +196,34 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     partial_bytes = sum(_partial_path(c).stat().st_size for _, c in planned if _partial_path(c).exists())
     why = "the plan is done" if not todo else None
     while todo and why is None:
-        group = _next_group(todo, pack)
+        group = _fitting(_next_group(todo, pack, packing), PARTIAL_BUDGET - partial_bytes)
+        if not group:
+            key, first = todo[0]
+            why = (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state beside "
+                   f"{partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB that travels")
+            break
         configs = [c for _, c in group]
         fresh = [c for c in configs if _epochs_done(c) == 0]
-        need = sum(_checkpoint_bytes(c) for c in fresh)
-        if fresh and partial_bytes + need > PARTIAL_BUDGET:
-            why = (f"starting {', '.join(k for k, _ in group)} could leave {need / 2**20:.0f} MiB of partial state "
-                   f"beside {partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB that travels")
-            break
         need_s = _first_epoch_seconds(group[0][1], planned)
         if time.monotonic() + need_s >= deadline:
             why = (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
                    if need_s else "the budget is spent")
             break
         t0 = time.monotonic()
-        if len(configs) == 1:
-            results = [fit(configs[0], verbose=verbose, deadline=deadline, label=group[0][0])]
-        else:
-            from .packed import fit_packed
-            results = fit_packed(configs, verbose=verbose, deadline=deadline, labels=[k for k, _ in group])
+        try:
+            results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline)
+        except Exception as e:  # a window is scarce: keep what it did, and what it can still do
+            failure = f"{type(e).__name__}: {str(e)[:500]}"
+            log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "failed": failure})
+            kept = [c for c in configs if checkpoint_epoch(checkpoint_path(c)) is not None]
+            touched += kept
+            partial_bytes += sum(_checkpoint_bytes(c) for c in kept if c in fresh)
+            if len(group) == 1:
+                why = f"{group[0][0]} failed: {failure}"
+                break
+            warnings.warn(f"training {len(group)} runs at once failed ({failure}); this window trains the rest alone")
+            pack = 1
+            continue
         log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
                     "states": [r["status"] for r in results]})
         for (key, config), r in zip(group, results):
@@ -223,7 +235,7 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
         todo = [(k, c) for k, c in todo if c not in finished]
         if any(r["status"] == "partial" for r in results):
             why = "the budget is spent (runs in flight were checkpointed)"
-    cut = [c for c in touched if c not in finished]
+    cut = list({run_name(c): c for c in touched if c not in finished}.values())
     summary = {"finished": [run_name(c) for c in finished], "partial": [run_name(c) for c in cut],
                "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
                "seconds": time.monotonic() - t_start,
@@ -250,9 +262,10 @@ def _first_epoch_seconds(config: Config, planned: list[tuple[str, Config]]) -> f
     return FIRST_EPOCH_OVERHEAD_S[device]
 
 
-def _next_group(todo: list[tuple[str, Config]], pack: int) -> list[tuple[str, Config]]:
-    """The first run still to do and, with `pack` > 1, up to pack − 1 later runs that can share its
-    network and resume from the same epoch."""
+def _next_group(todo: list[tuple[str, Config]], pack: int, packing: str = "streams") -> list[tuple[str, Config]]:
+    """The first run still to do and, with `pack` > 1, up to pack − 1 later runs to train with it:
+    any runs with "streams"; with "grouped", runs that share its network and resume from the same
+    epoch."""
     from .packed import pack_key
     key, first = todo[0]
     group = [(key, first)]
@@ -261,9 +274,22 @@ def _next_group(todo: list[tuple[str, Config]], pack: int) -> list[tuple[str, Co
         for k, c in todo[1:]:
             if len(group) == pack:
                 break
-            if pack_key(c) == pack_key(first) and _epochs_done(c) == start:
+            if packing == "streams" or (pack_key(c) == pack_key(first) and _epochs_done(c) == start):
                 group.append((k, c))
     return group
+
+
+def _fitting(group: list[tuple[str, Config]], room: int) -> list[tuple[str, Config]]:
+    """The runs of `group`, in order, whose partial state fits in `room` bytes should the budget
+    cut them (runs already partial have their state committed); empty when the first does not fit."""
+    out = []
+    for key, c in group:
+        need = 0 if _epochs_done(c) else _checkpoint_bytes(c)
+        if need > room:
+            break
+        room -= need
+        out.append((key, c))
+    return out
 
 
 def _device_name() -> str:

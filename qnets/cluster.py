@@ -3,7 +3,7 @@ into the same results store.
 
 `submit` sends the runs of a plan that have no stored result as jobs through submitit: to
 Slurm where `srun` exists, otherwise as local processes (submitit's LocalExecutor). A job
-(`TrainJob`) trains its runs with `fit` or `fit_packed` into `<out_dir>/runs/`, so it leaves
+(`TrainJob`) trains its runs with `experiments.train_group` into `<out_dir>/runs/`, so it leaves
 what `make results` would leave. Many jobs on many nodes can share one store:
 
 - A job trains a run only while it holds the run's lock, `<out_dir>/cluster/locks/<name>.lock`.
@@ -41,8 +41,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, result_path,
-                    run_name)
+from .train import Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, result_path, run_name
 from .utils import atomic_json, timestamp
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
@@ -235,8 +234,9 @@ class TrainJob:
     submitit requeues it after preemption or a time-out."""
 
     def __init__(self, runs: dict[str, Config], root: str | Path, pack: int = 1, force: bool = False,
-                 verbose: bool = True):
+                 verbose: bool = True, packing: str = "streams"):
         self.runs, self.root, self.pack, self.force, self.verbose = dict(runs), str(root), pack, force, verbose
+        self.packing = packing
         self.cleared: set[str] = set()  # forced runs whose old result and checkpoint are gone already
 
     def checkpoint(self, *args, **kwargs):
@@ -287,18 +287,14 @@ class TrainJob:
                 self.cleared.add(label)
         stored = [label for label, c in runs.items() if result_path(c).exists()]
         fresh = {label: c for label, c in runs.items() if label not in stored}
-        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack)
+        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack, packing=self.packing)
         for group in groups:
             configs = [runs[label] for label in group]
             resumed = {label: checkpoint_epoch(checkpoint_path(runs[label])) for label in group}
             t0 = time.time()
             try:
                 before = load_result(configs[0]) if group[0] in stored else None
-                if len(group) == 1:
-                    results = [fit(configs[0], verbose=self.verbose)]
-                else:
-                    from .packed import fit_packed
-                    results = fit_packed(configs, verbose=self.verbose)
+                results = experiments.train_group(configs, self.packing, verbose=self.verbose)
             except Exception as e:
                 why = f"{type(e).__name__}: {e}"
                 for label in group:
@@ -409,9 +405,9 @@ def make_executor(folder: str | Path, chosen: dict):
 
 
 def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1, force: bool = False,
-           verbose: bool = True, executor=None) -> dict:
+           verbose: bool = True, executor=None, packing: str = "streams") -> dict:
     """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
-    (experiments.pack_groups). A run with a stored result is not sent (unless `force`), and
+    (experiments.pack_groups, by `packing`). A run with a stored result is not sent (unless `force`), and
     neither is a run that another job holds. Returns {"jobs": [(job, labels)], "skipped":
     {label: outcome}, "executor": its name, "folder": where the logs are}."""
     from . import experiments
@@ -433,11 +429,12 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
             skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
         else:
             todo[label] = config
-    groups = experiments.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
+    groups = experiments.pack_groups(todo, pack, force, packing) if pack > 1 else [[label] for label in todo]
     root, jobs = Path.cwd(), []
     if groups:
         with executor.batch():  # one Slurm job array
-            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose)),
+            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose,
+                                                     packing)),
                      group) for group in groups]
     return {"jobs": jobs, "skipped": skipped, "executor": getattr(executor, "cluster", type(executor).__name__),
             "folder": str(folder.parent)}

@@ -242,21 +242,30 @@ def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str,
     return chosen
 
 
-def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> list[list[str]]:
+PACKINGS = ("streams", "grouped")  # how `--pack K` trains K runs at once (README: "Many runs on one GPU")
+
+
+def pack_groups(configs: dict[str, Config], pack: int, force: bool = False, packing: str = "grouped") -> list[list[str]]:
     """Labels of the configs still to train, in plan order, grouped into packs of at most `pack`
-    runs that can train together: the same network, batches, schedule and runtime
-    (`qnets.packed.pack_key`) and the same epoch to resume from."""
+    runs that can train together. "streams" (`qnets.streams`): any runs, in plan order. "grouped"
+    (`qnets.packed`): the same network, batches, schedule and runtime (`qnets.packed.pack_key`)
+    and the same epoch to resume from."""
     from .packed import pack_key
     from .train import read_checkpoint
     if not isinstance(pack, int) or pack < 1:
         raise ValueError(f"pack must be a positive integer, got {pack!r}")
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
     groups: dict[tuple, list[list[str]]] = {}
     order: list[list[str]] = []
     for label, c in configs.items():
         if result_path(c).exists() and not force:
             continue
-        ckpt = None if force else read_checkpoint(c)
-        key = (pack_key(c), 0 if ckpt is None else ckpt["epoch"] + 1)
+        if packing == "streams":
+            key = ()
+        else:
+            ckpt = None if force else read_checkpoint(c)
+            key = (pack_key(c), 0 if ckpt is None else ckpt["epoch"] + 1)
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) == pack:
             chunks.append([])
@@ -265,36 +274,53 @@ def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> l
     return order
 
 
+def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None, **kw) -> list[dict]:
+    """Train runs that `pack_groups` put together (one run: `fit`) and return their results in
+    order; `kw` goes to the trainer (verbose, force, deadline)."""
+    if len(configs) == 1:
+        return [fit(configs[0], label=labels[0] if labels else None, **kw)]
+    if packing == "grouped":
+        from .packed import fit_packed
+        return fit_packed(configs, labels=labels, **kw)
+    from .streams import fit_together
+    return fit_together(configs, labels=labels, **kw)
+
+
+def _how(r: dict) -> str:
+    """How a run shared the GPU, for a summary line."""
+    if r.get("pack"):
+        return f" in a pack of {r['pack']['k']}"
+    return f" beside {r['together']['k'] - 1} other runs" if r.get("together") else ""
+
+
 def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, force: bool = False,
-               **runtime) -> dict:
+               packing: str = "streams", **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
     interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
-    > 1, up to `pack` runs that can share a network are trained at once (`qnets.packed`); results
-    and names are those of lone runs. Prints one summary line per run. `runtime` overrides
-    runtime fields (device, compile, ...); `force` trains every selected run again."""
+    > 1, up to `pack` runs are trained at once, by `packing` (see `pack_groups`); results and
+    names are those of lone runs. Prints one summary line per run. `runtime` overrides runtime
+    fields (device, compile, ...); `force` trains every selected run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
     out, t0 = {}, time.time()
 
     def report(label, r):
         acc = r["final_test_acc"]
-        how = "stored" if label in stored else f"trained in {time.time() - t0:.0f}s" + (
-            f" in a pack of {r['pack']['k']}" if r.get("pack") else "")
+        how = "stored" if label in stored else f"trained in {time.time() - t0:.0f}s" + _how(r)
         print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
               f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
               f"{result_path(configs[label])}", flush=True)
         out[label] = r
 
-    groups = pack_groups(configs, pack, force) if pack > 1 else []
+    groups = pack_groups(configs, pack, force, packing) if pack > 1 else []
     first_of = {group[0]: group for group in groups if len(group) > 1}
     in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():
         if label in first_of:
-            from .packed import fit_packed
             group = first_of[label]
             t0 = time.time()
-            for member, r in zip(group, fit_packed([configs[m] for m in group], verbose=verbose, force=force,
-                                                           labels=group)):
+            for member, r in zip(group, train_group([configs[m] for m in group], packing, labels=group,
+                                                    verbose=verbose, force=force)):
                 report(member, r)
         elif label not in in_pack:
             t0 = time.time()

@@ -28,7 +28,7 @@ from . import data as qdata
 from . import relinear
 from .layers import QuadraticConv2d, product_plus
 from .models import ResNet, ShortcutA, resnet
-from .train import (Config, Trainer, build_model, collapse_reason, evaluates, history_entry, load_data, lr_factor,
+from .train import (Config, Trainer, build_model, collapse_reason, evaluates, history_entry, load_datasets, lr_factor,
                     optimizer_for, out_of_time, partial, prepare, progress, read_checkpoint, resolve_device, run_name,
                     show_epoch, write_checkpoint, write_result)
 from .utils import timestamp
@@ -503,20 +503,6 @@ class PackedTrainer(Trainer):
 # ----------------------------------------------------------------------------- fit
 
 
-def _load_all(configs) -> list:
-    """Each config's dataset, loading CIFAR-10 once for the whole pack."""
-    full = {}
-    out = []
-    for c in configs:
-        if c.dataset == "cifar10":
-            if c.data_root not in full:
-                full[c.data_root] = qdata.load_cifar10(c.data_root)
-            out.append(qdata.take(full[c.data_root], c.n_train, c.n_test, seed=c.seed))
-        else:
-            out.append(load_data(c))
-    return out
-
-
 class Pack:
     """K runs in progress as one packed network: each run's history, time and checkpoint epoch,
     and the steps `fit_packed` takes (resume, one epoch, checkpoint, finish)."""
@@ -534,7 +520,7 @@ class Pack:
         if len(starts) != 1:
             raise ValueError(f"fit_packed: runs resume from different epochs {sorted(starts)}; pack them separately")
         self.start = starts.pop()
-        self.datasets = _load_all(configs)
+        self.datasets = load_datasets(configs)
         models = [build_model(c) for c in configs]
         for m, ck in zip(models, ckpts):
             if ck is not None:

@@ -351,6 +351,19 @@ def load_data(config: Config) -> "qdata.CIFAR10":
     return qdata.take(qdata.load_cifar10(config.data_root), config.n_train, config.n_test, seed=config.seed)
 
 
+def load_datasets(configs) -> list:
+    """Each config's dataset, reading CIFAR-10 once for all of them."""
+    full, out = {}, []
+    for c in configs:
+        if c.dataset == "cifar10":
+            if c.data_root not in full:
+                full[c.data_root] = qdata.load_cifar10(c.data_root)
+            out.append(qdata.take(full[c.data_root], c.n_train, c.n_test, seed=c.seed))
+        else:
+            out.append(load_data(c))
+    return out
+
+
 def build_model(config: Config) -> torch.nn.Module:
     torch.manual_seed(config.seed)
     model = resnet(config.depth, config.neuron, config.rezero, config.shortcut)
@@ -479,6 +492,11 @@ class Trainer:
         epoch's first step; losses and correct counts accumulate in loss_sum and correct on the
         device, to be read once afterwards. `on_step(images)` is called after each step (host
         side only: a progress bar)."""
+        return drain(self.train_steps(loader, epoch, on_step))
+
+    def train_steps(self, loader, epoch: int, on_step=None):
+        """`train_epoch` one step at a time: a generator that yields after each step and returns
+        what `train_epoch` returns (so several runs can take turns, see `qnets.streams`)."""
         self.loss_sum.zero_()
         self.correct.zero_()
         seen, rates = 0, None
@@ -489,6 +507,7 @@ class Trainer:
             seen += y.shape[0]
             if on_step is not None:
                 on_step(y.shape[0])
+            yield
         return seen, rates
 
     def train_step(self, x, y):
@@ -804,13 +823,13 @@ class Run:
                          self.started, t.device.type == "cuda")
         self.saved = epoch
 
-    def epoch(self, epoch: int, train_loader, test_loader, bar) -> dict:
-        """Train one epoch, score the test set when due; appends and returns the history entry."""
+    def epoch_steps(self, epoch: int, train_loader, test_loader, bar):
+        """Train one epoch, score the test set when due: a generator that yields after each
+        training step and returns the epoch's history entry (also appended to the history)."""
         t, config = self.trainer, self.config
-        if t.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(t.device)
         t0 = time.perf_counter()
-        seen, rates = t.train_epoch(train_loader, epoch, on_step=bar.update)
+        seen, rates = yield from t.train_steps(train_loader, epoch, on_step=bar.update)
         train_loss, train_acc = t.loss_sum.item() / seen, t.correct.item() / seen
         train_time = time.perf_counter() - t0
         test = t.evaluate(test_loader) if evaluates(config, epoch) else None
@@ -821,6 +840,76 @@ class Run:
         show_epoch(bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
                    test=f"{test['test_acc']:.3f}" if test else "-")
         return self.history[-1]
+
+
+def drain(steps):
+    """Run a generator to its end and return what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on the current CUDA stream (only this run's, when runs share the
+    GPU on several streams); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.current_stream().synchronize()
+
+
+class Lane:
+    """One run, advanced a training step at a time: `fit` drives one lane to its end,
+    `qnets.streams.fit_together` several side by side. Between epochs a lane checks its
+    deadline, its collapse rule and its checkpoint schedule exactly as `fit` always has."""
+
+    def __init__(self, config: Config, dataset: "qdata.CIFAR10", device: torch.device, deadline: float | None = None,
+                 verbose: bool = True, label: str | None = None, **extra):
+        self.config, self.dataset, self.device, self.deadline, self.extra = config, dataset, device, deadline, extra
+        model = build_model(config)  # before the loaders: the same random draws as every stored run
+        self.train_loader, self.test_loader = make_loaders(config, dataset, device)
+        self.run = Run(config, Trainer(config, model, device, len(self.train_loader))).resume()
+        self.measured: list[dict] = []  # epochs timed in this process
+        self.next_epoch, self.steps, self.result = self.run.start, None, None
+        self.bar = progress(config, verbose, self.run.start, len(self.train_loader), label)
+        self.run.trainer.model.train()
+
+    def advance(self) -> bool:
+        """One training step, or between epochs the bookkeeping; False once the run has ended
+        (its result, or `partial` when its deadline stopped it, is then in `result`)."""
+        run, config = self.run, self.config
+        if self.steps is None:
+            if self.next_epoch >= config.epochs:
+                return self._end("completed", None)
+            if out_of_time(self.deadline, self.measured):
+                if run.saved != self.next_epoch - 1:
+                    run.checkpoint(self.next_epoch - 1)
+                self.result = partial(config, run.history)
+                return self._close()
+            self.steps = run.epoch_steps(self.next_epoch, self.train_loader, self.test_loader, self.bar)
+        try:
+            next(self.steps)
+            return True
+        except StopIteration as end:
+            self.measured.append(end.value)
+        epoch, self.steps = self.next_epoch, None
+        reason = collapse_reason(run.history)
+        if reason:
+            return self._end("collapsed", reason)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            run.checkpoint(epoch)
+        self.next_epoch += 1
+        return True
+
+    def _end(self, status: str, reason: str | None) -> bool:
+        r = self.run
+        self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
+                                   self.device, r.trainer, self.dataset, **self.extra)
+        return self._close()
+
+    def _close(self) -> bool:
+        self.bar.close()
+        return False
 
 
 def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None,
@@ -838,26 +927,10 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
     stored = None if force else reusable(config, dataset)
     if stored is not None:
         return stored
-    model = build_model(config)  # before the loaders: the same random draws as every stored run
-    train_loader, test_loader = make_loaders(config, dataset, device)
-    run = Run(config, Trainer(config, model, device, len(train_loader))).resume()
-    status, reason, measured = "completed", None, []  # measured: epochs timed in this process
-    bar = progress(config, verbose, run.start, len(train_loader), label)
-    run.trainer.model.train()
+    lane = Lane(config, dataset, device, deadline, verbose, label)
     try:
-        for epoch in range(run.start, config.epochs):
-            if out_of_time(deadline, measured):
-                if run.saved != epoch - 1:
-                    run.checkpoint(epoch - 1)
-                return partial(config, run.history)
-            measured.append(run.epoch(epoch, train_loader, test_loader, bar))
-            reason = collapse_reason(run.history)
-            if reason:
-                status = "collapsed"
-                break
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                run.checkpoint(epoch)
+        while lane.advance():
+            pass
     finally:
-        bar.close()
-    return write_result(config, status, reason, run.history, run.trainer.model, run.elapsed, run.started, device,
-                        run.trainer, dataset)
+        lane.bar.close()
+    return lane.result

@@ -99,12 +99,53 @@ def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_runs_that_can_share_a_network_are_packed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+    summary = campaign.run(600, tmp_path / "out", pack=3, packing="grouped", verbose=False, **SCOPE)
     assert summary["stopped_because"] == "the plan is done"
     # the plan's first four: conventional, then three quadratic ResNet-8s (relinear-sg, compact, naive);
     # compact is another network, so relinear-sg and naive share a pack
     assert [entry["runs"] for entry in summary["log"]] == [["02:conventional"], ["02:relinear-sg", "02:naive"],
                                                             ["03:compact"]]
+
+
+@pytest.mark.slow
+def test_runs_on_streams_go_in_plan_order_as_far_as_their_partial_state_fits(tmp_path, monkeypatch):
+    """Any runs share a GPU on streams, in plan order; a group is cut where the checkpoints of
+    its fresh runs, should the budget cut them, would no longer fit in what travels."""
+    monkeypatch.chdir(tmp_path)
+    planned = campaign.plan(**SCOPE)
+    conventional, quadratic, compact = (campaign._checkpoint_bytes(c) for _, c in planned[:3])
+    monkeypatch.setattr(campaign, "PARTIAL_BUDGET", quadratic + max(conventional, compact))  # room for two
+    summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+    assert summary["stopped_because"] == "the plan is done"
+    assert [entry["runs"] for entry in summary["log"]] == [["02:conventional", "02:relinear-sg"],
+                                                            ["03:compact", "02:naive"]]
+    assert all(r["together"]["k"] == 2 for r in map(load_result, (c for _, c in planned)))
+
+
+@pytest.mark.slow
+def test_a_failing_group_costs_its_own_work_not_the_window(tmp_path, monkeypatch):
+    """Runs that fail together are trained alone for the rest of the window; a lone run that
+    fails ends the window, which still writes what it finished."""
+    monkeypatch.chdir(tmp_path)
+    real = campaign.train_group
+
+    def flaky(configs, packing, **kw):
+        if len(configs) > 1:
+            raise RuntimeError("CUDA error: out of memory")
+        if configs[0].neuron == "compact":
+            raise RuntimeError("broken")
+        return real(configs, packing, **kw)
+    monkeypatch.setattr(campaign, "train_group", flaky)
+    with pytest.warns(UserWarning, match="trains the rest alone"):
+        summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+    log = summary["log"]
+    assert log[0]["runs"] == ["02:conventional", "02:relinear-sg", "03:compact"]
+    assert log[0]["failed"] == "RuntimeError: CUDA error: out of memory"
+    assert [entry["runs"] for entry in log[1:]] == [["02:conventional"], ["02:relinear-sg"], ["03:compact"]]
+    assert summary["stopped_because"] == "03:compact failed: RuntimeError: broken"
+    assert len(summary["finished"]) == 2 and summary["partial"] == []
+    check_output(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["log"] == log
 
 
 def test_partial_state_is_capped(tmp_path, monkeypatch):

@@ -83,3 +83,23 @@ def test_graph_replays_use_the_scheduled_rates():
     trainer.train_step(*batches[1])
     torch.cuda.synchronize()
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, trainer.model.parameters()))
+
+
+@pytest.mark.gpu
+@gpu
+def test_runs_together_on_streams_follow_their_lone_runs(tmp_path):
+    """Two runs of different networks on two CUDA streams, each compiled and graphed, train as
+    they do alone (cuDNN may pick other kernels between processes, so closely, not bit for bit)."""
+    from qnets.streams import fit_together
+    from qnets.train import fit
+    configs = [Config(depth=8, neuron=n, dataset="synthetic", n_train=1024, n_test=200, batch_size=128, epochs=2,
+                      device="cuda", schedule="constant", lr=0.05, seed=s, out_dir=str(tmp_path / "together"))
+               for s, n in enumerate(("quadratic", "conventional"))]
+    together = fit_together(configs, verbose=False)
+    for c, r in zip(configs, together):
+        lone = fit(c.replace(out_dir=str(tmp_path / "lone")), verbose=False)
+        assert r["status"] == lone["status"] == "completed" and r["together"]["k"] == 2
+        compiled = capabilities(torch.device("cuda"))["compile"]
+        assert r["fast_path"]["cuda_graphs"] and r["fast_path"]["compile"] == compiled
+        for a, b in zip(r["history"], lone["history"]):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02)

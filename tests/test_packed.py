@@ -229,7 +229,7 @@ def test_results_packs_runs_that_can_share_a_network(tmp_path, monkeypatch, caps
     real = packed.fit_packed
     monkeypatch.setattr(packed, "fit_packed", lambda cs, **kw: packs.append(len(cs)) or real(cs, **kw))
     selection = "02:naive,02:relinear-sg,02:relinear-sw-l2,02:conventional"
-    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)
+    out = experiments.train_plan("smoke", selection, verbose=False, pack=4, packing="grouped")
     # three quadratic ResNet-8 labels and a conventional one, three seeds each: the nine quadratic
     # runs go in packs of 4 and 4 and one trains alone; the conventional runs are a pack of their own
     assert sorted(packs) == [3, 4, 4] and len(out) == 12

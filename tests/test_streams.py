@@ -1,0 +1,107 @@
+"""Runs trained side by side (qnets.streams.fit_together) are exactly their lone runs."""
+import json
+import time
+
+import pytest
+import torch
+
+from qnets.streams import fit_together
+from qnets.train import Config, checkpoint_path, fit, result_path
+
+TIMING = {"epoch_time", "train_time", "images_per_s"}
+
+
+def untimed(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def mixed(out, **kw):
+    """Runs of different networks and depths, seeds, initialisations and ReLinear settings."""
+    common = dict(dataset="synthetic", n_train=200, n_test=100, batch_size=50, epochs=2, lr=0.05, device="cpu",
+                  schedule="cosine", out_dir=str(out)) | kw
+    return [Config(**common, depth=8, neuron="conventional", seed=0),
+            Config(**common, depth=8, neuron="quadratic", seed=1, gamma_g=1e-3, gamma_b=None, alpha_b=1e-3),
+            Config(**common, depth=14, neuron="compact", seed=2)]
+
+
+def same_weights(a: Config, b: Config) -> bool:
+    x, y = (torch.load(checkpoint_path(c), weights_only=False) for c in (a, b))
+    return (x["epoch"] == y["epoch"] and all(torch.equal(x["model"][k], y["model"][k]) for k in y["model"])
+            and all(torch.equal(p["momentum_buffer"], q["momentum_buffer"])
+                    for p, q in zip(x["optimizer"]["state"].values(), y["optimizer"]["state"].values())))
+
+
+def test_runs_together_are_their_lone_runs_bit_for_bit(tmp_path):
+    together = fit_together(mixed(tmp_path / "together"), verbose=False)
+    for c, r in zip(mixed(tmp_path / "together"), together):
+        lone_config = c.replace(out_dir=str(tmp_path / "lone"))
+        lone = fit(lone_config, verbose=False)
+        assert r["status"] == lone["status"] == "completed" and r["name"] == lone["name"]
+        assert untimed(r["history"]) == untimed(lone["history"])
+        assert r["final_test_acc"] == lone["final_test_acc"]
+        assert same_weights(c, lone_config)
+        assert set(r) - set(lone) == {"together"} and r["together"]["k"] == 3
+        assert json.loads(result_path(c).read_text()) == r
+
+
+def test_a_diverging_run_collapses_alone_and_the_others_are_untouched(tmp_path):
+    configs = mixed(tmp_path / "together", epochs=3, schedule="constant")
+    configs[1] = configs[1].replace(lr=1e4, init="naive", gamma_g=None, alpha_b=0.0)
+    results = fit_together(configs, verbose=False)
+    assert results[1]["status"] == "collapsed" and results[1]["epochs_run"] < 3
+    for j in (0, 2):
+        lone_config = configs[j].replace(out_dir=str(tmp_path / "lone"))
+        lone = fit(lone_config, verbose=False)
+        assert results[j]["status"] == "completed" and untimed(results[j]["history"]) == untimed(lone["history"])
+        assert same_weights(configs[j], lone_config)
+
+
+def test_a_deadline_stops_every_run_checkpointed_and_they_resume_exactly(tmp_path):
+    """Stopped by a deadline, each run keeps its own checkpoint; trained again (together or alone),
+    each ends exactly where an uninterrupted run ends."""
+    cut = mixed(tmp_path / "cut", epochs=3)
+    first = fit_together(cut, verbose=False, deadline=time.monotonic() + 0.01)  # each trains one epoch, then stops
+    assert {r["status"] for r in first} == {"partial"}
+    assert all(checkpoint_path(c).exists() and not result_path(c).exists() for c in cut)
+    assert all(r["epochs_run"] == torch.load(checkpoint_path(c), weights_only=False)["epoch"] + 1
+               for r, c in zip(first, cut))
+    resumed = fit_together(cut[:2], verbose=False) + [fit(cut[2], verbose=False)]
+    straight = [fit(c, verbose=False) for c in mixed(tmp_path / "straight", epochs=3)]
+    for r, s, a, b in zip(resumed, straight, cut, mixed(tmp_path / "straight", epochs=3)):
+        assert r["status"] == "completed" and untimed(r["history"]) == untimed(s["history"])
+        assert same_weights(a, b)
+
+
+def test_stored_runs_are_reused_and_bad_input_is_refused(tmp_path):
+    configs = mixed(tmp_path, epochs=1)
+    stored = fit(configs[0], verbose=False)
+    results = fit_together(configs[:2], verbose=False)
+    assert results[0] == stored and results[1]["status"] == "completed"
+    assert "together" not in results[1]  # it trained alone: nothing shared its time
+    with pytest.raises(ValueError, match="listed twice"):
+        fit_together([configs[0], configs[0]], verbose=False)
+    with pytest.raises(ValueError, match="different devices"):
+        fit_together([configs[0], configs[1].replace(device="cuda")], verbose=False)
+    with pytest.raises(ValueError, match="2 labels for 1 runs"):
+        fit_together(configs[:1], verbose=False, labels=["a", "b"])
+    with pytest.raises(TypeError, match="Config"):
+        fit_together([configs[0].to_dict()], verbose=False)
+
+
+@pytest.mark.slow
+def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatch, capsys):
+    from qnets import experiments, streams
+    monkeypatch.chdir(tmp_path)
+    groups = []
+    real = streams.fit_together
+    monkeypatch.setattr(streams, "fit_together", lambda cs, **kw: groups.append([c.neuron for c in cs]) or real(cs, **kw))
+    selection = "02:conventional,02:naive"  # two networks, three seeds each, in the plan's order
+    assert experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="streams") == [
+        ["02:conventional", "02:naive", "02:conventional#1", "02:naive#1"], ["02:conventional#2", "02:naive#2"]]
+    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)  # streams: the default
+    assert groups == [["conventional", "quadratic"] * 2, ["conventional", "quadratic"]]
+    assert all(r["status"] in ("completed", "collapsed") for r in out.values())
+    assert [r["together"]["k"] for r in out.values()] == [4, 4, 4, 4, 2, 2]
+    assert "beside 3 other runs" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="packing must be one of streams, grouped"):
+        experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="fused")
