@@ -45,9 +45,14 @@ results: $(STAMP)  ## train experiment configs without notebooks: make results P
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
 	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --packing $(PACKING) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
-gpu-prepare:  ## copy the CIFAR-10 archive into .device-data/, which travels to a GPU machine (see scripts/gpu-window.sh)
+gpu-prepare: $(STAMP)  ## fill .device-data/, which travels to a bare GPU machine: the CIFAR-10 archive and pytest as a zip (see scripts/gpu-*.sh)
 	mkdir -p .device-data
 	cp "$${QNETS_CIFAR10:-../shared/data/cifar10/cifar10-jpeg.tar.xz}" .device-data/cifar10-jpeg.tar.xz
+	rm -rf .device-data/pylib .device-data/pylib.zip
+	$(BIN)/python -m pip install --quiet --target .device-data/pylib pytest
+	cd .device-data/pylib && rm -rf bin && find . -name __pycache__ -prune -exec rm -rf {} + && \
+		$(abspath $(BIN))/python -m zipfile -c ../pylib.zip $$(ls -A)
+	rm -rf .device-data/pylib
 
 collect: $(STAMP)  ## after a GPU window: make collect DIR=<folder it returned>; results in, notebooks and README re-rendered
 	@test -n "$(DIR)" || { echo "make collect needs DIR=<the folder a campaign run returned>"; exit 2; }

@@ -129,21 +129,24 @@ def test_a_nonfinite_run_leaves_the_others_untouched():
 
 @pytest.mark.slow
 def test_bench_pack_mode_writes_a_report(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "1,2", "--mechanisms", "grouped",
+    p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "1,2", "--mechanisms", "grouped,streams",
                         "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1",
                         "--warmup", "1", "--pack-compile", "off", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     report = json.loads((tmp_path / "cpu-packing.json").read_text())
-    assert report["kind"] == "packing" and [r["k"] for r in report["rows"]] == [1, 2]
-    assert all(r["images_per_s"] > 0 and r["mechanism"] == "grouped" for r in report["rows"])
+    assert report["kind"] == "packing"
+    assert [(r["mechanism"], r["k"]) for r in report["rows"]] == [("grouped", 1), ("grouped", 2), ("streams", 1),
+                                                                  ("streams", 2)]
+    assert all(r["images_per_s"] > 0 for r in report["rows"])
     assert report["lone"][0]["images_per_s"] > 0
     from qnets import bench
     table = bench.markdown(report)
     assert "| ResNet-8 quadratic | grouped | off | NHWC | fp32 | 2 |" in table
-    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "2", "--mechanisms", "streams",
+    assert "| ResNet-8 quadratic | streams | off | NHWC | fp32 | 2 |" in table
+    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--pack", "2", "--mechanisms", "fused",
                           "--depths", "8", "--data", "synthetic"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "needs a GPU" in bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode != 0 and "--mechanisms: unknown ['fused']" in bad.stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- packed fit
