@@ -193,6 +193,7 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     _restore_partials(planned)
     todo = [(key, c) for key, c in planned if load_result(c) is None]
     finished, touched, log = [], [], []
+    compiled: set[tuple] = set()  # networks this process has compiled: later runs of them reuse the code
     partial_bytes = sum(_partial_path(c).stat().st_size for _, c in planned if _partial_path(c).exists())
     why = "the plan is done" if not todo else None
     while todo and why is None:
@@ -202,13 +203,16 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
             why = (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state beside "
                    f"{partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB that travels")
             break
-        configs = [c for _, c in group]
-        fresh = [c for c in configs if _epochs_done(c) == 0]
-        need_s = _first_epoch_seconds(group[0][1], planned)
+        while len(group) > 1 and time.monotonic() + _first_epoch_seconds(group, planned, compiled) >= deadline:
+            group = group[:-1]  # fewer runs side by side finish their first epoch sooner
+        need_s = _first_epoch_seconds(group, planned, compiled)
         if time.monotonic() + need_s >= deadline:
             why = (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
                    if need_s else "the budget is spent")
             break
+        configs = [c for _, c in group]
+        fresh = [c for c in configs if _epochs_done(c) == 0]
+        compiled |= {_network(c) for c in configs}
         t0 = time.monotonic()
         try:
             results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline)
@@ -248,18 +252,30 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
 FIRST_EPOCH_OVERHEAD_S = {"cuda": 60.0, "cpu": 0.0}  # compilation and CUDA-graph capture before the first step
 
 
-def _first_epoch_seconds(config: Config, planned: list[tuple[str, Config]]) -> float:
-    """What the first epoch of `config` in a fresh process costs: the measured epoch time of its
-    kind of network on this kind of device (from stored results), plus compilation."""
+def _network(config: Config) -> tuple:
+    return config.depth, config.neuron, config.rezero, config.shortcut
+
+
+def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[str, Config]],
+                         compiled: set[tuple] = frozenset()) -> float:
+    """What the first epoch of `group`'s runs, trained together in this process, costs: each run's
+    share of an epoch of its network measured on this kind of device (from stored results; a run
+    that trained beside k − 1 others counts 1/k of its epoch), one after another (running side by
+    side only helps), plus compilation and graph capture for each network not in `compiled`."""
     import torch
-    device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
-    here = _device_name()
-    for _, c in planned:
-        r = load_result(c) if (c.depth, c.neuron) == (config.depth, config.neuron) else None
-        seconds = epoch_seconds(r["history"]) if r is not None and r["device"] == here else None
-        if seconds:
-            return seconds + FIRST_EPOCH_OVERHEAD_S[device]
-    return FIRST_EPOCH_OVERHEAD_S[device]
+    here, total, networks = _device_name(), 0.0, set()
+    for _, config in group:
+        device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+        for _, c in planned:
+            r = load_result(c) if _network(c) == _network(config) else None
+            seconds = epoch_seconds(r["history"]) if r is not None and r["device"] == here else None
+            if seconds:
+                total += seconds / ((r.get("together") or r.get("pack") or {}).get("k") or 1)
+                break
+        if _network(config) not in compiled | networks:
+            total += FIRST_EPOCH_OVERHEAD_S[device]
+            networks.add(_network(config))
+    return total
 
 
 def _next_group(todo: list[tuple[str, Config]], pack: int, packing: str = "streams") -> list[tuple[str, Config]]:

@@ -59,7 +59,7 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
     monkeypatch.chdir(windows)
     # windows too short for these runs' measured epochs would start nothing (tested below); here each
     # window must start at least one epoch, so that the budget cuts runs in flight again and again
-    monkeypatch.setattr(campaign, "_first_epoch_seconds", lambda config, planned: 0.0)
+    monkeypatch.setattr(campaign, "_first_epoch_seconds", lambda *args: 0.0)
     calls = 0
     seen_partial = False
     while calls < 40:
@@ -94,6 +94,16 @@ def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
     assert "needs about 30 s for its first epoch" in summary["stopped_because"]
     check_output(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_because"] == summary["stopped_because"]
+
+
+def test_a_group_shrinks_to_runs_that_can_finish_a_first_epoch(tmp_path, monkeypatch):
+    """Each network not yet compiled in the window adds its compilation to the group's first epoch;
+    the group keeps the runs whose first epoch ends before the deadline."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(campaign.FIRST_EPOCH_OVERHEAD_S, "cpu", 10.0)  # as if each network took 10 s to compile
+    summary = campaign.run(25, tmp_path / "out", pack=3, verbose=False, **SCOPE)  # 22.5 s to the deadline
+    assert summary["log"][0]["runs"] == ["02:conventional", "02:relinear-sg"]  # three networks would be 30 s
+    check_output(tmp_path / "out")
 
 
 @pytest.mark.slow
