@@ -72,12 +72,44 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     return [c for c in out if c]
 
 
+# He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), Table 6: ResNet-20 on
+# CIFAR-10, 8.75% test error with the 200-epoch-equivalent recipe (64k iterations of batch 128).
+HE_RESNET20 = 91.25
+REFERENCE_MARGIN = 1.0  # points: how close a reproduction's 95% interval must sit to count as one
+
+
+def _reference(results, label: str = "conventional") -> dict | None:
+    """The conventional ResNet-20 on the full recipe against He et al.'s published accuracy: an
+    equivalence reading. Supported when the 95% interval of the mean lies within ±REFERENCE_MARGIN
+    points of it, contradicted when the interval lies wholly outside that band, else not resolved.
+    Only for runs of that recipe (depth 20, full training set, at least 160 epochs)."""
+    recipe = lambda c: (c.get("depth"), c.get("dataset"), c.get("n_train")) == (20, "cifar10", None) and \
+        (c.get("epochs") or 0) >= 160  # noqa: E731
+    rs = [r for r in results.get(label, []) if recipe(r["config"])]
+    if not rs:
+        return None
+    s = summary(_finals(rs))
+    lo, hi = HE_RESNET20 - REFERENCE_MARGIN, HE_RESNET20 + REFERENCE_MARGIN
+    if s["low"] is None:
+        v = "not resolved"
+        evidence = (f"{s['n']} completed seed{'' if s['n'] == 1 else 's'}" +
+                    (f" at {s['mean']:.2f}%: too few for an interval" if s["n"] else ""))
+    else:
+        v = ("supported" if lo <= s["low"] and s["high"] <= hi else
+             "contradicted" if s["high"] < lo or s["low"] > hi else "not resolved")
+        evidence = (f"Mean of {s['n']} seeds {s['mean']:.2f}%, 95% CI [{s['low']:.2f}, {s['high']:.2f}]; "
+                    f"{s['mean'] - HE_RESNET20:+.2f} points from the published figure")
+    return {"claim": f"The conventional ResNet-20 reproduces He et al.'s {HE_RESNET20}% (within ±{REFERENCE_MARGIN:g} "
+                     "point)", "verdict": v, "evidence": evidence}
+
+
 def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> list[dict]:
     """The claims notebook `notebook` tests, with verdicts from `results`."""
     nb = str(notebook)[:2]
     out = []
     if nb == "02":
-        out += [_collapse_risk(results, "naive", "relinear-sg"),
+        out += [_reference(results),
+                _collapse_risk(results, "naive", "relinear-sg"),
                 _better(results, "relinear-sg", "conventional",
                         "ReLinear (shrunken gradients, γ = 1e-5) makes the quadratic network more accurate than "
                         "the conventional one"),

@@ -399,10 +399,29 @@ def _stored_expressivity(preset: str) -> dict:
     return stored
 
 
+def paper_markdown() -> str:
+    """Where the reproduction stands: the campaign's progress (`qnets.campaign`), then, for each of
+    notebooks 02-05 with any result of the `paper` preset, its table and verdicts. For the README's
+    `<!-- paper -->` block, kept equal to it by a test; it grows with every GPU window."""
+    from .campaign import status
+    rows = status("paper")
+    done = [r for r in rows if r["state"] == "done"]
+    partial = [r for r in rows if r["state"] == "partial"]
+    minutes = sum(r["minutes"] for r in done if r["device"] != "cpu")
+    out = [f"{len(done)} of the campaign's {len(rows)} runs are done ({minutes:.0f} GPU-minutes) and {len(partial)} "
+           "partial; `python -m qnets campaign status` lists them (also in `results/campaign/status.txt`)."]
+    for notebook in ("02", "03", "04", "05"):
+        if any(load_result(c) is not None for config in labelled_configs(notebook, "paper").values()
+               for c in seeds(config)):
+            out += ["", f"Notebook {notebook}:", "", markdown_table(notebook, "paper"), "",
+                    claims_markdown(notebook, "paper")]
+    return "\n".join(out)
+
+
 def render_readme(path: str | Path = "README.md") -> bool:
     """Regenerate the README's marked blocks from the stored results: each `<!-- table NN preset -->`
-    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown. Returns whether the file
-    changed."""
+    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown, the block between
+    `<!-- paper -->` and `<!-- /paper -->` by paper_markdown. Returns whether the file changed."""
     import re
     path = Path(path)
     lines = path.read_text().split("\n")
@@ -424,6 +443,9 @@ def render_readme(path: str | Path = "README.md") -> bool:
                 i += 1
             out += claims_markdown(notebook, preset).split("\n")
     text = "\n".join(out)
+    if "<!-- paper -->\n" in text:
+        head, rest = text.split("<!-- paper -->\n", 1)
+        text = head + "<!-- paper -->\n" + paper_markdown() + "\n" + rest[rest.index("<!-- /paper -->"):]
     changed = text != path.read_text()
     if changed:
         path.write_text(text)

@@ -48,3 +48,23 @@ def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
         assert f"colab.research.google.com/github/{slug}/blob/main/notebooks/{nb.name}" in README
         text = nb.read_text()
         assert f'REPOSITORY = \\"{REPO}\\"' in text and f"github/{slug}/blob/main/notebooks/{nb.name}" in text
+
+
+def test_the_paper_block_is_the_campaigns_progress():
+    block = README.split("<!-- paper -->\n", 1)[1].split("<!-- /paper -->", 1)[0]
+    assert block == experiments.paper_markdown() + "\n"
+
+
+def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
+    from qnets import campaign
+    rows = [{"state": "done", "minutes": 4.0, "device": "NVIDIA H200"},
+            {"state": "done", "minutes": 9.0, "device": "cpu"}, {"state": "partial"}, {"state": "to do"}]
+    monkeypatch.setattr(campaign, "status", lambda preset: rows)
+    first = experiments.seeds(experiments.labelled_configs("03", "paper")["compact"])[2]
+    monkeypatch.setattr(experiments, "load_result", lambda c: {} if c == first else None)
+    monkeypatch.setattr(experiments, "markdown_table", lambda nb, preset: f"<table {nb} {preset}>")
+    monkeypatch.setattr(experiments, "claims_markdown", lambda nb, preset: f"<claims {nb} {preset}>")
+    text = experiments.paper_markdown()
+    assert text.startswith("2 of the campaign's 4 runs are done (4 GPU-minutes) and 1 partial;")
+    assert text.endswith("\n\nNotebook 03:\n\n<table 03 paper>\n\n<claims 03 paper>")
+    assert "Notebook 02" not in text  # notebook 02 has no compact run

@@ -63,3 +63,20 @@ def test_a_sweep_optimum_must_clear_a_corrected_interval():
     assert "98.3% CI" in v[0]["evidence"]
     noisy = results | {"gamma=1e-05": fake("g", [93.0, 89.0, 91.0])}
     assert claims.verdicts("05", noisy)[0]["verdict"] == "not resolved"
+
+
+def test_the_conventional_resnet20_is_read_against_he_et_al():
+    """An equivalence reading: the 95% interval inside ±1 point of 91.25% is a reproduction, wholly
+    outside that band is a failure to reproduce; only runs of the full 200-epoch recipe count."""
+    paper = {"depth": 20, "n_train": None, "dataset": "cifar10", "epochs": 200}
+    reference = lambda accs, **config: claims._reference({"conventional": fake("c", accs, **(paper | config))})  # noqa: E731
+    close = reference([91.0, 91.4, 91.2])
+    assert close["verdict"] == "supported" and "Mean of 3 seeds 91.20%" in close["evidence"]
+    assert "-0.05 points from the published figure" in close["evidence"]
+    assert reference([86.0, 86.5, 86.2])["verdict"] == "contradicted"
+    assert reference([89.0, 91.0, 93.0])["verdict"] == "not resolved"  # too wide to say
+    one = reference([91.3, None, None])
+    assert one["verdict"] == "not resolved" and one["evidence"] == "1 completed seed at 91.30%: too few for an interval"
+    assert reference([86.0, 86.5, 86.2], epochs=50) is None  # a shortened schedule is not the recipe
+    assert reference([86.0, 86.5, 86.2], depth=8) is None and reference([86.0], n_train=5000) is None
+    assert claims.verdicts("02", {"conventional": fake("c", [91.0, 91.4, 91.2], **paper)})[0] == close
