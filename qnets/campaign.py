@@ -91,16 +91,19 @@ def _epochs_done(config: Config) -> int:
 
 def status(preset: str = "paper", only: int | None = None, **overrides) -> list[dict]:
     """One dict per planned run: key, name, state (done, partial, to do), epochs done, and for
-    done runs the outcome, device and minutes."""
+    done runs the outcome, device, minutes, and its share of the GPU: a run trained beside k − 1
+    others (`shared` = k) counts 1/k of its wall time and epoch time."""
     rows = []
     for key, config in plan(preset, only, **overrides):
         r = load_result(config)
         row = {"key": key, "name": run_name(config), "epochs": config.epochs, "depth": config.depth,
                "neuron": config.neuron}
         if r is not None:
+            shared = (r.get("together") or r.get("pack") or {}).get("k") or 1  # runs that shared its GPU time
             row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
-                    "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"],
-                    "epoch_s": epoch_seconds(r["history"])}
+                    "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"], "shared": shared,
+                    "gpu_minutes": 0.0 if r["device"] == "cpu" else r["wall_time"] / 60 / shared,
+                    "epoch_s": (epoch_seconds(r["history"]) or 0) / shared or None}
         else:
             done = _epochs_done(config)
             row |= {"state": "partial" if done else "to do", "done": done}
@@ -127,8 +130,9 @@ def status_text(preset: str = "paper", only: int | None = None, **overrides) -> 
         outcome = ""
         if r["state"] == "done":
             outcome = (f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else r["status"]) + \
-                f" ({r['minutes']:.1f} min, {r['device']})"
-            spent += r["minutes"] if r["device"] != "cpu" else 0.0
+                f" ({r['minutes']:.1f} min" + (f" shared by {r['shared']} runs" if r["shared"] > 1 else "") + \
+                f", {r['device']})"
+            spent += r["gpu_minutes"]
         else:
             measured = per_kind.get((r["depth"], r["neuron"]))
             if measured:
@@ -139,7 +143,7 @@ def status_text(preset: str = "paper", only: int | None = None, **overrides) -> 
     done = sum(r["state"] == "done" for r in rows)
     partial = sum(r["state"] == "partial" for r in rows)
     lines.append(f"\n{done} of {len(rows)} runs done, {partial} partial; {spent:.1f} GPU-minutes spent on the done "
-                 f"runs; about {left:.0f} GPU-minutes left for one lone run at a time"
+                 f"runs (runs side by side count their share); about {left:.0f} GPU-minutes left at the measured pace"
                  + (f" ({benched} kinds of network timed by the bench only, not yet by a campaign run)" if benched else "")
                  + (f", and {unknown} runs of kinds never timed" if unknown else ""))
     return "\n".join(lines)

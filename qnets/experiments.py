@@ -407,7 +407,7 @@ def paper_markdown() -> str:
     rows = status("paper")
     done = [r for r in rows if r["state"] == "done"]
     partial = [r for r in rows if r["state"] == "partial"]
-    minutes = sum(r["minutes"] for r in done if r["device"] != "cpu")
+    minutes = sum(r["gpu_minutes"] for r in done)
     out = [f"{len(done)} of the campaign's {len(rows)} runs are done ({minutes:.0f} GPU-minutes) and {len(partial)} "
            "partial; `python -m qnets campaign status` lists them (also in `results/campaign/status.txt`)."]
     for notebook in ("02", "03", "04", "05"):

@@ -8,7 +8,7 @@ import pytest
 
 from qnets import campaign, experiments
 from qnets.__main__ import main
-from qnets.train import checkpoint_path, load_result, read_result, result_path
+from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
 
 SCOPE = dict(preset="smoke", only=4, epochs=3, eval_every=1)  # four small runs of three epochs
 TIMING = ("epoch_time", "train_time", "images_per_s")
@@ -130,6 +130,12 @@ def test_runs_on_streams_go_in_plan_order_as_far_as_their_partial_state_fits(tmp
     assert [entry["runs"] for entry in summary["log"]] == [["02:conventional", "02:relinear-sg"],
                                                             ["03:compact", "02:naive"]]
     assert all(r["together"]["k"] == 2 for r in map(load_result, (c for _, c in planned)))
+    rows = campaign.status(**SCOPE)  # a run's share of the GPU: half its wall and epoch time
+    for row, (_, c) in zip(rows, planned):
+        r = load_result(c)
+        assert row["shared"] == 2 and row["epoch_s"] == pytest.approx(epoch_seconds(r["history"]) / 2)
+        assert row["gpu_minutes"] == 0.0  # a CPU's minutes are not GPU-minutes
+    assert "min shared by 2 runs, cpu)" in campaign.status_text(**SCOPE)
 
 
 @pytest.mark.slow

@@ -57,8 +57,8 @@ def test_the_paper_block_is_the_campaigns_progress():
 
 def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
     from qnets import campaign
-    rows = [{"state": "done", "minutes": 4.0, "device": "NVIDIA H200"},
-            {"state": "done", "minutes": 9.0, "device": "cpu"}, {"state": "partial"}, {"state": "to do"}]
+    rows = [{"state": "done", "gpu_minutes": 4.0}, {"state": "done", "gpu_minutes": 0.0}, {"state": "partial"},
+            {"state": "to do"}]
     monkeypatch.setattr(campaign, "status", lambda preset: rows)
     first = experiments.seeds(experiments.labelled_configs("03", "paper")["compact"])[2]
     monkeypatch.setattr(experiments, "load_result", lambda c: {} if c == first else None)
