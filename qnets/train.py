@@ -3,7 +3,9 @@
 `fit` trains a CIFAR ResNet with ReLinear, stores the result as JSON under
 `<out_dir>/runs/` (named by a hash of the config) and returns it; a stored result is returned
 instead of retraining. Checkpoints are written every `checkpoint_every` epochs, atomically, and
-a run started again with the same config resumes from the last one.
+a run started again with the same config resumes from the last one. `fit` drives one `Lane`
+(a run advanced a training step at a time) to its end; `qnets.streams` drives several side by
+side.
 
 The fast path (GPU): data and augmentation on the device, channels-last, bf16 autocast,
 `torch.compile`, and one CUDA graph per training step covering forward, backward and the fused
