@@ -495,7 +495,7 @@ class PackedTrainer(Trainer):
             total = total + self.penalty()
         total.backward()
         self.opt.step()
-        self.opt.zero_grad(set_to_none=not self.use_graphs)
+        self.opt.zero_grad(set_to_none=True)  # as the lone step: gradients written, not added to zeros
         self.loss_sum += losses.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(2) == y).sum(0)
 

@@ -66,6 +66,18 @@ def test_compiled_graphed_bf16_step_follows_the_eager_fp32_step():
 
 @pytest.mark.gpu
 @gpu
+def test_graphed_float32_steps_are_the_eager_steps():
+    """Without bf16 and compilation, a captured step replayed is the eager step: its gradients
+    (written into the graph's memory, never zeroed and added to) move the weights as eager
+    ones do, up to cuDNN's choice of kernels."""
+    out = compare("cuda", precision="fp32", compile="off", cuda_graphs="on")
+    assert out["fast"].use_graphs and out["fast"].graph is not None, out["fast"].notes
+    assert out["fast_loss"] == pytest.approx(out["eager_loss"], rel=1e-3)
+    assert out["relative_gap"] < 1e-2, out
+
+
+@pytest.mark.gpu
+@gpu
 def test_graph_replays_use_the_scheduled_rates():
     """A CUDA graph reads the learning rate from device memory: a rate changed between replays
     must take effect (a rate of 0 leaves the weights where they are)."""
