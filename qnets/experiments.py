@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
-from .train import Config, epoch_seconds, fit, load_result, result_path
+from .train import Config, epoch_seconds, fit, load_result, resolve_device, result_path
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
 
@@ -313,6 +313,8 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
         out[label] = r
 
     groups = pack_groups(configs, pack, force, packing) if pack > 1 else []
+    if any(len(g) > 1 for g in groups) and all(resolve_device(c.device).type == "cpu" for c in configs.values()):
+        print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
     first_of = {group[0]: group for group in groups if len(group) > 1}
     in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():

@@ -102,6 +102,7 @@ def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatc
     assert groups == [["conventional", "quadratic"] * 2, ["conventional", "quadratic"]]
     assert all(r["status"] in ("completed", "collapsed") for r in out.values())
     assert [r["together"]["k"] for r in out.values()] == [4, 4, 4, 4, 2, 2]
-    assert "beside 3 other runs" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "beside 3 other runs" in printed and "--pack 4 on a CPU: the runs take turns" in printed
     with pytest.raises(ValueError, match="packing must be one of streams, grouped"):
         experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="fused")
