@@ -217,9 +217,30 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
         configs = [c for _, c in group]
         fresh = [c for c in configs if _epochs_done(c) == 0]
         compiled |= {_network(c) for c in configs}
-        t0 = time.monotonic()
+        t0, refilled = time.monotonic(), []
+
+        def refill(live: list[Config]) -> tuple[Config, str] | None:
+            """The next run in plan order, to take the place of one that ended: if its partial state
+            fits beside what is in flight and its first epoch, beside the runs still training, ends
+            before the deadline."""
+            taken = {run_name(c) for _, c in group}
+            following = [(k, c) for k, c in todo if run_name(c) not in taken][:1]
+            in_flight = sum(_checkpoint_bytes(c) for c in fresh)
+            if not following or not _fitting(following, PARTIAL_BUDGET - partial_bytes - in_flight):
+                return None
+            if time.monotonic() + _first_epoch_seconds([(k, c) for k, c in group if c in live] + following, planned,
+                                                       compiled) >= deadline:
+                return None
+            (key, config), = following
+            group.append((key, config))
+            refilled.append(key)
+            fresh.extend([config] if _epochs_done(config) == 0 else [])
+            compiled.add(_network(config))
+            return config, key
         try:
-            results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline)
+            rolling = {"refill": refill} if packing == "streams" and pack > 1 else {}
+            results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
+                                  **rolling)  # with streams, runs that end make room for the next ones
         except Exception as e:  # a window is scarce: keep what it did, and what it can still do
             failure = f"{type(e).__name__}: {str(e)[:500]}"
             log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "failed": failure})
@@ -233,7 +254,7 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
             pack = 1
             continue
         log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
-                    "states": [r["status"] for r in results]})
+                    "states": [r["status"] for r in results]} | ({"refilled": refilled} if refilled else {}))
         for (key, config), r in zip(group, results):
             touched.append(config)
             if r["status"] == "partial":
@@ -264,10 +285,12 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
                          compiled: set[tuple] = frozenset()) -> float:
     """What the first epoch of `group`'s runs, trained together in this process, costs: each run's
     share of an epoch of its network measured on this kind of device (from stored results; a run
-    that trained beside k − 1 others counts 1/k of its epoch), one after another (running side by
-    side only helps), plus compilation and graph capture for each network not in `compiled`."""
+    that trained beside k − 1 others counts 1/k of its epoch; on a GPU, the bench's lone epoch
+    where no run was stored yet), one after another (running side by side only helps), plus
+    compilation and graph capture for each network not in `compiled`."""
     import torch
     here, total, networks = _device_name(), 0.0, set()
+    benched = _bench_epoch_seconds()
     for _, config in group:
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
         for _, c in planned:
@@ -276,6 +299,8 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
             if seconds:
                 total += seconds / ((r.get("together") or r.get("pack") or {}).get("k") or 1)
                 break
+        else:  # no campaign run of this network here yet: the lone fast path's bench time on a GPU
+            total += benched.get((config.depth, config.neuron), 0.0) if device == "cuda" else 0.0
         if _network(config) not in compiled | networks:
             total += FIRST_EPOCH_OVERHEAD_S[device]
             networks.add(_network(config))

@@ -274,16 +274,18 @@ def pack_groups(configs: dict[str, Config], pack: int, force: bool = False, pack
     return order
 
 
-def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None, **kw) -> list[dict]:
+def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None, refill=None,
+                **kw) -> list[dict]:
     """Train runs that `pack_groups` put together (one run: `fit`) and return their results in
-    order; `kw` goes to the trainer (verbose, force, deadline)."""
+    order; `kw` goes to the trainer (verbose, force, deadline), `refill` to
+    `qnets.streams.fit_together` (runs that end make room for the next ones)."""
+    if packing == "streams" and (len(configs) > 1 or refill is not None):
+        from .streams import fit_together
+        return fit_together(configs, labels=labels, refill=refill, **kw)
     if len(configs) == 1:
         return [fit(configs[0], label=labels[0] if labels else None, **kw)]
-    if packing == "grouped":
-        from .packed import fit_packed
-        return fit_packed(configs, labels=labels, **kw)
-    from .streams import fit_together
-    return fit_together(configs, labels=labels, **kw)
+    from .packed import fit_packed
+    return fit_packed(configs, labels=labels, **kw)
 
 
 def _how(r: dict) -> str:

@@ -16,7 +16,7 @@ streams` (results/bench/*-packing.json).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -33,22 +33,21 @@ def _stream_for(device: torch.device):
     return (lambda: torch.cuda.stream(stream)), stream
 
 
+Refill = Callable[[list[Config]], "tuple[Config, str | None] | None"]
+
+
 def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = False, deadline: float | None = None,
-                 labels: Sequence[str] | None = None) -> list[dict]:
+                 labels: Sequence[str] | None = None, refill: Refill | None = None) -> list[dict]:
     """Train `configs` side by side (see the module docstring) and return their results in order,
     as `fit` would one by one: stored results are returned without training unless `force`; each
     run resumes from its own checkpoint and writes its own result when it ends (a collapsed run
     when it collapses); with a `deadline` each run stops between its epochs, checkpointed, and
-    returns `partial`. The results record the runs that trained together ("together")."""
+    returns `partial`. Whenever a run ends, `refill(configs of the runs still training)` may
+    name another (config, label) to take its place, or None; the results of runs started that
+    way follow, in the order they started. A run that started beside others records how many
+    were training then, itself included ("together": {"k": ...})."""
     configs = list(configs)
-    for c in configs:
-        if not isinstance(c, Config):
-            raise TypeError(f"fit_together expects qnets.train.Config objects, got {type(c).__name__}")
-    if len({c.device for c in configs}) > 1:
-        raise ValueError("fit_together: the runs name different devices "
-                         f"({sorted({c.device for c in configs})}); give them one device")
-    if len({run_name(c) for c in configs}) < len(configs):
-        raise ValueError("fit_together: a run is listed twice; give each config once")
+    _check(configs)
     labels = list(labels) if labels else [None] * len(configs)
     if len(labels) != len(configs):
         raise ValueError(f"fit_together: {len(labels)} labels for {len(configs)} runs")
@@ -58,25 +57,60 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
     datasets = load_datasets(configs)
     results: list[dict | None] = [None if force else reusable(c, d) for c, d in zip(configs, datasets)]
     todo = [i for i, r in enumerate(results) if r is None]
-    together = {"k": len(todo), "runs": [run_name(configs[i]) for i in todo]}
     lanes, contexts, streams = {}, {}, []
+
+    def start(i: int, dataset, k: int) -> None:
+        contexts[i], stream = _stream_for(device)
+        streams.extend([stream] if stream is not None else [])
+        with contexts[i]():
+            lanes[i] = Lane(configs[i], dataset, device, deadline, verbose, labels[i],
+                            **({"together": {"k": k}} if k > 1 else {}))
+
+    def another() -> int | None:
+        """The next run `refill` names (one with a stored result is returned as it is)."""
+        while refill is not None:
+            got = refill([configs[i] for i in live])
+            if got is None:
+                return None
+            (config, label), i = got, len(configs)
+            _check(configs + [config])
+            prepare(config, force)
+            dataset = load_datasets([config])[0]
+            configs.append(config)
+            labels.append(label)
+            results.append(None if force else reusable(config, dataset))
+            if results[i] is None:
+                start(i, dataset, len(live) + 1)
+                return i
+        return None
     try:
         for i in todo:
-            contexts[i], stream = _stream_for(device)
-            streams += [stream] if stream is not None else []
-            with contexts[i]():
-                lanes[i] = Lane(configs[i], datasets[i], device, deadline, verbose, labels[i],
-                                **({"together": together} if len(todo) > 1 else {}))
+            start(i, datasets[i], len(todo))
         live = list(lanes)
         while live:
             for i in list(live):
                 with contexts[i]():
-                    if not lanes[i].advance():
-                        live.remove(i)
-                        results[i] = lanes[i].result
+                    running = lanes[i].advance()
+                if not running:
+                    live.remove(i)
+                    results[i] = lanes[i].result
+                    j = another()
+                    if j is not None:
+                        live.append(j)
     finally:
         for lane in lanes.values():
             lane.bar.close()
         for stream in streams:  # later work on the default stream sees everything the lanes did
             torch.cuda.current_stream(device).wait_stream(stream)
     return results
+
+
+def _check(configs: list) -> None:
+    for c in configs:
+        if not isinstance(c, Config):
+            raise TypeError(f"fit_together expects qnets.train.Config objects, got {type(c).__name__}")
+    if len({c.device for c in configs}) > 1:
+        raise ValueError("fit_together: the runs name different devices "
+                         f"({sorted({c.device for c in configs})}); give them one device")
+    if len({run_name(c) for c in configs}) < len(configs):
+        raise ValueError("fit_together: a run is listed twice; give each config once")

@@ -102,7 +102,9 @@ def test_a_group_shrinks_to_runs_that_can_finish_a_first_epoch(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(campaign.FIRST_EPOCH_OVERHEAD_S, "cpu", 10.0)  # as if each network took 10 s to compile
     summary = campaign.run(25, tmp_path / "out", pack=3, verbose=False, **SCOPE)  # 22.5 s to the deadline
-    assert summary["log"][0]["runs"] == ["02:conventional", "02:relinear-sg"]  # three networks would be 30 s
+    first = summary["log"][0]
+    started = [k for k in first["runs"] if k not in first.get("refilled", [])]
+    assert started == ["02:conventional", "02:relinear-sg"]  # three networks would be 30 s
     check_output(tmp_path / "out")
 
 
@@ -136,6 +138,23 @@ def test_runs_on_streams_go_in_plan_order_as_far_as_their_partial_state_fits(tmp
         assert row["shared"] == 2 and row["epoch_s"] == pytest.approx(epoch_seconds(r["history"]) / 2)
         assert row["gpu_minutes"] == 0.0  # a CPU's minutes are not GPU-minutes
     assert "min shared by 2 runs, cpu)" in campaign.status_text(**SCOPE)
+
+
+@pytest.mark.slow
+def test_on_streams_a_run_that_ends_makes_room_for_the_next_and_results_are_the_lone_ones(tmp_path, monkeypatch):
+    results = {}
+    for pack in (2, 1):
+        (tmp_path / str(pack)).mkdir()
+        monkeypatch.chdir(tmp_path / str(pack))
+        summary = campaign.run(600, tmp_path / str(pack) / "out", pack=pack, verbose=False, **SCOPE)
+        assert summary["stopped_because"] == "the plan is done"
+        results[pack] = {key: load_result(c) for key, c in campaign.plan(**SCOPE)}
+        if pack == 2:  # one group: two runs, and each that ended made room for the next in plan order
+            (entry,) = summary["log"]
+            assert entry["runs"] == ["02:conventional", "02:relinear-sg", "03:compact", "02:naive"]
+            assert entry["refilled"] == ["03:compact", "02:naive"]
+    for key, r in results[2].items():
+        assert untimed(r) == untimed(results[1][key]) and r["together"]["k"] == 2, key
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qnets.streams import fit_together
-from qnets.train import Config, checkpoint_path, fit, result_path
+from qnets.train import Config, checkpoint_path, fit, result_path, run_name
 
 TIMING = {"epoch_time", "train_time", "images_per_s"}
 
@@ -106,3 +106,25 @@ def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatc
     assert "beside 3 other runs" in printed and "--pack 4 on a CPU: the runs take turns" in printed
     with pytest.raises(ValueError, match="packing must be one of streams, grouped"):
         experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="fused")
+
+
+def test_a_run_that_ends_makes_room_for_the_next_one(tmp_path):
+    """`refill` is asked for another run whenever one ends and sees the runs still training; a
+    run it names with a stored result is returned as stored and it is asked again. Every run,
+    refilled ones included, is its lone run."""
+    first, second, third = mixed(tmp_path / "together")
+    stored = fit(first.replace(seed=7), verbose=False)
+    queue, asked = [(first.replace(seed=7), "stored"), (third, "third")], []
+
+    def refill(live):
+        asked.append([c.neuron for c in live])
+        return queue.pop(0) if queue else None
+    results = fit_together([first, second], verbose=False, refill=refill)
+    assert [r["name"] for r in results] == [run_name(c) for c in (first, second, first.replace(seed=7), third)]
+    assert results[2] == stored and "together" not in results[2]
+    assert asked[0] in (["quadratic"], ["conventional"]) and len(asked) == 4  # 2 ends + 1 stored + the last end
+    for c, r in zip((first, second, third), (results[0], results[1], results[3])):
+        lone_config = c.replace(out_dir=str(tmp_path / "lone"))
+        lone = fit(lone_config, verbose=False)
+        assert r["status"] == "completed" and untimed(r["history"]) == untimed(lone["history"])
+        assert same_weights(c, lone_config) and r["together"] == {"k": 2}
