@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
 # The measurements still owed on a card, as one call to a lent GPU machine (a few minutes):
-#   1. packing by CUDA streams with every run compiled (runs of one network share one
-#      compilation), ResNet-20 and ResNet-56 quadratic, K = 1, 2, 4, 8, 16, after the lone fast
-#      path as the baseline, merged into the committed results/bench/<gpu>-packing.json;
-#   2. tests/test_gpu.py (the compiled, graphed bf16 step against eager fp32; runs side by side
-#      on streams against their lone runs), with pytest from .device-data/pylib.zip.
+#   1. tests/test_gpu.py (the compiled, graphed bf16 step against eager fp32; a replayed float32
+#      step against the eager one; runs side by side on streams against their lone runs), with
+#      pytest from .device-data/pylib.zip;
+#   2. packing by CUDA streams with every run compiled (runs of one network share one
+#      compilation), ResNet-20 and ResNet-56 quadratic, K = 2, 4, 8, 16, after the lone fast
+#      path as the baseline, merged into the committed results/bench/<gpu>-packing.json.
 #   here, before:  make gpu-prepare            (carry .device-data)
-#   on the GPU:    bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS=240]
+#   on the GPU:    bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS=150]   (about 5 minutes in all)
 #   here, after:   copy OUT/*-packing.json into results/bench/, paste each one's table,
 #                  python -c 'import json,sys; from qnets.bench import markdown; print(markdown(json.load(open(sys.argv[1]))))' F
 #                  into results/bench/README.md (tests/test_readme.py keeps them equal), read OUT/gpu-tests.txt, commit
 set -uo pipefail
 out=${1:?usage: bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS]}
-budget=${2:-240}
+budget=${2:-150}
 export PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-cp results/bench/*-packing.json "$out"/ 2>/dev/null || true  # the bench merges its rows into these
-python3 -m qnets bench --pack 1,2,4,8,16 --mechanisms streams --pack-compile on --depths 20,56 \
-    --neurons quadratic --data synthetic --out "$out" --budget "$budget" 2>&1 | grep --line-buffered -v Warning
+# the tests first: they decide whether the campaign may use this path
 if [ -f .device-data/pylib.zip ]; then
-    PYTHONPATH=.device-data/pylib.zip timeout 200 python3 -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+    PYTHONPATH=.device-data/pylib.zip timeout 150 python3 -m pytest -q -p no:cacheprovider -m "slow or not slow" \
         tests/test_gpu.py > "$out/gpu-tests.txt" 2>&1
     echo "tests/test_gpu.py: exit $? (OUT/gpu-tests.txt)"
     tail -5 "$out/gpu-tests.txt"
 else
     echo "no .device-data/pylib.zip: run 'make gpu-prepare' here and carry .device-data" | tee "$out/gpu-tests.txt"
 fi
+cp results/bench/*-packing.json "$out"/ 2>/dev/null || true  # the bench merges its rows into these
+python3 -m qnets bench --pack 2,4,8,16 --mechanisms streams --pack-compile on --depths 20,56 \
+    --neurons quadratic --data synthetic --out "$out" --budget "$budget" 2>&1 | grep --line-buffered -v Warning
