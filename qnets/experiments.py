@@ -275,17 +275,24 @@ def pack_groups(configs: dict[str, Config], pack: int, force: bool = False, pack
 
 
 def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None, refill=None,
-                **kw) -> list[dict]:
+                on_end=None, **kw) -> list[dict]:
     """Train runs that `pack_groups` put together (one run: `fit`) and return their results in
     order; `kw` goes to the trainer (verbose, force, deadline), `refill` to
-    `qnets.streams.fit_together` (runs that end make room for the next ones)."""
+    `qnets.streams.fit_together` (runs that end make room for the next ones); `on_end(config,
+    label, result)` hears of each run as it ends (with streams) or after the group."""
     if packing == "streams" and (len(configs) > 1 or refill is not None):
         from .streams import fit_together
-        return fit_together(configs, labels=labels, refill=refill, **kw)
+        return fit_together(configs, labels=labels, refill=refill, on_end=on_end, **kw)
+    labels = labels or [None] * len(configs)
     if len(configs) == 1:
-        return [fit(configs[0], label=labels[0] if labels else None, **kw)]
-    from .packed import fit_packed
-    return fit_packed(configs, labels=labels, **kw)
+        results = [fit(configs[0], label=labels[0], **kw)]
+    else:
+        from .packed import fit_packed
+        results = fit_packed(configs, labels=labels, **kw)
+    for c, label, r in zip(configs, labels, results):
+        if on_end is not None:
+            on_end(c, label, r)
+    return results
 
 
 def _how(r: dict) -> str:
@@ -299,16 +306,17 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                packing: str = "streams", **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
     interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
-    > 1, up to `pack` runs are trained at once, by `packing` (see `pack_groups`); results and
-    names are those of lone runs. Prints one summary line per run. `runtime` overrides runtime
+    > 1, up to `pack` runs are trained at once, by `packing` (see `pack_groups`; with streams, a
+    run that ends makes room for the next in plan order); results and names are those of lone
+    runs. Prints one summary line per run. `runtime` overrides runtime
     fields (device, compile, ...); `force` trains every selected run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
-    out, t0 = {}, time.time()
+    out, t0, began = {}, time.time(), {}  # began: when each run side by side started
 
     def report(label, r):
         acc = r["final_test_acc"]
-        how = "stored" if label in stored else f"trained in {time.time() - t0:.0f}s" + _how(r)
+        how = "stored" if label in stored else f"trained in {time.time() - began.get(label, t0):.0f}s" + _how(r)
         print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
               f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
               f"{result_path(configs[label])}", flush=True)
@@ -317,6 +325,22 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     groups = pack_groups(configs, pack, force, packing) if pack > 1 else []
     if any(len(g) > 1 for g in groups) and all(resolve_device(c.device).type == "cpu" for c in configs.values()):
         print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
+    if packing == "streams" and pack > 1:  # K runs at a time; each that ends makes room for the next
+        todo = [label for group in groups for label in group]
+        for label in (label for label in configs if label not in todo):
+            report(label, fit(configs[label], verbose=verbose, label=label))  # stored
+        queue = todo[pack:]
+
+        def refill(live):
+            if not queue:
+                return None
+            began[queue[0]] = time.time()
+            return configs[queue[0]], queue.pop(0)
+        if todo:
+            began |= {label: time.time() for label in todo[:pack]}
+            train_group([configs[label] for label in todo[:pack]], packing, labels=todo[:pack], refill=refill,
+                        on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force)
+        return {label: out[label] for label in configs}
     first_of = {group[0]: group for group in groups if len(group) > 1}
     in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():

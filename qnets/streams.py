@@ -37,15 +37,17 @@ Refill = Callable[[list[Config]], "tuple[Config, str | None] | None"]
 
 
 def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = False, deadline: float | None = None,
-                 labels: Sequence[str] | None = None, refill: Refill | None = None) -> list[dict]:
+                 labels: Sequence[str] | None = None, refill: Refill | None = None,
+                 on_end: Callable[[Config, "str | None", dict], None] | None = None) -> list[dict]:
     """Train `configs` side by side (see the module docstring) and return their results in order,
     as `fit` would one by one: stored results are returned without training unless `force`; each
     run resumes from its own checkpoint and writes its own result when it ends (a collapsed run
     when it collapses); with a `deadline` each run stops between its epochs, checkpointed, and
     returns `partial`. Whenever a run ends, `refill(configs of the runs still training)` may
     name another (config, label) to take its place, or None; the results of runs started that
-    way follow, in the order they started. A run that started beside others records how many
-    were training then, itself included ("together": {"k": ...})."""
+    way follow, in the order they started. `on_end(config, label, result)` is called as each run
+    ends (a stored one as it is found). A run that started beside others records how many were
+    training then, itself included ("together": {"k": ...})."""
     configs = list(configs)
     _check(configs)
     labels = list(labels) if labels else [None] * len(configs)
@@ -57,6 +59,13 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
     datasets = load_datasets(configs)
     results: list[dict | None] = [None if force else reusable(c, d) for c, d in zip(configs, datasets)]
     todo = [i for i, r in enumerate(results) if r is None]
+
+    def ended(i: int) -> None:
+        if on_end is not None:
+            on_end(configs[i], labels[i], results[i])
+    for i, r in enumerate(results):
+        if r is not None:
+            ended(i)
     lanes, contexts, streams = {}, {}, []
 
     def start(i: int, dataset, k: int) -> None:
@@ -82,6 +91,7 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
             if results[i] is None:
                 start(i, dataset, len(live) + 1)
                 return i
+            ended(i)
         return None
     try:
         for i in todo:
@@ -94,6 +104,7 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
                 if not running:
                     live.remove(i)
                     results[i] = lanes[i].result
+                    ended(i)
                     j = another()
                     if j is not None:
                         live.append(j)
