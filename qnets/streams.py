@@ -97,6 +97,11 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
         for i in todo:
             start(i, datasets[i], len(todo))
         live = list(lanes)
+        for _ in range(len(results) - len(todo)):  # runs found stored leave their places to others
+            j = another()
+            if j is None:
+                break
+            live.append(j)
         while live:
             for i in list(live):
                 with contexts[i]():

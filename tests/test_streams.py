@@ -125,6 +125,7 @@ def test_a_run_that_ends_makes_room_for_the_next_one(tmp_path):
         asked.append([c.neuron for c in live])
         return queue.pop(0) if queue else None
     results = fit_together([first, second], verbose=False, refill=refill)
+    assert fit_together([first], verbose=False, refill=lambda live: None) == [results[0]]  # stored, nothing else
     assert [r["name"] for r in results] == [run_name(c) for c in (first, second, first.replace(seed=7), third)]
     assert results[2] == stored and "together" not in results[2]
     assert asked[0] in (["quadratic"], ["conventional"]) and len(asked) == 4  # 2 ends + 1 stored + the last end
@@ -133,3 +134,14 @@ def test_a_run_that_ends_makes_room_for_the_next_one(tmp_path):
         lone = fit(lone_config, verbose=False)
         assert r["status"] == "completed" and untimed(r["history"]) == untimed(lone["history"])
         assert same_weights(c, lone_config) and r["together"] == {"k": 2}
+
+
+def test_a_stored_run_leaves_its_place_to_the_next_one(tmp_path):
+    first, second, _ = mixed(tmp_path, epochs=1)
+    stored = fit(first, verbose=False)
+    queue = [(second, "second")]
+    ends = []
+    results = fit_together([first], verbose=False, refill=lambda live: queue.pop(0) if queue else None,
+                           on_end=lambda c, label, r: ends.append((label, r["status"])))
+    assert results[0] == stored and results[1]["status"] == "completed" and not queue
+    assert ends == [(None, "completed"), ("second", "completed")]
