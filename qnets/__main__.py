@@ -134,8 +134,11 @@ def cmd_campaign(args) -> int:
 def cmd_readme(args) -> int:
     from . import experiments
     from .notebooks import repository, sync_repository
+    from .bench import render_tables
     changed = experiments.render_readme(args.path)
     print(f"{args.path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
+    tables = "results/bench/README.md"
+    print(f"{tables}: {'tables regenerated' if render_tables(tables) else 'already up to date'}")
     for path in sync_repository():
         print(f"{path}: repository address set to {repository()} (from pyproject.toml)")
     return 0

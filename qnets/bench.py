@@ -16,6 +16,7 @@ import gc
 import json
 import math
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -519,6 +520,21 @@ def format_report(report: dict) -> str:
         lines.append(f"accuracy check ({c['epochs']} epochs, {c['n_train']} images): fast {c['fast']:.4f}, "
                      f"reference {c['reference']:.4f} ({'agree' if c['agree'] else 'DISAGREE'} within noise)")
     return "\n".join(lines)
+
+
+def render_tables(path: str | Path = "results/bench/README.md") -> bool:
+    """Regenerate every table of `path` between `<!-- bench NAME.json -->` and `<!-- /bench -->`
+    from the stored report beside it (`markdown`). Returns whether the file changed."""
+    path = Path(path)
+    text = path.read_text()
+
+    def table(m: re.Match) -> str:
+        report = json.loads((path.parent / m.group(1)).read_text())
+        return f"<!-- bench {m.group(1)} -->\n{markdown(report)}\n<!-- /bench -->"
+    new = re.sub(r"<!-- bench ([\w.-]+\.json) -->\n.*?\n<!-- /bench -->", table, text, flags=re.S)
+    if new != text:
+        path.write_text(new)
+    return new != text
 
 
 def markdown(report: dict) -> str:

@@ -8,9 +8,9 @@
 #      path as the baseline, merged into the committed results/bench/<gpu>-packing.json.
 #   here, before:  make gpu-prepare            (carry .device-data)
 #   on the GPU:    bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS=150]   (about 5 minutes in all)
-#   here, after:   copy OUT/*-packing.json into results/bench/, paste each one's table,
-#                  python -c 'import json,sys; from qnets.bench import markdown; print(markdown(json.load(open(sys.argv[1]))))' F
-#                  into results/bench/README.md (tests/test_readme.py keeps them equal), read OUT/gpu-tests.txt, commit
+#   here, after:   copy OUT/*-packing.json into results/bench/ and run make readme (it regenerates
+#                  the tables of results/bench/README.md; a new device's report needs its marker),
+#                  read OUT/gpu-tests.txt, commit
 set -uo pipefail
 out=${1:?usage: bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS]}
 budget=${2:-150}

@@ -36,7 +36,23 @@ def test_every_quoted_run_is_committed():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "results" / "bench").glob("*.json")), ids=lambda p: p.name)
 def test_bench_tables_are_the_stored_reports(path):
-    assert bench.markdown(json.loads(path.read_text())) in (ROOT / "results" / "bench" / "README.md").read_text()
+    """Every stored report has its table in results/bench/README.md, between markers that
+    `make readme` regenerates (a new report needs its marker and a word on what it shows)."""
+    block = f"<!-- bench {path.name} -->\n{bench.markdown(json.loads(path.read_text()))}\n<!-- /bench -->"
+    assert block in (ROOT / "results" / "bench" / "README.md").read_text()
+
+
+def test_bench_tables_are_regenerated_from_their_reports(tmp_path):
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    report = json.loads((ROOT / "results" / "bench" / "nvidia-h200-packing.json").read_text())
+    (folder / "gpu-packing.json").write_text(json.dumps(report))
+    readme = folder / "README.md"
+    readme.write_text("Before.\n\n<!-- bench gpu-packing.json -->\nan old table\n<!-- /bench -->\n\nAfter.\n")
+    assert bench.render_tables(readme) is True
+    assert readme.read_text() == (f"Before.\n\n<!-- bench gpu-packing.json -->\n{bench.markdown(report)}\n"
+                                  "<!-- /bench -->\n\nAfter.\n")
+    assert bench.render_tables(readme) is False
 
 
 def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
