@@ -145,3 +145,21 @@ def test_a_stored_run_leaves_its_place_to_the_next_one(tmp_path):
                            on_end=lambda c, label, r: ends.append((label, r["status"])))
     assert results[0] == stored and results[1]["status"] == "completed" and not queue
     assert ends == [(None, "completed"), ("second", "completed")]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_of_runs_side_by_side_equals_uninterrupted_runs(tmp_path):
+    """A child training three runs side by side is killed (SIGKILL) after a checkpoint; training
+    them again resumes each from its own checkpoint and ends where uninterrupted lone runs end."""
+    from conftest import kill_after_checkpoint
+    killed = mixed(tmp_path / "killed", epochs=4, n_train=400)
+    code = ("from qnets.train import Config\nfrom qnets.streams import fit_together\n"
+            f"fit_together([Config(**d) for d in {[c.to_dict() for c in killed]!r}], verbose=False)\n")
+    kill_after_checkpoint(code, checkpoint_path(killed[-1]))
+    assert not any(result_path(c).exists() for c in killed)
+    resumed = fit_together(killed, verbose=False)
+    straight = mixed(tmp_path / "straight", epochs=4, n_train=400)
+    for r, a, b in zip(resumed, killed, straight):
+        lone = fit(b, verbose=False)
+        assert r["status"] == "completed" and untimed(r["history"]) == untimed(lone["history"])
+        assert same_weights(a, b)
