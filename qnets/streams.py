@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .train import Config, Lane, load_datasets, prepare, resolve_device, reusable, run_name
+from .train import Config, Lane, load_data, load_datasets, prepare, resolve_device, reusable, run_name
 
 __all__ = ["fit_together"]
 
@@ -55,8 +55,8 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
         raise ValueError(f"fit_together: {len(labels)} labels for {len(configs)} runs")
     for c in configs:
         prepare(c, force)
-    device = resolve_device(configs[0].device)
-    datasets = load_datasets(configs)
+    device, read = resolve_device(configs[0].device), {}  # read: CIFAR-10 as read once, for refills too
+    datasets = load_datasets(configs, read)
     results: list[dict | None] = [None if force else reusable(c, d) for c, d in zip(configs, datasets)]
     todo = [i for i, r in enumerate(results) if r is None]
 
@@ -84,7 +84,7 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
             (config, label), i = got, len(configs)
             _check(configs + [config])
             prepare(config, force)
-            dataset = load_datasets([config])[0]
+            dataset = load_data(config, read)
             configs.append(config)
             labels.append(label)
             results.append(None if force else reusable(config, dataset))

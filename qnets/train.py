@@ -347,23 +347,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def load_data(config: Config) -> "qdata.CIFAR10":
+def load_data(config: Config, read: dict | None = None) -> "qdata.CIFAR10":
+    """The dataset of `config`. `read` (data_root -> the full CIFAR-10) keeps what was read, so
+    that several runs read each source once."""
     if config.dataset == "synthetic":
         return qdata.synthetic_cifar10(config.n_train or 2000, config.n_test or 500, seed=config.seed)
-    return qdata.take(qdata.load_cifar10(config.data_root), config.n_train, config.n_test, seed=config.seed)
+    read = {} if read is None else read
+    if config.data_root not in read:
+        read[config.data_root] = qdata.load_cifar10(config.data_root)
+    return qdata.take(read[config.data_root], config.n_train, config.n_test, seed=config.seed)
 
 
-def load_datasets(configs) -> list:
-    """Each config's dataset, reading CIFAR-10 once for all of them."""
-    full, out = {}, []
-    for c in configs:
-        if c.dataset == "cifar10":
-            if c.data_root not in full:
-                full[c.data_root] = qdata.load_cifar10(c.data_root)
-            out.append(qdata.take(full[c.data_root], c.n_train, c.n_test, seed=c.seed))
-        else:
-            out.append(load_data(c))
-    return out
+def load_datasets(configs, read: dict | None = None) -> list:
+    """Each config's dataset, reading CIFAR-10 once for all of them (and for later calls given the
+    same `read`, see `load_data`)."""
+    read = {} if read is None else read
+    return [load_data(c, read) for c in configs]
 
 
 def build_model(config: Config) -> torch.nn.Module:
