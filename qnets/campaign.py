@@ -15,6 +15,7 @@ says where the plan stands, what it has cost and what is left.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
@@ -99,11 +100,11 @@ def status(preset: str = "paper", only: int | None = None, **overrides) -> list[
         row = {"key": key, "name": run_name(config), "epochs": config.epochs, "depth": config.depth,
                "neuron": config.neuron}
         if r is not None:
-            shared = (r.get("together") or r.get("pack") or {}).get("k") or 1  # runs that shared its GPU time
+            shared, seconds = _shared(r), epoch_seconds(r["history"])
             row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
                     "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"], "shared": shared,
                     "gpu_minutes": 0.0 if r["device"] == "cpu" else r["wall_time"] / 60 / shared,
-                    "epoch_s": (epoch_seconds(r["history"]) or 0) / shared or None}
+                    "epoch_s": seconds / shared if seconds else None}
         else:
             done = _epochs_done(config)
             row |= {"state": "partial" if done else "to do", "done": done}
@@ -177,9 +178,20 @@ def _restore_partials(planned: list[tuple[str, Config]]) -> None:
 
 def _checkpoint_bytes(config: Config) -> int:
     """About how large a checkpoint of `config` is: weights and momentum in float32, plus a margin."""
-    from .train import build_model
-    n = sum(p.numel() for p in build_model(config).parameters())
-    return 8 * n + 2**20
+    return 8 * _parameters(_network(config)) + 2**20
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(network: tuple) -> int:
+    """Parameters of a network (`_network`): built once per process, not for every question a
+    window asks while its runs wait (groups, refills)."""
+    from .models import resnet
+    return sum(p.numel() for p in resnet(*network).parameters())
+
+
+def _shared(result: dict) -> int:
+    """How many runs shared the GPU with the run of `result` (itself included)."""
+    return (result.get("together") or result.get("pack") or {}).get("k") or 1
 
 
 def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, verbose: bool = True,
@@ -297,7 +309,7 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
             r = load_result(c) if _network(c) == _network(config) else None
             seconds = epoch_seconds(r["history"]) if r is not None and r["device"] == here else None
             if seconds:
-                total += seconds / ((r.get("together") or r.get("pack") or {}).get("k") or 1)
+                total += seconds / _shared(r)
                 break
         else:  # no campaign run of this network here yet: the lone fast path's bench time on a GPU
             total += benched.get((config.depth, config.neuron), 0.0) if device == "cuda" else 0.0
