@@ -274,25 +274,18 @@ def pack_groups(configs: dict[str, Config], pack: int, force: bool = False, pack
     return order
 
 
-def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None, refill=None,
-                on_end=None, **kw) -> list[dict]:
+def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None,
+                **kw) -> list[dict]:
     """Train runs that `pack_groups` put together (one run: `fit`) and return their results in
-    order; `kw` goes to the trainer (verbose, force, deadline), `refill` to
-    `qnets.streams.fit_together` (runs that end make room for the next ones); `on_end(config,
-    label, result)` hears of each run as it ends (with streams) or after the group."""
-    if packing == "streams" and (len(configs) > 1 or refill is not None):
+    order; `kw` goes to the trainer: verbose, force, deadline, and with streams `refill` and
+    `on_end` (`qnets.streams.fit_together`: runs that end make room for the next ones)."""
+    if packing == "streams" and (len(configs) > 1 or kw.get("refill") is not None):
         from .streams import fit_together
-        return fit_together(configs, labels=labels, refill=refill, on_end=on_end, **kw)
-    labels = labels or [None] * len(configs)
+        return fit_together(configs, labels=labels, **kw)
     if len(configs) == 1:
-        results = [fit(configs[0], label=labels[0], **kw)]
-    else:
-        from .packed import fit_packed
-        results = fit_packed(configs, labels=labels, **kw)
-    for c, label, r in zip(configs, labels, results):
-        if on_end is not None:
-            on_end(c, label, r)
-    return results
+        return [fit(configs[0], label=labels[0] if labels else None, **kw)]
+    from .packed import fit_packed
+    return fit_packed(configs, labels=labels, **kw)
 
 
 def _how(r: dict) -> str:
@@ -326,9 +319,9 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     if any(len(g) > 1 for g in groups) and all(resolve_device(c.device).type == "cpu" for c in configs.values()):
         print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
     if packing == "streams" and pack > 1:  # K runs at a time; each that ends makes room for the next
-        todo = [label for group in groups for label in group]
-        for label in (label for label in configs if label not in todo):
-            report(label, fit(configs[label], verbose=verbose, label=label))  # stored
+        for label in (label for label in configs if label in stored):
+            report(label, fit(configs[label], verbose=verbose, label=label))
+        todo = [label for label in configs if label not in stored]
         queue = todo[pack:]
 
         def refill(live):
