@@ -15,7 +15,6 @@ are written to `<out>/<device>-packing.json` as they are measured, so a run stop
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import time
@@ -68,9 +67,9 @@ class _Streams:
     """K lone trainers, each step of each issued on its own CUDA stream (on a CPU they take turns)."""
 
     def __init__(self, configs, dataset, device):
-        self.trainers, self.loaders, self.batches = [], [], []
-        cuda = device.type == "cuda"
-        self.streams = [torch.cuda.Stream() if cuda else None for _ in configs]
+        from .streams import stream_for
+        self.device, self.trainers, self.loaders, self.batches = device, [], [], []
+        self.contexts, self.streams = zip(*(stream_for(device) for _ in configs))
         for c in configs:
             loader, _ = make_loaders(c, dataset, device)
             self.loaders.append(loader)
@@ -78,18 +77,14 @@ class _Streams:
             self.batches.append(loader.epoch(0))
         self.epoch = 0
 
-    @staticmethod
-    def _on(stream):
-        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-
     def steps(self, n):
-        main = torch.cuda.current_stream() if self.streams[0] is not None else None
-        for s in self.streams:
-            if s is not None:
-                s.wait_stream(main)
+        cuda = self.device.type == "cuda"
+        if cuda:  # each stream starts after what the default stream holds
+            for s in self.streams:
+                s.wait_stream(torch.cuda.current_stream())
         for _ in range(n):
-            for i, (t, s) in enumerate(zip(self.trainers, self.streams)):
-                with self._on(s):
+            for i, (t, on_stream) in enumerate(zip(self.trainers, self.contexts)):
+                with on_stream():
                     try:
                         x, y = next(self.batches[i])
                     except StopIteration:
@@ -97,9 +92,9 @@ class _Streams:
                         x, y = next(self.batches[i])
                     t.set_lr(0)
                     t.train_step(x, y)
-        for s in self.streams:
-            if s is not None:
-                main.wait_stream(s)
+        if cuda:  # and the default stream after what they did
+            for s in self.streams:
+                torch.cuda.current_stream().wait_stream(s)
 
     @property
     def info(self):

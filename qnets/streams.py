@@ -25,7 +25,9 @@ from .train import Config, Lane, load_data, load_datasets, prepare, resolve_devi
 __all__ = ["fit_together"]
 
 
-def _stream_for(device: torch.device):
+def stream_for(device: torch.device):
+    """A new CUDA stream that starts after the work queued so far, and a context that issues work
+    on it: (context factory, stream); on a CPU a null context and None."""
     if device.type != "cuda":
         return contextlib.nullcontext, None
     stream = torch.cuda.Stream(device)
@@ -69,7 +71,7 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
     lanes, contexts, streams = {}, {}, []
 
     def start(i: int, dataset, k: int) -> None:
-        contexts[i], stream = _stream_for(device)
+        contexts[i], stream = stream_for(device)
         streams.extend([stream] if stream is not None else [])
         with contexts[i]():
             lanes[i] = Lane(configs[i], dataset, device, deadline, verbose, labels[i],
