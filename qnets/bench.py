@@ -16,7 +16,6 @@ import gc
 import json
 import math
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -525,13 +524,10 @@ def format_report(report: dict) -> str:
 def render_tables(path: str | Path = "results/bench/README.md") -> bool:
     """Regenerate every table of `path` between `<!-- bench NAME.json -->` and `<!-- /bench -->`
     from the stored report beside it (`markdown`). Returns whether the file changed."""
+    from .utils import fill_blocks
     path = Path(path)
     text = path.read_text()
-
-    def table(m: re.Match) -> str:
-        report = json.loads((path.parent / m.group(1)).read_text())
-        return f"<!-- bench {m.group(1)} -->\n{markdown(report)}\n<!-- /bench -->"
-    new = re.sub(r"<!-- bench ([\w.-]+\.json) -->\n.*?\n<!-- /bench -->", table, text, flags=re.S)
+    new = fill_blocks(text, "bench", lambda name: markdown(json.loads((path.parent / name).read_text())))
     if new != text:
         path.write_text(new)
     return new != text

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
 from .train import Config, epoch_seconds, fit, load_result, resolve_device, result_path
+from .utils import fill_blocks
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
 
@@ -463,10 +464,7 @@ def render_readme(path: str | Path = "README.md") -> bool:
             while i < len(lines) and lines[i].startswith("- **"):
                 i += 1
             out += claims_markdown(notebook, preset).split("\n")
-    text = "\n".join(out)
-    if "<!-- paper -->\n" in text:
-        head, rest = text.split("<!-- paper -->\n", 1)
-        text = head + "<!-- paper -->\n" + paper_markdown() + "\n" + rest[rest.index("<!-- /paper -->"):]
+    text = fill_blocks("\n".join(out), "paper", lambda _: paper_markdown())
     changed = text != path.read_text()
     if changed:
         path.write_text(text)

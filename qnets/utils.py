@@ -53,6 +53,17 @@ def _umask() -> int:
     return mask
 
 
+def fill_blocks(text: str, name: str, render) -> str:
+    """`text` with every block between `<!-- name ARG -->` (ARG optional) and `<!-- /name -->`
+    replaced by `render(ARG)` (ARG "" when absent): how README blocks are regenerated from results."""
+    import re
+
+    def block(m: re.Match) -> str:
+        arg = m.group(1) or ""
+        return f"<!-- {name}{' ' + arg if arg else ''} -->\n{render(arg)}\n<!-- /{name} -->"
+    return re.sub(rf"<!-- {re.escape(name)}(?: ([^>]*?))? -->\n.*?<!-- /{re.escape(name)} -->", block, text, flags=re.S)
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call `write(file_object)` on a temporary file beside `path`, then rename it into place,
     so that a reader (or an interrupted run) never sees a half-written file."""
