@@ -10,6 +10,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TIMING = ("epoch_time", "train_time", "images_per_s")  # history fields that measure time, not training
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """A run's history without its timings: what two runs of one config must share exactly."""
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
 def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: float = 300) -> None:
     """Run `code` in a child Python and kill it (SIGKILL) as soon as `checkpoint` records `epoch`
     (0-based) or later; fail if the child finished first."""

@@ -9,13 +9,9 @@ import pytest
 from qnets import campaign, experiments
 from qnets.__main__ import main
 from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
+from conftest import untimed
 
 SCOPE = dict(preset="smoke", only=4, epochs=3, eval_every=1)  # four small runs of three epochs
-TIMING = ("epoch_time", "train_time", "images_per_s")
-
-
-def untimed(result):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in result["history"]]
 
 
 def fresh_machine():
@@ -83,7 +79,7 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
     assert not any(campaign._partial_path(c).exists() for c in planned.values())  # no partial state left
     for key, s in straight.items():
         r = read_result(result_path(planned[key]))
-        assert untimed(r) == untimed(s) and r["final_test_acc"] == s["final_test_acc"]
+        assert untimed(r["history"]) == untimed(s["history"]) and r["final_test_acc"] == s["final_test_acc"]
 
 
 def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
@@ -154,7 +150,7 @@ def test_on_streams_a_run_that_ends_makes_room_for_the_next_and_results_are_the_
             assert entry["runs"] == ["02:conventional", "02:relinear-sg", "03:compact", "02:naive"]
             assert entry["refilled"] == ["03:compact", "02:naive"]
     for key, r in results[2].items():
-        assert untimed(r) == untimed(results[1][key]) and r["together"]["k"] == 2, key
+        assert untimed(r["history"]) == untimed(results[1][key]["history"]) and r["together"]["k"] == 2, key
 
 
 @pytest.mark.slow
@@ -217,7 +213,7 @@ def test_fit_stops_between_epochs_at_its_deadline_and_resumes_exactly(tmp_path):
     assert checkpoint_path(config).exists()  # checkpointed at the stop, though checkpoint_every is 10
     done = fit(config, verbose=False)
     straight = fit(config.replace(out_dir=str(tmp_path / "b")), verbose=False)
-    assert untimed(done) == untimed(straight)
+    assert untimed(done["history"]) == untimed(straight["history"])
 
 
 @pytest.mark.parametrize("name", ["scripts/gpu-window.sh"])

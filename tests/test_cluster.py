@@ -16,11 +16,11 @@ import torch
 from qnets import cluster, experiments
 from qnets.__main__ import main
 from qnets.train import checkpoint_epoch, checkpoint_path, fit, read_result, result_path
+from conftest import untimed
 
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed (pip install -e '.[cluster]')")
 LOCAL = {"cluster": "local", "time": 5}
-TIMING = ("epoch_time", "train_time", "images_per_s")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,9 +49,6 @@ def smoke(**changes):
     """The smoke preset's three conventional runs (seeds 0-2), with `changes`."""
     return {label: c.replace(**changes) for label, c in experiments.plan("smoke", "02:conventional").items()}
 
-
-def untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
 def until(predicate, timeout=120, what="the condition"):

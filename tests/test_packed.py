@@ -9,6 +9,7 @@ import torch
 from qnets.data import DeviceLoader, synthetic_cifar10
 from qnets.packed import PackedLoader, PackedResNet, PackedTrainer, pack_key
 from qnets.train import Config, Trainer, build_model, load_data
+from conftest import untimed
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -152,11 +153,7 @@ def test_bench_pack_mode_writes_a_report(tmp_path):
 # ----------------------------------------------------------------------------- packed fit
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-TIMING = ("epoch_time", "train_time", "images_per_s")
 
-
-def untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
 def fit_configs(out, **kw):

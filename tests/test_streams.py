@@ -7,12 +7,9 @@ import torch
 
 from qnets.streams import fit_together
 from qnets.train import Config, checkpoint_path, fit, result_path, run_name
+from conftest import untimed
 
-TIMING = {"epoch_time", "train_time", "images_per_s"}
 
-
-def untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
 def mixed(out, **kw):

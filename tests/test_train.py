@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from qnets.train import Config, checkpoint_path, config_hash, fit, lr_factor, result_path
+from conftest import untimed
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_COPY = ROOT.parent / "shared/data/cifar10/cifar10-jpeg.tar.xz"
-TIMING = ("epoch_time", "train_time", "images_per_s")
 
 
 def synthetic(tmp_path, **kw):
@@ -21,9 +21,6 @@ def synthetic(tmp_path, **kw):
                 out_dir=str(tmp_path), schedule="cosine")
     return Config(**(base | kw))
 
-
-def untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
 @pytest.mark.slow
