@@ -16,9 +16,17 @@ LAB_ARGS ?=
 # results: local (this process) or submitit (Slurm jobs; SLURM=file.json holds the partition, time, ...)
 EXECUTOR ?= local
 SLURM ?=
+# cpu-window: how long a CPU window may train (seconds, or 90m, 5h, 1h30m)
+BUDGET ?= 4h
+WINDOW := results/campaign/cpu-window
+# Beside a running CPU window, torch's OpenMP threads must sleep rather than spin while they wait
+# (spinning against the window's threads made the tests 10-17 times slower).
+ifneq ($(wildcard $(WINDOW).pid),)
+export OMP_WAIT_POLICY ?= PASSIVE
+endif
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme
+.PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme cpu-window cpu-window-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +67,20 @@ collect: $(STAMP)  ## after a GPU window: make collect DIR=<folder it returned>;
 	$(BIN)/python -m qnets campaign collect $(DIR)
 	$(MAKE) figures
 	$(BIN)/python -m qnets readme
+
+cpu-window: $(STAMP)  ## train the cpu plan in the background, niced, for BUDGET (default 4h), then collect: make cpu-window BUDGET=5h
+	@if [ -f $(WINDOW).pid ] && kill -0 $$(cat $(WINDOW).pid) 2>/dev/null; then \
+		echo "a CPU window is already running (pid $$(cat $(WINDOW).pid)); make cpu-window-stop ends it"; exit 2; fi
+	@mkdir -p results/campaign
+	@PYTHON=$(BIN)/python nohup setsid bash scripts/cpu-window.sh "$(BUDGET)" > $(WINDOW).log 2>&1 < /dev/null & \
+		echo $$! > $(WINDOW).pid
+	@echo "CPU window started (pid $$(cat $(WINDOW).pid), budget $(BUDGET)): log in $(WINDOW).log;" \
+		"progress: $(BIN)/python -m qnets campaign status --preset cpu; then commit results/runs and results/campaign"
+
+cpu-window-stop:  ## end the running CPU window now: the epoch in flight is lost, every finished epoch collected
+	@test -f $(WINDOW).pid && kill -0 $$(cat $(WINDOW).pid) 2>/dev/null || { echo "no CPU window is running"; exit 0; }
+	@kill -TERM $$(cat $(WINDOW).pid); while kill -0 $$(cat $(WINDOW).pid) 2>/dev/null; do sleep 1; done
+	@tail -n 3 $(WINDOW).log
 
 readme: $(STAMP)  ## regenerate the README's result tables and verdicts from results/
 	$(BIN)/python -m qnets readme

@@ -222,14 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_results_parser(sub.add_parser("results", help="train the experiments' configs of a preset, without notebooks"))
 
-    p = sub.add_parser("campaign", help="the paper's reproduction in budgeted GPU calls: status, run, collect")
+    p = sub.add_parser("campaign", help="a preset's plan advanced in budgeted windows (GPU calls, CPU windows): "
+                                        "status, run, collect")
     p.add_argument("action", choices=("status", "run", "collect"))
     p.add_argument("folder", nargs="?", help="collect: the folder a campaign run wrote")
-    p.add_argument("--budget", type=float, default=480, help="run: seconds the call may take (default: 480)")
+    from .utils import parse_duration
+    p.add_argument("--budget", type=parse_duration, default=480.0,
+                   help="run: how long the call may take: seconds, or 90m, 5h, 1h30m (default: 480)")
     p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
     p.add_argument("--pack", type=int, default=1, metavar="K", help="run: train up to K runs at once (default: 1)")
     _add_packing(p)
-    p.add_argument("--preset", default="paper", help="the preset whose runs make the plan (default: paper)")
+    p.add_argument("--preset", default="paper", help="the preset whose runs make the plan: paper (GPU windows) or cpu "
+                                                     "(CPU windows) (default: paper)")
     p.add_argument("--only", type=int, default=None, help="only the plan's first N runs (trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_campaign)

@@ -15,12 +15,15 @@ says where the plan stands, what it has cost and what is left.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import shutil
+import signal
 import tarfile
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -41,24 +44,41 @@ PARTIAL_BUDGET = 32 * 2**20  # the committed partial state must travel to the GP
 MARGIN_S = 20.0  # left free at the end of a budget: writing the output folder, shutting down
 
 
+# Each preset's plan: groups of (notebook, label), in priority order; within a group every label's
+# first seed comes before any label's second. A preset without a plan of its own follows the paper's.
+PLANS = {
+    "paper": [
+        # 1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive
+        [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")],
+        # 2. ResNet-56: conventional, quadratic + ReLinear (γ = 1e-3), + ReZero, compact (ours, the authors')
+        [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
+         ("03", "compact-authors")],
+        # 3. the ResNet-20 shrunken-weight runs, then the notebook-05 sweep
+        [("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("05", "*")],
+    ],
+    "cpu": [
+        # 1. the calibration pair, then the ResNet-8 core of notebooks 02 and 03
+        [("02", "conventional"), ("02", "relinear-sg"), ("02", "gamma=0"), ("02", "naive"), ("03", "compact"),
+         ("02", "relinear-sw-l2"), ("02", "relinear-sw-l1")],
+        # 2. the notebook-05 sweep, one seed of every value first
+        [("05", "*")],
+        # 3. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero
+        [("04", "*")],
+    ],
+}
+
+
 def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tuple[str, Config]]:
-    """(key, config) of every run, in priority order, each config once:
-    1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive;
-    2. ResNet-56: conventional, quadratic + ReLinear (γ = 1e-3), + ReZero, compact (ours, and the
-       authors' configuration);
-    3. the ResNet-20 shrunken-weight runs, then the notebook-05 sweep at ResNet-20, one seed of
-       every value first, then the others.
-    Within 1 and 2, every label's first seed comes before any label's second. `only` keeps the
-    first `only` runs (a smaller campaign, for trials); `overrides` replace Config fields."""
+    """(key, config) of every run of `preset`'s plan (`PLANS`), in priority order, each config once
+    (a label of several notebooks is planned where it first appears); ("05", "*") stands for every
+    label of notebook 05 but its conventional baseline. `only` keeps the first `only` runs (a smaller
+    campaign, for trials); `overrides` replace Config fields."""
     runs = {nb: experiments.labelled_configs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
-    first = [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")]
-    second = [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
-              ("03", "compact-authors")]
-    third = [("02", "relinear-sw-l2"), ("02", "relinear-sw-l1")] + [
-        ("05", label) for label in runs["05"] if label != "conventional"]
     out, seen = [], set()
-    for group in (first, second, third):
-        present = [(nb, label) for nb, label in group if label in runs[nb]]
+    for group in PLANS.get(preset, PLANS["paper"]):
+        present = [(nb, name) for nb, label in group
+                   for name in ([n for n in runs[nb] if n != "conventional" or nb == "04"] if label == "*" else [label])
+                   if name in runs[nb]]
         for s in range(experiments.SEEDS):
             for nb, label in present:
                 config = experiments.seeds(runs[nb][label])[s]
@@ -73,8 +93,9 @@ def campaign_dir(config: Config) -> Path:
     return Path(config.out_dir) / CAMPAIGN
 
 
-def status_file(planned: list[tuple[str, Config]]) -> Path:
-    return campaign_dir(planned[0][1]) / "status.txt"
+def status_file(planned: list[tuple[str, Config]], preset: str = "paper") -> Path:
+    """Where `collect` writes the plan's status: status.txt for the paper's, status-<preset>.txt for another."""
+    return campaign_dir(planned[0][1]) / ("status.txt" if preset == "paper" else f"status-{preset}.txt")
 
 
 def _partial_path(config: Config) -> Path:
@@ -92,8 +113,9 @@ def _epochs_done(config: Config) -> int:
 
 def status(preset: str = "paper", only: int | None = None, **overrides) -> list[dict]:
     """One dict per planned run: key, name, state (done, partial, to do), epochs done, and for
-    done runs the outcome, device, minutes, and its share of the GPU: a run trained beside k − 1
-    others (`shared` = k) counts 1/k of its wall time and epoch time."""
+    done runs the outcome, device, minutes, and its share of the device: a run trained beside k − 1
+    others (`shared` = k) counts 1/k of its wall time and epoch time (`gpu_minutes` on a GPU,
+    `cpu_hours` on a CPU)."""
     rows = []
     for key, config in plan(preset, only, **overrides):
         r = load_result(config)
@@ -101,9 +123,11 @@ def status(preset: str = "paper", only: int | None = None, **overrides) -> list[
                "neuron": config.neuron}
         if r is not None:
             shared, seconds = _shared(r), epoch_seconds(r["history"])
+            on_cpu = r["device"] == "cpu"
             row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
                     "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"], "shared": shared,
-                    "gpu_minutes": 0.0 if r["device"] == "cpu" else r["wall_time"] / 60 / shared,
+                    "gpu_minutes": 0.0 if on_cpu else r["wall_time"] / 60 / shared,
+                    "cpu_hours": r["wall_time"] / 3600 / shared if on_cpu else 0.0,
                     "epoch_s": seconds / shared if seconds else None}
         else:
             done = _epochs_done(config)
@@ -112,50 +136,64 @@ def status(preset: str = "paper", only: int | None = None, **overrides) -> list[
     return rows
 
 
+CPU_PRESETS = ("smoke", "quick", "cpu")  # presets whose plan trains on a CPU: status counts CPU-hours
+
+
 def status_text(preset: str = "paper", only: int | None = None, **overrides) -> str:
-    """Every planned run with its state, then GPU-minutes spent and an estimate of what is left
-    (from the measured epoch times of each kind of network; unknown where none was measured)."""
+    """Every planned run with its state, then the device time spent (GPU-minutes, or CPU-hours for a
+    CPU preset) and an estimate of what is left, from the measured epoch times of each kind of
+    network on that kind of device (the bench's where no run measured it; a kind measured at
+    another depth, scaled by depth; unknown where neither)."""
     rows = status(preset, only, **overrides)
+    cpu = preset in CPU_PRESETS
     per_kind: dict[tuple, list[float]] = {}
     for r in rows:
-        if r.get("epoch_s") and r["device"] != "cpu":
+        if r.get("epoch_s") and (r["device"] == "cpu") == cpu:
             per_kind.setdefault((r["depth"], r["neuron"]), []).append(r["epoch_s"])
     benched = 0
-    for kind, seconds in _bench_epoch_seconds().items():  # kinds no campaign run has measured yet
+    for kind, seconds in _bench_epoch_seconds(cpu).items():  # kinds no campaign run has measured yet
         if kind not in per_kind:
             per_kind[kind], benched = [seconds], benched + 1
+    pace = {kind: sum(v) / len(v) for kind, v in per_kind.items()}
     lines = [f"{'run':28s} {'state':8s} {'epochs':>9s}  outcome"]
     spent = left = 0.0
-    unknown = 0
+    unknown = scaled = 0
     for r in rows:
         outcome = ""
         if r["state"] == "done":
             outcome = (f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else r["status"]) + \
                 f" ({r['minutes']:.1f} min" + (f" shared by {r['shared']} runs" if r["shared"] > 1 else "") + \
                 f", {r['device']})"
-            spent += r["gpu_minutes"]
+            spent += r["cpu_hours"] * 60 if cpu else r["gpu_minutes"]
         else:
-            measured = per_kind.get((r["depth"], r["neuron"]))
-            if measured:
-                left += (r["epochs"] - r["done"]) * sum(measured) / len(measured) / 60
-            else:
+            seconds = pace.get((r["depth"], r["neuron"]))
+            same = [k for k in pace if k[1] == r["neuron"]]
+            if seconds is None and same:  # the nearest depth of the same neuron, scaled by depth
+                near = min(same, key=lambda k: abs(k[0] - r["depth"]))
+                seconds, scaled = pace[near] * r["depth"] / near[0], scaled + 1
+            if seconds is None:
                 unknown += 1
+            else:
+                left += (r["epochs"] - r["done"]) * seconds / 60
         lines.append(f"{r['key']:28s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {outcome}")
     done = sum(r["state"] == "done" for r in rows)
     partial = sum(r["state"] == "partial" for r in rows)
-    lines.append(f"\n{done} of {len(rows)} runs done, {partial} partial; {spent:.1f} GPU-minutes spent on the done "
-                 f"runs (runs side by side count their share); about {left:.0f} GPU-minutes left at the measured pace"
+    unit, fmt = ("CPU-hours", lambda m: f"{m / 60:.1f}") if cpu else ("GPU-minutes", lambda m: f"{m:.0f}")
+    lines.append(f"\n{done} of {len(rows)} runs done, {partial} partial; {fmt(spent)} {unit} spent on the done "
+                 f"runs (runs side by side count their share); about {fmt(left)} {unit} left at the measured pace"
                  + (f" ({benched} kinds of network timed by the bench only, not yet by a campaign run)" if benched else "")
+                 + (f" ({scaled} runs estimated from another depth)" if scaled else "")
                  + (f", and {unknown} runs of kinds never timed" if unknown else ""))
     return "\n".join(lines)
 
 
-def _bench_epoch_seconds() -> dict[tuple, float]:
-    """Seconds per epoch of the lone fast path, by (depth, neuron), from the GPU bench reports."""
+def _bench_epoch_seconds(cpu: bool = False) -> dict[tuple, float]:
+    """Seconds per epoch of the lone fast path, by (depth, neuron), from the bench reports of a GPU
+    (or, with `cpu`, of a CPU)."""
     out = {}
     for path in sorted(Path("results/bench").glob("*.json")):
         report = json.loads(path.read_text())
-        if report.get("kind") == "packing" or str(report.get("device", "cpu")).startswith("cpu"):
+        if report.get("kind") == "packing" or str(report.get("device", "cpu")).startswith("cpu") != cpu:
             continue
         for row in report.get("rows", []):
             if row.get("path") == "fast" and row.get("s_per_epoch"):
@@ -209,10 +247,56 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     _restore_partials(planned)
     todo = [(key, c) for key, c in planned if load_result(c) is None]
     finished, touched, log = [], [], []
-    compiled: set[tuple] = set()  # networks this process has compiled: later runs of them reuse the code
     partial_bytes = sum(_partial_path(c).stat().st_size for _, c in planned if _partial_path(c).exists())
     why = "the plan is done" if not todo else None
+    stop = {"asked": False, "training": False}
+    with _stop_on_sigterm(stop):
+        why = _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) \
+            if why is None else why
+    cut = list({run_name(c): c for c in touched if c not in finished}.values())
+    todo = [(k, c) for k, c in todo if c not in finished]
+    summary = {"finished": [run_name(c) for c in finished], "partial": [run_name(c) for c in cut],
+               "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
+               "seconds": time.monotonic() - t_start,
+               "log": log, "device": _device_name()}
+    _write_out(out, finished, cut, summary, preset, overrides | (
+        {"only": only} if only else {}))
+    return summary
+
+
+class WindowStopped(Exception):
+    """SIGTERM asked a window to stop: its runs in flight keep their last checkpoint, and what it
+    finished is written out as at the end of its budget."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(stop: dict):
+    """While a window runs, SIGTERM stops it cleanly: during training by raising WindowStopped (the
+    epoch in flight is lost, the checkpoint before it kept), between runs by ending the loop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        stop["asked"] = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: writing the output must not be cut short
+        if stop["training"]:
+            raise WindowStopped("stopped by SIGTERM (the runs in flight kept their last checkpoint)")
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) -> str | None:
+    """The window's loop (see `run`): trains groups of runs until the plan is done, the budget is
+    spent or a stop is asked; appends to `finished`, `touched` and `log`; returns why it stopped."""
+    why = None
+    compiled: set[tuple] = set()  # networks this process has compiled: later runs of them reuse the code
     while todo and why is None:
+        if stop["asked"]:
+            return "stopped by SIGTERM"
         group = _fitting(_next_group(todo, pack, packing), PARTIAL_BUDGET - partial_bytes)
         if not group:
             key, first = todo[0]
@@ -251,20 +335,28 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
             return config, key
         try:
             rolling = {"refill": refill} if packing == "streams" and pack > 1 else {}
+            stop["training"] = True
             results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
                                   **rolling)  # with streams, runs that end make room for the next ones
         except Exception as e:  # a window is scarce: keep what it did, and what it can still do
+            stop["training"] = False
             failure = f"{type(e).__name__}: {str(e)[:500]}"
             log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "failed": failure})
-            kept = [c for c in configs if checkpoint_epoch(checkpoint_path(c)) is not None]
+            configs = [c for _, c in group]  # refills included
+            finished += [c for c in configs if c not in finished and load_result(c) is not None]  # ended before it
+            todo[:] = [(k, c) for k, c in todo if c not in finished]
+            kept = [c for c in configs if c not in finished and checkpoint_epoch(checkpoint_path(c)) is not None]
             touched += kept
             partial_bytes += sum(_checkpoint_bytes(c) for c in kept if c in fresh)
+            if isinstance(e, WindowStopped):
+                return str(e)
             if len(group) == 1:
                 why = f"{group[0][0]} failed: {failure}"
                 break
             warnings.warn(f"training {len(group)} runs at once failed ({failure}); this window trains the rest alone")
             pack = 1
             continue
+        stop["training"] = False
         log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
                     "states": [r["status"] for r in results]} | ({"refilled": refilled} if refilled else {}))
         for (key, config), r in zip(group, results):
@@ -273,17 +365,10 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
                 partial_bytes += _checkpoint_bytes(config) if config in fresh else 0
             else:
                 finished.append(config)
-        todo = [(k, c) for k, c in todo if c not in finished]
+        todo[:] = [(k, c) for k, c in todo if c not in finished]
         if any(r["status"] == "partial" for r in results):
             why = "the budget is spent (runs in flight were checkpointed)"
-    cut = list({run_name(c): c for c in touched if c not in finished}.values())
-    summary = {"finished": [run_name(c) for c in finished], "partial": [run_name(c) for c in cut],
-               "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
-               "seconds": time.monotonic() - t_start,
-               "log": log, "device": _device_name()}
-    _write_out(out, finished, cut, summary, preset, overrides | (
-        {"only": only} if only else {}))
-    return summary
+    return why
 
 
 FIRST_EPOCH_OVERHEAD_S = {"cuda": 60.0, "cpu": 0.0}  # compilation and CUDA-graph capture before the first step
@@ -302,7 +387,7 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
     compilation and graph capture for each network not in `compiled`."""
     import torch
     here, total, networks = _device_name(), 0.0, set()
-    benched = _bench_epoch_seconds()
+    benched, benched_cpu = _bench_epoch_seconds(), _bench_epoch_seconds(cpu=True)
     for _, config in group:
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
         for _, c in planned:
@@ -311,8 +396,8 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
             if seconds:
                 total += seconds / _shared(r)
                 break
-        else:  # no campaign run of this network here yet: the lone fast path's bench time on a GPU
-            total += benched.get((config.depth, config.neuron), 0.0) if device == "cuda" else 0.0
+        else:  # no campaign run of this network here yet: the lone fast path's bench time
+            total += (benched if device == "cuda" else benched_cpu).get((config.depth, config.neuron), 0.0)
         if _network(config) not in compiled | networks:
             total += FIRST_EPOCH_OVERHEAD_S[device]
             networks.add(_network(config))
@@ -438,7 +523,7 @@ def collect(folder: str | Path) -> dict:
         if load_result(config) is not None:
             _partial_path(config).unlink(missing_ok=True)
     text = status_text(preset, only, **overrides)
-    atomic_write(status_file(planned), lambda f: f.write((text + "\n").encode()))
+    atomic_write(status_file(planned, preset), lambda f: f.write((text + "\n").encode()))
     taken["device"], taken["stopped_because"] = summary.get("device"), summary.get("stopped_because")
-    taken["status_file"] = str(status_file(planned))
+    taken["status_file"] = str(status_file(planned, preset))
     return taken

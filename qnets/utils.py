@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["atomic_write", "atomic_save", "atomic_json", "strict", "remove_orphans", "provenance", "versions",
-           "tune_cpu_allocator", "timestamp", "is_finite", "parse_bool"]
+           "tune_cpu_allocator", "timestamp", "is_finite", "parse_bool", "parse_duration"]
 
 
 def timestamp() -> str:
@@ -37,6 +37,18 @@ def parse_bool(text: str) -> bool:
     if t in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false (or on, off, 1, 0), got {text!r}")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a budget on the command line: 480, 90m, 5h, 1h30m or 45s."""
+    import argparse
+    import re
+    t = str(text).strip().lower()
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", t)
+    if not t or m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 480 (seconds), 90m, 5h or 1h30m, got {text!r}")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def _umask() -> int:

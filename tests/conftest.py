@@ -18,10 +18,11 @@ def untimed(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
-def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: float = 300) -> None:
-    """Run `code` in a child Python and kill it (SIGKILL) as soon as `checkpoint` records `epoch`
-    (0-based) or later; fail if the child finished first."""
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: float = 300,
+                          sig: int = signal.SIGKILL, cwd: Path = ROOT) -> int:
+    """Run `code` in a child Python and send it `sig` (SIGKILL) as soon as `checkpoint` records
+    `epoch` (0-based) or later; fail if the child finished first. Returns the child's exit code."""
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=cwd)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and child.poll() is None:
@@ -32,6 +33,7 @@ def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: 
                 pass
             time.sleep(0.05)
         assert child.poll() is None, "the run finished before it could be interrupted"
-        child.send_signal(signal.SIGKILL)
+        child.send_signal(sig)
     finally:
-        child.wait()
+        code = child.wait(timeout=timeout)
+    return code

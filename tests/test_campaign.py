@@ -9,7 +9,7 @@ import pytest
 from qnets import campaign, experiments
 from qnets.__main__ import main
 from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
-from conftest import untimed
+from conftest import ROOT, kill_after_checkpoint, untimed
 
 SCOPE = dict(preset="smoke", only=4, epochs=3, eval_every=1)  # four small runs of three epochs
 
@@ -37,6 +37,78 @@ def test_the_plan_follows_the_issue_priorities():
     configs = [c for _, c in campaign.plan("paper")]
     assert len(configs) == len(set(configs)) and all(c.epochs in (200, 99) for c in configs)
     assert {c.depth for c in configs[12:27]} == {56}
+
+
+def test_the_cpu_plan_starts_with_the_calibration_then_the_resnet8_core_on_all_of_cifar10():
+    planned = campaign.plan("cpu")
+    keys = [k for k, _ in planned]
+    core = ["02:conventional", "02:relinear-sg", "02:gamma=0", "02:naive", "03:compact", "02:relinear-sw-l2",
+            "02:relinear-sw-l1"]
+    assert keys[:21] == core + [f"{k}#1" for k in core] + [f"{k}#2" for k in core]
+    configs = [c for _, c in planned]
+    assert len(configs) == len(set(configs))
+    assert all(c.n_train is None and c.n_test is None and c.epochs == 15 and c.schedule == "cosine" for c in configs)
+    assert {c.depth for c in configs[:21]} == {8}
+    assert keys[21].startswith("05:") and keys[-1].startswith("04:")  # then the sweep, then the depth pilot
+    assert {c.depth for k, c in planned if k.startswith("04:")} == {20}
+    sweep = [k for k in keys if k.startswith("05:") and "#" not in k]  # one seed of every value first
+    assert keys.index(sweep[-1]) < min(keys.index(k) for k in keys if k.startswith("05:") and k.endswith("#1"))
+    # the calibration pair is stored under the names of the plan's first two runs
+    assert [load_result(c)["final_test_acc"] for c in configs[:2]] == [0.7913, 0.7974]
+
+
+def test_cpu_status_counts_cpu_hours_spent_and_left():
+    rows = campaign.status("cpu")
+    done = [r for r in rows if r["state"] == "done"]
+    assert done and all(r["gpu_minutes"] == 0.0 for r in done)
+    hours = sum(read_result(result_path(c))["wall_time"] for k, c in campaign.plan("cpu")
+                if load_result(c) is not None) / 3600
+    last = campaign.status_text("cpu").splitlines()[-1]
+    assert f"{len(done)} of {len(rows)} runs done" in last
+    assert f"{hours:.1f} CPU-hours spent" in last and "GPU" not in last
+    left = float(last.split("about ")[1].split(" CPU-hours left")[0])
+    assert left > 10  # dozens of 15-epoch runs on all of CIFAR-10 are left
+
+
+@pytest.mark.slow
+def test_a_window_stopped_by_sigterm_keeps_its_finished_epochs_and_resumes_exactly(tmp_path):
+    """SIGTERM (what `make cpu-window-stop` sends) ends a window cleanly: it writes out what it
+    finished and the runs in flight at their last checkpoint, and the next window resumes them."""
+    scope = dict(preset="smoke", only=1, epochs=8, eval_every=1)
+    code = (f"from qnets import campaign; s = campaign.run(600, 'out', verbose=False, **{scope!r}); "
+            "print(s['stopped_because'])")
+    first = campaign.plan(**scope)[0][1]
+    straight_dir, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for d in (straight_dir, stopped):
+        d.mkdir()
+    assert kill_after_checkpoint(code, stopped / checkpoint_path(first), epoch=2, sig=15, cwd=stopped) == 0
+    summary = json.loads((stopped / "out" / "summary.json").read_text())
+    assert summary["stopped_because"].startswith("stopped by SIGTERM")
+    assert summary["finished"] == [] and summary["partial"] == [result_path(first).stem]
+    check_output(stopped / "out")
+    import os
+    cwd = os.getcwd()
+    try:
+        os.chdir(stopped)
+        fresh_machine()
+        assert campaign.collect("out")["partial"] == [result_path(first).stem]
+        assert campaign.status(**scope)[0]["state"] == "partial"
+        assert campaign.run(600, "out2", verbose=False, **scope)["stopped_because"] == "the plan is done"
+        resumed = read_result(result_path(first))
+        os.chdir(straight_dir)
+        campaign.run(600, "out", verbose=False, **scope)
+        straight = read_result(result_path(first))
+    finally:
+        os.chdir(cwd)
+    assert untimed(resumed["history"]) == untimed(straight["history"])
+
+
+def test_the_cpu_window_script_refuses_to_run_without_data(tmp_path):
+    import subprocess
+    p = subprocess.run(["bash", str(ROOT / "scripts/cpu-window.sh"), "10m"], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2 and "make data" in p.stderr
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
@@ -72,7 +144,7 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
             assert (row["state"] == "done") == (load_result(config) is not None)
             if row["state"] == "partial":
                 assert 0 < row["done"] < 3 and campaign._partial_path(config).exists()
-        assert campaign.status_file(list(planned.items())).read_text().startswith("run")
+        assert campaign.status_file(list(planned.items()), SCOPE["preset"]).read_text().startswith("run")
         if summary["stopped_because"] == "the plan is done":
             break
     assert calls > 2 and seen_partial, "the budget never cut a run: the test proves nothing"
@@ -197,6 +269,11 @@ def test_campaign_command_line(tmp_path, monkeypatch, capsys):
     assert "2 of 2 runs done" in capsys.readouterr().out
     assert main(["campaign", "run", "--budget", "0"] + scope + ["--out", "x"]) == 2
     assert "--budget must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["campaign", "run", "--budget", "an hour"] + scope + ["--out", "x"])
+    assert bad.value.code == 2 and "expected a duration such as 480 (seconds), 90m, 5h" in capsys.readouterr().err
+    assert main(["campaign", "run", "--budget", "1h30m", "--out", str(tmp_path / "o"), "--quiet"] + scope) == 0
+    assert "the plan is done" in capsys.readouterr().out
     assert main(["campaign", "collect", str(tmp_path)]) == 2
     assert "not the output of `qnets campaign run`" in capsys.readouterr().err
 
