@@ -149,6 +149,24 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_precision(args) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from . import precision
+    from .utils import atomic_json
+    with tempfile.TemporaryDirectory() as runs:
+        report = precision.measure(args.runs or runs, args.device, args.epochs, tuple(range(args.seeds)),
+                                   verbose=not args.quiet)
+    slug = "".join(c if c.isalnum() else "-" for c in report["device"].split(" (")[0]).strip("-").lower()
+    path = Path(args.out) / f"precision-{slug}.json"
+    atomic_json(report, path)
+    print(precision.markdown(report))
+    print(f"written to {path}")
+    return 0
+
+
 def cmd_notebooks(args) -> int:
     from . import notebooks
     return notebooks.main(args)
@@ -246,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments
     add_arguments(p)
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("precision", help="what of a quadratic layer's quadratic terms survives fp32, TF32, bf16 and "
+                                         "bf16-split, and short trainings in each")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to measure (default: auto)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the training comparison (default: 2)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds of the training comparison (default: 2)")
+    p.add_argument("--out", default="results/bench", help="folder of the report (default: results/bench)")
+    p.add_argument("--runs", default=None, help="keep the trained runs in this folder (default: a temporary one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_precision)
 
     p = sub.add_parser("notebooks", help="execute or check the notebooks")
     from .notebooks import add_arguments as nb_arguments

@@ -538,6 +538,9 @@ def markdown(report: dict) -> str:
     if report.get("kind") == "packing":
         from .packbench import markdown as packing_markdown
         return packing_markdown(report)
+    if report.get("kind") == "precision":
+        from .precision import markdown as precision_markdown
+        return precision_markdown(report)
     lines = [f"{report['device']}, PyTorch {report['versions']['torch']}:", "",
              "| network | path | " + " | ".join(h for h, _ in COLUMNS) + " |", "|---|---|" + "---:|" * len(COLUMNS)]
     lines += [f"| ResNet-{r['depth']} {r['neuron']} | {r['path']} | " + " | ".join(_cells(r)) + " |"

@@ -244,6 +244,10 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     planned = plan(preset, only, **overrides)
+    rejected = [key for key, c in planned if c.neuron != "conventional" and c.precision == "bf16"]
+    if rejected:
+        raise ValueError(f"{rejected[0]} would train quadratic layers in plain bf16, which rounds ReLinear's small "
+                         "quadratic terms away (results/bench/README.md); use precision auto or bf16-split")
     _restore_partials(planned)
     todo = [(key, c) for key, c in planned if load_result(c) is None]
     finished, touched, log = [], [], []

@@ -410,7 +410,7 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
         return expressivity_table(_stored_expressivity(preset))
     rows = ["| run | network | params | seeds | test accuracy (%) | per seed | vs conventional (95% CI) | data | "
             "result files |", "|---|---|---:|---:|---:|---|---:|---|---|"]
-    sources, finals = {}, {}
+    sources, finals, plain_bf16 = {}, {}, False
     labelled = {label: [r for r in (load_result(c) for c in seeds(config)) if r is not None]
                 for label, config in labelled_configs(notebook, preset).items()}
     for label, rs in labelled.items():
@@ -432,13 +432,33 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
         for r in rs:
             sources.setdefault((r.get("data_fingerprint") or "unknown")[:8], r.get("data", "not recorded"))
         net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
+        if c.neuron != "conventional" and any(_plain_bf16(r) for r in rs):
+            net, plain_bf16 = net + " (bf16)", True
         names = "<br>".join(f"`{r['name']}`" for r in rs)
         per_seed = "; ".join(_outcome(r) for r in rs)
         rows.append(f"| {label} | {net} | {rs[0]['params']:,} | {len(rs)}/{SEEDS} | {acc} | {per_seed} | {diff} | "
                     f"{', '.join(f'`{d}`' for d in data)} | {names} |")
     rows.append("")
     rows += [f"Data `{fp}`: {source}." for fp, source in sources.items()]
+    if plain_bf16:
+        rows.append(BF16_NOTE)
     return "\n".join(rows)
+
+
+BF16_SAFE_RATIO = 0.1  # plain bf16 loses 1.6-2.1% of a layer's quadratic contribution here, most of it at 1e-3
+BF16_NOTE = ("(bf16): trained in plain bf16 autocast with quadratic terms below 0.1 of the linear ones, where plain bf16 "
+             "loses much of a layer's quadratic contribution (at 1e-3 its error exceeds the contribution itself; "
+             "results/bench/README.md, \"Precision and the quadratic terms\"): these results do not test what the "
+             "quadratic terms do. New runs of networks with quadratic layers train in bf16-split.")
+
+
+def _plain_bf16(result: dict) -> bool:
+    """Whether a stored result trained its quadratic layers in plain bf16 autocast while their terms were
+    small enough for bf16 to round them away (final ‖w_g‖/‖w_r‖ and ‖w_b‖/‖w_r‖ below BF16_SAFE_RATIO)."""
+    if (result.get("fast_path") or {}).get("precision") != "bf16" or not result.get("history"):
+        return False
+    q = result["history"][-1].get("quadratic") or {}
+    return bool(q) and max(q.get("w_g", 0.0), q.get("w_b", 0.0)) < BF16_SAFE_RATIO
 
 
 def claims_markdown(notebook: str, preset: str) -> str:
@@ -497,8 +517,8 @@ def render_readme(path: str | Path = "README.md") -> bool:
         if not m:
             continue
         kind, notebook, preset = m.groups()
-        if kind == "table":  # the table, a blank line, then its "Data ..." lines
-            while i < len(lines) and (lines[i].startswith(("|", "Data `")) or
+        if kind == "table":  # the table, a blank line, then its "Data ..." lines (and the bf16 note)
+            while i < len(lines) and (lines[i].startswith(("|", "Data `", "(bf16): ")) or
                                       (lines[i] == "" and i + 1 < len(lines) and lines[i + 1].startswith("Data `"))):
                 i += 1
             out += markdown_table(notebook, preset).split("\n")

@@ -35,7 +35,15 @@ class Quadratic(nn.Module):
     output features sit, counted from the end (so unbatched input works too). With `fuse_rg`,
     w_r and w_g are applied in one call on stacked weights (one kernel instead of two); without,
     in two calls, as the authors' code does.
+
+    `split_small_terms` (an attribute; the fast path sets it for bf16-split) matters only under
+    autocast: the layer then computes r = w_r·x + b_r in float32 and only its small terms,
+    δ = g − 1 = w_g·x + (b_g − 1) and w_b·(x⊙x) + c, in the autocast dtype, and returns
+    r + (r·δ + b) in float32. Plain autocast rounds g to 1 and r to 8 bits, which buries a quadratic
+    contribution under 1% of r (`qnets.precision` measures it).
     """
+
+    split_small_terms = False
 
     feature_dim = -1
 
@@ -83,6 +91,8 @@ class Quadratic(nn.Module):
                     self.bias_g.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split_small_terms and torch.is_autocast_enabled(x.device.type):
+            return self._split_forward(x)
         op = self._apply_op
         b = op(x * x, self.weight_b, self.bias_b)  # w_b·(x⊙x) + c
         if self.compact:
@@ -91,6 +101,15 @@ class Quadratic(nn.Module):
             return op(x, self.weight_r, self.bias_r) * op(x, self.weight_g, self.bias_g) + b
         rg = op(x, torch.cat((self.weight_r, self.weight_g)), torch.cat((self.bias_r, self.bias_g)))
         return product_plus(rg, b, self.feature_dim)
+
+    def _split_forward(self, x: torch.Tensor) -> torch.Tensor:
+        op, x32 = self._apply_op, x.float()
+        with torch.autocast(x.device.type, enabled=False):
+            r = op(x32, self.weight_r.float(), self.bias_r.float())
+        small = op(x * x, self.weight_b, self.bias_b)  # in the autocast dtype: w_b·(x⊙x) + c
+        if not self.compact:
+            small = r * op(x, self.weight_g, self.bias_g - 1) + small  # r·δ
+        return r + small.float()
 
     def _weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from . import data as qdata
 from . import relinear
 from .layers import INITS as LAYER_INITS
+from .layers import quadratic_modules
 from .models import NEURONS, SHORTCUTS, resnet, valid_depth
 from .utils import (atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, tune_cpu_allocator,
                     versions)
@@ -40,7 +41,7 @@ __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUS
 
 STATUSES = ("completed", "collapsed", "stopped")  # stopped: by the old collapse rule (legacy_status)
 SCHEDULES = ("step", "cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-split")
 DEVICES = ("auto", "cpu", "cuda")
 RUN_INITS = LAYER_INITS + ("conventional",)  # a layer initialisation, or a trained conventional network
 DATASETS = ("cifar10", "synthetic")
@@ -105,7 +106,9 @@ class Config:
     device: str = _f("auto", "auto (cuda if available), cpu or cuda", named=False)
     seed: int = _f(0, "seed of initialisation, data order and augmentation")
     eval_every: int = _f(1, "evaluate on the test set every k epochs (and after the last)")
-    precision: str = _f("auto", "auto (bf16 autocast on GPUs, fp32 on CPUs), fp32, or bf16")
+    precision: str = _f("auto", "auto (on GPUs with native bf16: bf16 autocast, with the quadratic layers' small "
+                                "terms split off (bf16-split) where the network has them; fp32 elsewhere), fp32, "
+                                "bf16 (plain autocast), or bf16-split")
     compile: str = _f("auto", "torch.compile the model: auto (on GPUs), on, off", named=False)
     cuda_graphs: str = _f("auto", "capture each training step in a CUDA graph: auto (on GPUs), on, off", named=False)
     channels_last: str = _f("auto", "channels-last memory format: auto (on GPUs and CPUs), on, off", named=False)
@@ -324,6 +327,17 @@ def capabilities(device: torch.device) -> dict:
             "cuda": True, "bf16": native, "compile": native, "cuda_graphs": True}
 
 
+def precision_for(config: "Config", caps: dict) -> str:
+    """The precision a run trains in: fp32, bf16 (plain autocast) or bf16-split. "auto" gives bf16
+    autocast only where the card computes bf16 natively, and for networks with quadratic layers
+    bf16-split: plain bf16 rounds ReLinear's small quadratic terms away (results/bench/precision-*.json)."""
+    if config.precision != "auto":
+        return config.precision
+    if not caps["bf16"]:
+        return "fp32"
+    return "bf16" if config.neuron == "conventional" else "bf16-split"
+
+
 def describe_runtime(device: str = "auto") -> str:
     """One line for a notebook: the device training would use and what the fast path does there."""
     caps = capabilities(resolve_device(device))
@@ -331,7 +345,7 @@ def describe_runtime(device: str = "auto") -> str:
         return (f"runtime: CPU ({torch.get_num_threads()} threads), fp32, eager: fine for the smoke and quick "
                 f"presets, far too slow for gpu-short and paper")
     return (f"runtime: {caps['device']} (CUDA capability {caps['capability']}): "
-            f"{'bf16 autocast' if caps['bf16'] else 'fp32 (no native bf16)'}, "
+            f"{'bf16 autocast (quadratic layers: bf16-split)' if caps['bf16'] else 'fp32 (no native bf16)'}, "
             f"{'torch.compile' if caps['compile'] else 'no torch.compile'}, CUDA graphs")
 
 
@@ -411,7 +425,15 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # pick the fastest convolution algorithms once
         caps = capabilities(device)
-        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and caps["bf16"])
+        self.precision = precision_for(config, caps)
+        self.bf16 = self.precision != "fp32"  # autocast on
+        if self.precision == "bf16-split":
+            for _, m in quadratic_modules(model):
+                m.split_small_terms = True
+        if cuda and config.neuron != "conventional" and self.precision in ("fp32", "bf16-split"):
+            # Quadratic layers' float32 convolutions must be float32: TF32 (cuDNN's default) keeps
+            # only 7% of the quadratic contribution's accuracy at ||w_g||/||w_r|| = 1e-3.
+            torch.backends.cudnn.allow_tf32 = False
         self.channels_last = self._layout()
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
@@ -450,7 +472,7 @@ class Trainer:
 
     def fast_path(self) -> dict:
         """What the run actually used (a failed graph capture falls back to eager and says so)."""
-        return {"precision": "bf16" if self.bf16 else "fp32", "compile": self.compiled, "cuda_graphs": self.use_graphs,
+        return {"precision": self.precision, "compile": self.compiled, "cuda_graphs": self.use_graphs,
                 "channels_last": self.channels_last, "notes": self.notes}
 
     def _zero_momentum(self):

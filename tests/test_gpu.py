@@ -60,6 +60,7 @@ def test_compiled_graphed_bf16_step_follows_the_eager_fp32_step():
     trainer = out["fast"]
     assert trainer.use_graphs and trainer.graph is not None, trainer.notes  # no silent eager fallback
     assert (trainer.bf16, trainer.compiled) == (caps["bf16"], caps["compile"])
+    assert trainer.precision == ("bf16-split" if caps["bf16"] else "fp32")  # a quadratic network: its small terms kept
     assert out["fast_loss"] == pytest.approx(out["eager_loss"], rel=0.05)
     assert out["relative_gap"] < 0.2, out
 
@@ -115,3 +116,26 @@ def test_runs_together_on_streams_follow_their_lone_runs(tmp_path):
         assert r["fast_path"]["cuda_graphs"] and r["fast_path"]["compile"] == compiled
         for a, b in zip(r["history"], lone["history"]):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02)
+
+
+@pytest.mark.gpu
+@gpu
+def test_the_precision_policy_keeps_the_quadratic_contribution_on_the_gpu():
+    """What `auto` trains a quadratic network in on this card (bf16-split, TF32 off for its float32
+    convolutions) keeps a layer's quadratic contribution at ||w_g||/||w_r|| = 1e-3; plain bf16 does not."""
+    from qnets import precision
+    from qnets.layers import QuadraticConv2d
+    config = Config(depth=8, neuron="quadratic", device="cuda")
+    trainer = Trainer(config, build_model(config), torch.device("cuda"), 10)
+    if not capabilities(torch.device("cuda"))["bf16"]:
+        pytest.skip("this card has no native bf16: auto trains in fp32")
+    assert trainer.precision == "bf16-split" and not torch.backends.cudnn.allow_tf32
+    g = torch.Generator().manual_seed(0)
+    layer = QuadraticConv2d(32, 32, 3, padding=1)
+    precision.set_ratio(layer, 1e-3, g)
+    x = torch.relu(torch.randn(8, 32, 16, 16, generator=g))
+    layer, x = layer.cuda(), x.cuda()
+    split = precision.contribution_error(layer, x, "bf16-split")
+    plain = precision.contribution_error(layer, x, "bf16")
+    assert split["corr"] >= 0.99 and split["rel_error"] <= 0.05, split
+    assert plain["rel_error"] > 0.05, plain
