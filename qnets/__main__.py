@@ -126,6 +126,8 @@ def cmd_campaign(args) -> int:
         if not args.folder:
             raise ValueError("campaign collect needs the folder a campaign run wrote")
         taken = campaign.collect(args.folder)
+        for line in taken["kept"]:
+            print(f"kept: {line}")
         print(f"collected {len(taken['results'])} results and {len(taken['partial'])} partial runs "
               f"(from {taken['device']}); status in {taken['status_file']}")
     return 0
@@ -150,7 +152,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_precision(args) -> int:
-    import json
     import tempfile
     from pathlib import Path
 

@@ -255,7 +255,51 @@ def read_result(path: str | Path) -> dict:
             bad(key, f"is {r.get(key)!r}, not an accuracy between 0 and 1")
     if (r["final_test_acc"] is None) != (r["status"] != "completed"):
         bad("final_test_acc", f"is {r['final_test_acc']!r} for a {r['status']} run")
+    _check_against_itself(r, bad)
     return r
+
+
+def _number(v, low: float = 0.0) -> bool:
+    return is_finite(v) and v >= low
+
+
+def _check_against_itself(r: dict, bad) -> None:
+    """A result must agree with itself: the fields the store reads present and in range, its epochs
+    numbered in order, its final and best accuracies those of its history's evaluations, its status
+    what its history shows. (A digest of the content would prove nothing: whoever edits a file can
+    recompute it.) Calls `bad(field, what)` on the first disagreement."""
+    if not isinstance(r.get("device"), str) or not r["device"]:
+        bad("device", "is missing or not a device name")
+    if not _number(r.get("wall_time")):
+        bad("wall_time", f"is {r.get('wall_time')!r}, not a number of seconds >= 0")
+    if not (isinstance(r.get("params"), int) and not isinstance(r["params"], bool) and r["params"] > 0):
+        bad("params", f"is {r.get('params')!r}, not a positive parameter count")
+    epochs = r["config"].get("epochs")
+    for i, h in enumerate(r["history"]):
+        if h["epoch"] != i:
+            bad("history", f"holds epoch {h['epoch']!r} at position {i}")
+        for key in ("train_acc", "test_acc"):
+            if not _fraction(h.get(key)):
+                bad("history", f"epoch {i}: {key} is {h.get(key)!r}, not an accuracy between 0 and 1")
+        if not (h.get("train_loss") is None or _number(h["train_loss"])):
+            bad("history", f"epoch {i}: train_loss is {h.get('train_loss')!r}")
+        if not _number(h.get("epoch_time")):
+            bad("history", f"epoch {i}: epoch_time is {h.get('epoch_time')!r}, not a number of seconds >= 0")
+    tested = [h["test_acc"] for h in r["history"] if h.get("test_acc") is not None]
+    if r["status"] == "completed":
+        if r["epochs_run"] != epochs:
+            bad("epochs_run", f"is {r['epochs_run']!r} for a completed run of {epochs!r} epochs")
+        if not tested or r["final_test_acc"] != tested[-1]:
+            bad("final_test_acc", f"is {r['final_test_acc']!r} but the history's last evaluation is "
+                                  f"{tested[-1] if tested else None!r}")
+    if r.get("best_test_acc") is not None and (not tested or r["best_test_acc"] != max(tested)):
+        bad("best_test_acc", f"is {r['best_test_acc']!r} but the history's best evaluation is "
+                             f"{max(tested) if tested else None!r}")
+    if r["status"] == "collapsed" and r.get("collapse_rule") == COLLAPSE_RULE and \
+            (not r["history"] or collapse_reason(r["history"]) is None):
+        bad("status", "is collapsed but the history shows no breakdown")
+    if r["status"] == "completed" and r["history"] and collapse_reason(r["history"]) is not None:
+        bad("status", f"is completed but the history shows a breakdown ({collapse_reason(r['history'])})")
 
 
 def load_result(config: Config) -> dict | None:
@@ -689,21 +733,70 @@ def show_epoch(bar, epoch: int, epochs: int, **values) -> None:
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "history", "elapsed", "started", "rng")
 
 
-def read_checkpoint(config: Config) -> dict | None:
+MAX_CHECKPOINT_BYTES = 1 << 30  # far above any CIFAR ResNet's (ResNet-110 quadratic: about 40 MiB)
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """A checkpoint read as untrusted data: tensors and plain containers only (`weights_only=True`,
+    so no code in the file runs), then checked: the fields `fit` reads, of the types it reads them
+    as. Raises StoreError naming the file."""
+    path = Path(path)
+
+    def bad(what):
+        raise StoreError(f"{path}: not a usable qnets checkpoint ({what}); delete it, and the run starts from epoch 0")
+    try:
+        if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+            bad(f"{path.stat().st_size / 2**20:.0f} MiB, over {MAX_CHECKPOINT_BYTES / 2**20:.0f} MiB")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except StoreError:
+        raise
+    except Exception as e:
+        bad(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+    if not isinstance(ckpt, dict):
+        bad("not a dictionary")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        bad(f"missing {missing}")
+    if not isinstance(ckpt["config"], dict):
+        bad("config is not a dictionary")
+    epoch, history = ckpt["epoch"], ckpt["history"]
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+        bad(f"epoch is {epoch!r}")
+    if not (isinstance(history, list) and len(history) == epoch + 1
+            and all(isinstance(h, dict) and h.get("epoch") == i for i, h in enumerate(history))):
+        bad(f"its history does not hold epochs 0 to {epoch}")
+    if not (isinstance(ckpt["model"], dict) and all(torch.is_tensor(v) for v in ckpt["model"].values())):
+        bad("model is not a state dict of tensors")
+    if not (isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"])):
+        bad("optimizer is not an optimizer state dict")
+    if not (isinstance(ckpt["rng"], dict) and torch.is_tensor(ckpt["rng"].get("cpu"))
+            and ckpt["rng"]["cpu"].dtype == torch.uint8):
+        bad("rng holds no CPU generator state")
+    if not is_finite(ckpt["elapsed"]) or ckpt["elapsed"] < 0:
+        bad(f"elapsed is {ckpt['elapsed']!r}")
+    return ckpt
+
+
+def read_checkpoint(config: Config, fingerprint: str | None = None) -> dict | None:
     """The checkpoint of `config`, or None. A checkpoint counts when it was written for the same
-    name (runtime fields such as device, compile or checkpoint_every may differ). One that cannot
-    be read, or belongs to another config, is moved aside (kept) with a warning: the run restarts."""
+    name (runtime fields such as device, compile or checkpoint_every may differ) and, given a data
+    `fingerprint`, for the same data (the one it records, or else that of the run's stored result).
+    One that cannot be read, or belongs to another config or other data, is moved aside (kept) with
+    a warning: the run restarts."""
     path = checkpoint_path(config)
     if not path.exists():
         return None
+    why = None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-        if missing:
-            raise ValueError(f"missing {missing}")
-        why = None if config_hash(ckpt["config"]) == config_hash(config) else "it was written for another config"
-    except Exception as e:
-        why = f"it cannot be read ({type(e).__name__}: {str(e)[:120]})"
+        ckpt = load_checkpoint_file(path)
+    except StoreError as e:
+        why, ckpt = f"it cannot be read ({str(e).split('(', 1)[-1].rsplit(')', 1)[0]})", None
+    if ckpt is not None and config_hash(ckpt["config"]) != config_hash(config):
+        why = "it was written for another config"
+    if ckpt is not None and why is None and fingerprint is not None:
+        trained_on = ckpt.get("data_fingerprint") or _stored_fingerprint(config)
+        if trained_on is not None and trained_on != fingerprint:
+            why = f"it was trained on other data (fingerprint {trained_on}, the data now: {fingerprint})"
     if why is None:
         return ckpt
     aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -712,22 +805,31 @@ def read_checkpoint(config: Config) -> dict | None:
     return None
 
 
+def _stored_fingerprint(config: Config) -> str | None:
+    """The data fingerprint of the stored result of `config`, if there is a readable one."""
+    try:
+        stored = load_result(config)
+    except StoreError:
+        return None
+    return stored.get("data_fingerprint") if stored else None
+
+
 def checkpoint_epoch(path: str | Path) -> int | None:
-    """The last epoch (0-based) in the checkpoint at `path`, or None where there is none readable.
+    """The last epoch (0-based) in the checkpoint at `path`, or None where there is none usable.
     Only reads: unlike read_checkpoint, it moves nothing aside."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
-    except Exception:
+        return load_checkpoint_file(path)["epoch"]
+    except StoreError:
         return None
 
 
 def write_checkpoint(config: Config, epoch: int, model_state: dict, optimizer_state: dict, history: list[dict],
-                     elapsed: float, started: str, cuda: bool) -> None:
+                     elapsed: float, started: str, cuda: bool, fingerprint: str | None = None) -> None:
     atomic_save({"config": config.to_dict(), "epoch": epoch, "model": model_state, "optimizer": optimizer_state,
-                 "history": history, "elapsed": elapsed, "started": started,
+                 "history": history, "elapsed": elapsed, "started": started, "data_fingerprint": fingerprint,
                  "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None}},
                 checkpoint_path(config))
 
@@ -826,10 +928,12 @@ class Run:
     elapsed: float = 0.0
     started: str = field(default_factory=timestamp)
     saved: int = -1  # the last epoch in a checkpoint
+    fingerprint: str | None = None  # of the data the run trains on: recorded in its checkpoints
 
     def resume(self) -> "Run":
-        """Load the run's checkpoint, if there is one: weights, momentum, RNG state and history."""
-        ckpt = read_checkpoint(self.config)
+        """Load the run's checkpoint, if there is one for the same data: weights, momentum, RNG
+        state and history."""
+        ckpt = read_checkpoint(self.config, self.fingerprint)
         if ckpt is None:
             return self
         trainer, cuda = self.trainer, self.trainer.device.type == "cuda"
@@ -846,7 +950,7 @@ class Run:
     def checkpoint(self, epoch: int) -> None:
         t = self.trainer
         write_checkpoint(self.config, epoch, t.model.state_dict(), t.opt.state_dict(), self.history, self.elapsed,
-                         self.started, t.device.type == "cuda")
+                         self.started, t.device.type == "cuda", self.fingerprint)
         self.saved = epoch
 
     def epoch_steps(self, epoch: int, train_loader, test_loader, bar):
@@ -894,7 +998,8 @@ class Lane:
         self.config, self.dataset, self.device, self.deadline, self.extra = config, dataset, device, deadline, extra
         model = build_model(config)  # before the loaders: the same random draws as every stored run
         self.train_loader, self.test_loader = make_loaders(config, dataset, device)
-        self.run = Run(config, Trainer(config, model, device, len(self.train_loader))).resume()
+        self.run = Run(config, Trainer(config, model, device, len(self.train_loader)),
+                       fingerprint=qdata.fingerprint(dataset)).resume()
         self.measured: list[dict] = []  # epochs timed in this process
         self.next_epoch, self.steps, self.result = self.run.start, None, None
         self.bar = progress(config, verbose, self.run.start, len(self.train_loader), label)
