@@ -18,6 +18,17 @@ def untimed(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
+def stored_result(config, acc: float = 0.5) -> dict:
+    """A completed result of `config` that agrees with itself, as the store would hold it, without
+    training (for tests of what reads the store)."""
+    from qnets.train import run_name
+    history = [{"epoch": e, "train_loss": 1.0, "train_acc": acc, "test_acc": acc, "epoch_time": 1.0}
+               for e in range(config.epochs)]
+    return {"name": run_name(config), "config": config.to_dict(), "status": "completed", "history": history,
+            "epochs_run": config.epochs, "final_test_acc": acc, "best_test_acc": acc, "device": "cpu",
+            "wall_time": 1.0, "params": 1}
+
+
 def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: float = 300,
                           sig: int = signal.SIGKILL, cwd: Path = ROOT) -> int:
     """Run `code` in a child Python and send it `sig` (SIGKILL) as soon as `checkpoint` records
@@ -27,7 +38,7 @@ def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: 
     try:
         while time.time() < deadline and child.poll() is None:
             try:
-                if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= epoch:
+                if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] >= epoch:
                     break
             except (EOFError, RuntimeError):  # caught between write and rename: look again
                 pass

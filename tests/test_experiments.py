@@ -11,6 +11,7 @@ import torch
 from qnets import experiments, plots
 from qnets.notebooks import setup
 from qnets.train import Config, result_path
+from conftest import stored_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,9 +60,7 @@ def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch
     assert experiments.committed_preset("03") == "quick"
     def store(config):
         result_path(config).parent.mkdir(parents=True, exist_ok=True)
-        result_path(config).write_text(json.dumps({
-            "name": result_path(config).stem, "config": config.to_dict(), "status": "completed",
-            "history": [], "epochs_run": 0, "final_test_acc": 0.5}))
+        result_path(config).write_text(json.dumps(stored_result(config)))
     for config in experiments.labelled_configs("03", "gpu-short").values():
         store(config)
     assert experiments.committed_preset("03") == "quick"  # one seed of three is not complete
