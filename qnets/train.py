@@ -109,7 +109,8 @@ class Config:
     precision: str = _f("auto", "auto (on GPUs with native bf16: bf16 autocast, with the quadratic layers' small "
                                 "terms split off (bf16-split) where the network has them; fp32 elsewhere), fp32, "
                                 "bf16 (plain autocast), or bf16-split")
-    compile: str = _f("auto", "torch.compile the model: auto (on GPUs), on, off", named=False)
+    compile: str = _f("auto", "torch.compile the model: auto (on GPUs with native bf16, and on CPUs for runs of "
+                              "at least 2,000 steps, where compiling pays back), on, off", named=False)
     cuda_graphs: str = _f("auto", "capture each training step in a CUDA graph: auto (on GPUs), on, off", named=False)
     channels_last: str = _f("auto", "channels-last memory format: auto (on GPUs and CPUs), on, off", named=False)
     checkpoint_every: int = _f(1, "write a checkpoint every k epochs", named=False)
@@ -358,13 +359,18 @@ def channels_last_for(config: "Config", device: torch.device) -> bool:
 NATIVE_BF16 = (8, 0)  # CUDA compute capability with bf16 tensor cores (A100, RTX 30xx, H100 and later)
 
 
+CPU_COMPILE_MIN_STEPS = 2000  # compiling a ResNet's step takes 15-40 s on 2 cores: 100-200 steps' worth
+
+
 def capabilities(device: torch.device) -> dict:
     """What the fast path switches on for `device` when precision and compile are "auto": bf16
     autocast only where the card computes bf16 natively (a T4, capability 7.5, would emulate it,
     slower than fp32; it trains in fp32), and torch.compile on the same cards, where it was measured
-    to pay (H100, H200; not measured on older cards, so off there). CUDA graphs on any CUDA device."""
+    to pay (H100, H200; not measured on older cards, so off there). CUDA graphs on any CUDA device.
+    On a CPU, torch.compile fuses the element-wise work around the convolutions (1.1-1.2x a step,
+    results/bench/README.md) for runs long enough to pay for compiling: "compile" is "long runs"."""
     if device.type != "cuda":
-        return {"device": "CPU", "cuda": False, "bf16": False, "compile": False, "cuda_graphs": False}
+        return {"device": "CPU", "cuda": False, "bf16": False, "compile": "long runs", "cuda_graphs": False}
     capability = torch.cuda.get_device_capability(device)
     native = tuple(capability) >= NATIVE_BF16
     return {"device": torch.cuda.get_device_name(device), "capability": "%d.%d" % tuple(capability),
@@ -386,8 +392,9 @@ def describe_runtime(device: str = "auto") -> str:
     """One line for a notebook: the device training would use and what the fast path does there."""
     caps = capabilities(resolve_device(device))
     if not caps["cuda"]:
-        return (f"runtime: CPU ({torch.get_num_threads()} threads), fp32, eager: fine for the smoke and quick "
-                f"presets, far too slow for gpu-short and paper")
+        return (f"runtime: CPU ({torch.get_num_threads()} threads), fp32, torch.compile for runs of "
+                f"{CPU_COMPILE_MIN_STEPS:,}+ steps: fine for the smoke, quick and cpu presets, far too slow for "
+                f"gpu-short and paper")
     return (f"runtime: {caps['device']} (CUDA capability {caps['capability']}): "
             f"{'bf16 autocast (quadratic layers: bf16-split)' if caps['bf16'] else 'fp32 (no native bf16)'}, "
             f"{'torch.compile' if caps['compile'] else 'no torch.compile'}, CUDA graphs")
@@ -481,7 +488,8 @@ class Trainer:
         self.channels_last = self._layout()
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
-        self.compiled = _switch(config.compile, caps["compile"])
+        long_run = steps_per_epoch * config.epochs >= CPU_COMPILE_MIN_STEPS
+        self.compiled = _switch(config.compile, caps["compile"] is True or (caps["compile"] == "long runs" and long_run))
         if self.compiled:
             make_room_to_compile()
         self.net = torch.compile(self.model, dynamic=False) if self.compiled else self.model  # what the steps call
@@ -490,7 +498,7 @@ class Trainer:
         self.has_penalty = any(self.penalty_kw.values())
         self.loss_sum = torch.zeros(self.metric_shape, device=device)
         self.correct = torch.zeros(self.metric_shape, device=device, dtype=torch.long)
-        self.graph, self._factor = None, None
+        self.graph, self._factor, self._compiled_ok = None, None, False
         self.notes: list[str] = []
         if device.type == "cpu":
             self.notes.append(f"CPU allocator: {tune_cpu_allocator()}")
@@ -582,6 +590,8 @@ class Trainer:
 
     def train_step(self, x, y):
         if not self.use_graphs:
+            if self.compiled and not self._compiled_ok:
+                return self._first_compiled_step(x, y)
             return self._step(x, y)
         if self.graph is None:
             self._capture(x, y)
@@ -590,6 +600,27 @@ class Trainer:
         self.static_x.copy_(x)
         self.static_y.copy_(y)
         self.graph.replay()
+
+    def _first_compiled_step(self, x, y):
+        """The first step of a compiled run without CUDA graphs: where compiling fails (no C++
+        compiler, an unsupported operator), the step is undone and the run trains eagerly."""
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        try:
+            self._step(x, y)
+        except Exception as e:
+            with torch.no_grad():
+                self.model.load_state_dict(state)
+            self.opt.zero_grad(set_to_none=True)
+            self.loss_sum.zero_()  # (a step that failed before the optimizer: nothing else to undo)
+            self.correct.zero_()
+            self._eager_fallback(e)
+            self._step(x, y)
+        self._compiled_ok = True
+
+    def _eager_fallback(self, e: Exception) -> None:
+        warnings.warn(f"compiling or capturing the training step failed; training eagerly: {e}")
+        self.notes.append(f"compile/graph capture failed, eager fallback: {type(e).__name__}: {str(e)[:500]}")
+        self.use_graphs, self.graph, self.compiled, self.net = False, None, False, self.model
 
     def _capture(self, x, y):
         """Warm up on a side stream (optimiser state, compilation), then capture one step.
@@ -608,9 +639,7 @@ class Trainer:
                 self._step(self.static_x, self.static_y)
             self.graph = graph
         except Exception as e:  # fall back to eager, uncompiled steps rather than lose the run
-            warnings.warn(f"compiling or capturing the training step failed; training eagerly: {e}")
-            self.notes.append(f"compile/graph capture failed, eager fallback: {type(e).__name__}: {str(e)[:500]}")
-            self.use_graphs, self.graph, self.compiled, self.net = False, None, False, self.model
+            self._eager_fallback(e)
             torch.cuda.synchronize()
         # Undo the warm-up: weights, BN statistics and momentum back to where they were.
         with torch.no_grad():
@@ -624,9 +653,11 @@ class Trainer:
         """One pass over `loader` in evaluation mode (see Tally): floats for one run, lists for a pack."""
         self.model.eval()
         tally = Tally(self.metric_shape, self.device)
+        # On a CPU, compiling the evaluation graph (15-30 s) costs more than it saves on a few passes.
+        net = self.net if self.device.type == "cuda" else self.model
         for x, y in loader.epoch(0):
             with self.autocast():
-                out = self.net(x)
+                out = net(x)
             tally.add(out.float(), y, classes_dim=-1)
         self.model.train()
         return tally.result()

@@ -341,3 +341,61 @@ def test_cli_converters_follow_the_annotation():
     assert _field_type(f["count"])("all") is None and _field_type(f["flag"])("on") is True
     with pytest.raises(TypeError, match="Config.table: no command-line converter"):
         _field_type(f["table"])
+
+
+def steps_of(config: Config, steps: int = 3) -> dict:
+    """The weights after `steps` training steps of `config` on fixed batches, from one initialisation."""
+    from qnets.train import Trainer, build_model
+    torch.manual_seed(0)
+    trainer = Trainer(config, build_model(config), torch.device("cpu"), steps_per_epoch=steps)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(16, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+        trainer.train_step(x, torch.randint(0, 10, (16,), generator=g))
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()} | {"notes": trainer.notes}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("neuron", ["quadratic", "compact"])
+def test_a_compiled_cpu_step_trains_as_the_eager_step(neuron):
+    """torch.compile on the CPU fuses element-wise work; the training it gives is the eager one to
+    float32 rounding (the quadratic terms at the full rate, so every kind of parameter moves)."""
+    config = Config(depth=8, neuron=neuron, device="cpu", gamma_g=0.1, gamma_b=0.1, lr=0.1)
+    compiled, eager = steps_of(config.replace(compile="on")), steps_of(config.replace(compile="off"))
+    assert not any("eager fallback" in n for n in compiled.pop("notes"))
+    eager.pop("notes")
+    start = steps_of(config.replace(compile="off"), steps=0)
+    for k, v in eager.items():  # each tensor's update the same to 1% of its size (rounding, amplified
+        if v.is_floating_point():  # over 3 steps at these rates: 1e-3 to 4e-3; after one step 5e-5)
+            update, difference = (v - start[k]).norm(), (compiled[k] - v).norm()
+            assert difference <= 1e-2 * update + 1e-6, (k, float(difference), float(update))
+    assert any((eager[k] - start[k]).abs().max() > 1e-3 for k in eager if k.endswith("weight_b"))
+
+
+def test_auto_compiles_long_cpu_runs_only():
+    from qnets.train import CPU_COMPILE_MIN_STEPS, Trainer, build_model
+    config = Config(depth=8, device="cpu", epochs=10)
+    short = Trainer(config, build_model(config), torch.device("cpu"), steps_per_epoch=CPU_COMPILE_MIN_STEPS // 10 - 1)
+    long = Trainer(config, build_model(config), torch.device("cpu"), steps_per_epoch=CPU_COMPILE_MIN_STEPS // 10)
+    assert not short.compiled and long.compiled and long.net is not long.model
+    off = Trainer(config.replace(compile="off"), build_model(config), torch.device("cpu"), steps_per_epoch=10**4)
+    assert not off.compiled
+
+
+def test_a_step_that_cannot_compile_is_undone_and_trained_eagerly(monkeypatch):
+    """Where compiling fails (no C++ compiler, say) the first step runs again eagerly, from the same
+    weights and BatchNorm statistics: the run is the eager run, and it says what happened."""
+    def broken_compile(model, **kw):
+        def forward(x):
+            model(x)  # the forward pass runs (BatchNorm statistics move), then compiling fails
+            raise RuntimeError("no C++ compiler")
+        return forward
+    config = Config(depth=8, neuron="quadratic", device="cpu", compile="on")
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="training eagerly: no C\\+\\+ compiler"):
+        fallen = steps_of(config)
+    notes = fallen.pop("notes")
+    assert any("eager fallback: RuntimeError: no C++ compiler" in n for n in notes)
+    eager = steps_of(config.replace(compile="off"))
+    eager.pop("notes")
+    assert all(torch.equal(fallen[k], v) for k, v in eager.items())
