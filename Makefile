@@ -79,7 +79,7 @@ cpu-window: $(STAMP)  ## train the cpu plan in the background, niced, for BUDGET
 
 cpu-window-stop:  ## end the running CPU window now: the epoch in flight is lost, every finished epoch collected
 	@test -f $(WINDOW).pid && kill -0 $$(cat $(WINDOW).pid) 2>/dev/null || { echo "no CPU window is running"; exit 0; }
-	@kill -TERM $$(cat $(WINDOW).pid); while kill -0 $$(cat $(WINDOW).pid) 2>/dev/null; do sleep 1; done
+	@pid=$$(cat $(WINDOW).pid); kill -TERM $$pid; while kill -0 $$pid 2>/dev/null; do sleep 1; done
 	@tail -n 3 $(WINDOW).log
 
 readme: $(STAMP)  ## regenerate the README's result tables and verdicts from results/
