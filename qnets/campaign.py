@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import experiments
 from .experiments import train_group
+from .locks import RunBusy
 from .train import (Config, checkpoint_epoch, checkpoint_path, epoch_seconds, load_result, read_result, result_path,
                     run_name)
 from .utils import atomic_write
@@ -260,7 +261,10 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     cut = list({run_name(c): c for c in touched if c not in finished}.values())
     todo = [(k, c) for k, c in todo if c not in finished]
     summary = {"finished": [run_name(c) for c in finished], "partial": [run_name(c) for c in cut],
-               "stopped_because": why or ("the plan is done" if not todo else "the budget is spent"),
+               "stopped_because": why or ("the budget is spent" if todo else
+                                          "the rest of the plan is being trained by other processes"
+                                          if any("busy" in e or "busy" in e.get("states", ()) for e in log)
+                                          else "the plan is done"),
                "seconds": time.monotonic() - t_start,
                "log": log, "device": _device_name()}
     _write_out(out, finished, cut, summary, preset, overrides | (
@@ -342,6 +346,11 @@ def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, fin
             stop["training"] = True
             results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
                                   **rolling)  # with streams, runs that end make room for the next ones
+        except RunBusy as e:  # another process trains this run: the window goes on with the next
+            stop["training"] = False
+            log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "busy": str(e)})
+            todo[:] = [(k, c) for k, c in todo if run_name(c) != e.run]
+            continue
         except Exception as e:  # a window is scarce: keep what it did, and what it can still do
             stop["training"] = False
             failure = f"{type(e).__name__}: {str(e)[:500]}"
@@ -362,15 +371,20 @@ def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, fin
             continue
         stop["training"] = False
         log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
-                    "states": [r["status"] for r in results]} | ({"refilled": refilled} if refilled else {}))
+                    "states": [r["status"] if r else "busy" for r in results]}
+                   | ({"refilled": refilled} if refilled else {}))
+        busy = {run_name(config) for (_, config), r in zip(group, results) if r is None}
+        todo[:] = [(k, c) for k, c in todo if run_name(c) not in busy]  # another process trains those
         for (key, config), r in zip(group, results):
+            if r is None:
+                continue
             touched.append(config)
             if r["status"] == "partial":
                 partial_bytes += _checkpoint_bytes(config) if config in fresh else 0
             else:
                 finished.append(config)
         todo[:] = [(k, c) for k, c in todo if c not in finished]
-        if any(r["status"] == "partial" for r in results):
+        if any(r is not None and r["status"] == "partial" for r in results):
             why = "the budget is spent (runs in flight were checkpointed)"
     return why
 

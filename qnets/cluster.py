@@ -29,28 +29,25 @@ the log) or to do.
 """
 from __future__ import annotations
 
-import _thread
 import contextlib
 import json
 import os
 import re
 import socket
-import threading
 import time
 import traceback
-import uuid
 from pathlib import Path
 
-from .train import Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, result_path, run_name
+from . import locks
+from .locks import HEARTBEAT_S, STALE_AFTER_S, RunLock, describe_holder as _holder, read_lock, stale
+from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, lock_path, result_path,
+                    run_name)
 from .utils import atomic_json, timestamp
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
            "stale", "lock_path", "failure_path", "jobs_dir", "options", "make_executor", "submit", "wait", "status",
            "status_text"]
 
-HEARTBEAT_S = 30.0  # how often a holder refreshes its lock's mtime
-STALE_AFTER_S = 300.0  # a lock this long without a heartbeat (ten missed beats) has lost its holder
-GUARD_STALE_S = 60.0  # a job holds the guard for breaking a stale lock for milliseconds; this old, its owner died
 INSTALL = 'pip install -e ".[cluster]"'
 
 
@@ -75,10 +72,6 @@ def cluster_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "cluster"
 
 
-def lock_path(config: Config) -> Path:
-    return cluster_dir(config.out_dir) / "locks" / f"{run_name(config)}.lock"
-
-
 def failure_path(config: Config) -> Path:
     return cluster_dir(config.out_dir) / "failed" / f"{run_name(config)}.json"
 
@@ -89,140 +82,16 @@ def jobs_dir(out_dir: str | Path) -> Path:
 
 def whoami() -> dict:
     """This process as a lock holder: host and pid, plus the submitit job id and log when in a job."""
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": None, "log": None}
+    me = locks.whoami()
     if os.environ.get("SUBMITIT_FOLDER"):  # set by submitit in the process that runs a job
         env = _submitit().JobEnvironment()
         me |= {"job_id": env.job_id, "log": str(env.paths.stdout)}
     return me
 
 
-# ----------------------------------------------------------------------------- locks
-
-def read_lock(path: str | Path) -> dict | None:
-    """The holder recorded in the lock at `path`, plus `heartbeat` (its mtime) and `inode`; None
-    when there is no lock. A lock read between its creation and its first write has only those two."""
-    try:
-        with open(path, "rb") as f:
-            st, text = os.fstat(f.fileno()), f.read()
-    except FileNotFoundError:
-        return None
-    try:
-        holder = json.loads(text)
-    except ValueError:
-        holder = None
-    return (holder if isinstance(holder, dict) else {}) | {"heartbeat": st.st_mtime, "inode": st.st_ino}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # killed but not yet reaped by its parent (a zombie): gone all the same
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stale(holder: dict) -> str | None:
-    """Why the lock of `holder` (from read_lock) is stale, or None while its holder may be alive:
-    no heartbeat for STALE_AFTER_S seconds, or a holder on this host whose process is gone."""
-    age = time.time() - holder["heartbeat"]
-    if age > STALE_AFTER_S:
-        return f"no heartbeat for {age:.0f} s (stale after {STALE_AFTER_S:.0f} s)"
-    pid = holder.get("pid")
-    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
-        return f"its process {pid} on {holder['host']} is gone"
-    return None
-
-
-class RunLock:
-    """A run's lock, held by this process. A heartbeat thread refreshes the lock's mtime every
-    HEARTBEAT_S seconds. If it finds the lock gone or taken over, it records why in `lost` and
-    interrupts the main thread."""
-
-    def __init__(self, path: Path, record: dict, took_over: dict | None = None):
-        # absolute: the heartbeat must find the lock wherever the process's current folder goes
-        self.path, self.record, self.took_over, self.lost = Path(path).absolute(), record, took_over, None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path.name}", daemon=True)
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            now = read_lock(self.path)
-            if now is None or now.get("token") != self.record["token"]:
-                self.lost = ("its lock was removed" if now is None else
-                             f"its lock was taken over by job {now.get('job_id')} on {now.get('host')}")
-                _thread.interrupt_main()
-                return
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        now = read_lock(self.path)
-        if now is not None and now.get("token") == self.record["token"]:
-            self.path.unlink(missing_ok=True)
-
-
-def _break(path: Path, seen: dict) -> bool:
-    """Remove the stale lock `seen` at `path`, unless the lock has changed since it was read.
-    Jobs take turns through a guard file, so that none removes a lock another job has just
-    taken. Returns False when another job holds the guard."""
-    guard = path.with_name(path.name + ".break")
-    try:
-        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - guard.stat().st_mtime > GUARD_STALE_S:
-                guard.unlink()
-        return False
-    try:
-        now = read_lock(path)
-        if now is not None and (now.get("token"), now["inode"]) == (seen.get("token"), seen["inode"]) and stale(now):
-            path.unlink()
-        return True
-    finally:
-        os.close(fd)
-        guard.unlink(missing_ok=True)
-
-
 def take(config: Config, me: dict | None = None, attempts: int = 50) -> RunLock | dict:
-    """Lock `config`'s run for this process. Returns a RunLock, or the record of the live holder
-    that has the lock. A stale lock is taken over, and the RunLock's `took_over` says from whom
-    and why."""
-    path = lock_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me, took_over = me or whoami(), None
-    for _ in range(attempts):
-        record = me | {"run": run_name(config), "since": timestamp(), "token": uuid.uuid4().hex}
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_lock(path)
-            if holder is None:  # released meanwhile: try again
-                continue
-            why = stale(holder)
-            if why is None and "token" not in holder:  # caught between its creation and its write: read again
-                time.sleep(0.05)
-                continue
-            if why is None:
-                return holder
-            if _break(path, holder):
-                took_over = holder | {"why": why}
-            else:
-                time.sleep(0.1)  # another job is breaking it
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        return RunLock(path, record, took_over)
-    return read_lock(path) or {"why": f"the lock kept changing hands over {attempts} attempts"}
+    """Lock `config`'s run for this process (locks.take at the run's lock path)."""
+    return locks.take(lock_path(config), run_name(config), me or whoami(), attempts)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -315,11 +184,6 @@ class TrainJob:
                     took_over=None if took_over is None else {k: took_over.get(k) for k in
                                                               ("job_id", "host", "pid", "since", "why")})
                 print(describe(outcomes[label]), flush=True)
-
-
-def _holder(h: dict) -> str:
-    who = f"job {h['job_id']}" if h.get("job_id") else f"pid {h.get('pid', '?')}"
-    return f"{who} on {h.get('host', '?')} since {h.get('since', '?')}"
 
 
 def describe(o: dict) -> str:

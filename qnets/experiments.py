@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
+from .locks import RunBusy
 from .train import Config, epoch_seconds, fit, load_result, resolve_device, result_path
 from .utils import fill_blocks
 
@@ -351,8 +352,14 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     out, t0, began = {}, time.time(), {}  # began: when each run side by side started
 
     def report(label, r):
-        acc = r["final_test_acc"]
-        how = "stored" if label in stored else f"trained in {time.time() - began.get(label, t0):.0f}s" + _how(r)
+        if r is None:  # another process holds the run's lock (fit_together warned)
+            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      another process is training it: left to it",
+                  flush=True)
+            return
+        acc, start, path = r["final_test_acc"], began.get(label, t0), result_path(configs[label])
+        # stored before this run started (here, or by another process while this one waited for it)
+        found = label in stored or (path.exists() and path.stat().st_mtime < start)
+        how = "stored" if found else f"trained in {time.time() - start:.0f}s" + _how(r)
         print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
               f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
               f"{result_path(configs[label])}", flush=True)
@@ -374,9 +381,13 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
             return configs[queue[0]], queue.pop(0)
         if todo:
             began |= {label: time.time() for label in todo[:pack]}
-            train_group([configs[label] for label in todo[:pack]], packing, labels=todo[:pack], refill=refill,
-                        on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force)
-        return {label: out[label] for label in configs}
+            results = train_group([configs[label] for label in todo[:pack]], packing, labels=todo[:pack],
+                                  refill=refill, on_end=lambda c, label, r: report(label, r), verbose=verbose,
+                                  force=force)
+            for label, r in zip(todo, results):
+                if r is None:
+                    report(label, None)
+        return {label: out[label] for label in configs if label in out}
     first_of = {group[0]: group for group in groups if len(group) > 1}
     in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():
@@ -388,8 +399,13 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                 report(member, r)
         elif label not in in_pack:
             t0 = time.time()
-            report(label, fit(config, force=force, verbose=verbose, label=label))
-    return {label: out[label] for label in configs}
+            try:
+                r = fit(config, force=force, verbose=verbose, label=label)
+            except RunBusy as e:
+                print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
+                continue
+            report(label, r)
+    return {label: out[label] for label in configs if label in out}
 
 
 def _outcome(r: dict) -> str:

@@ -16,10 +16,12 @@ streams` (results/bench/*-packing.json).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 
+from .locks import RunBusy
 from .train import Config, Lane, load_data, load_datasets, prepare, resolve_device, reusable, run_name
 
 __all__ = ["fit_together"]
@@ -49,7 +51,8 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
     name another (config, label) to take its place, or None; the results of runs started that
     way follow, in the order they started. `on_end(config, label, result)` is called as each run
     ends (a stored one as it is found). A run that started beside others records how many were
-    training then, itself included ("together": {"k": ...})."""
+    training then, itself included ("together": {"k": ...}). A run that another process is
+    training (it holds the run's lock) is left to it, with a warning: its result is None."""
     configs = list(configs)
     _check(configs)
     labels = list(labels) if labels else [None] * len(configs)
@@ -70,12 +73,19 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
             ended(i)
     lanes, contexts, streams = {}, {}, []
 
-    def start(i: int, dataset, k: int) -> None:
+    def start(i: int, dataset, k: int) -> bool:
+        """Start run i's lane; False (the run left to it, its result None) where another process
+        trains it."""
         contexts[i], stream = stream_for(device)
         streams.extend([stream] if stream is not None else [])
-        with contexts[i]():
-            lanes[i] = Lane(configs[i], dataset, device, deadline, verbose, labels[i],
-                            **({"together": {"k": k}} if k > 1 else {}))
+        try:
+            with contexts[i]():
+                lanes[i] = Lane(configs[i], dataset, device, deadline, verbose, labels[i], force,
+                                **({"together": {"k": k}} if k > 1 else {}))
+        except RunBusy as e:
+            warnings.warn(str(e))
+            return False
+        return True
 
     def another() -> int | None:
         """The next run `refill` names (one with a stored result is returned as it is)."""
@@ -91,15 +101,16 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
             labels.append(label)
             results.append(None if force else reusable(config, dataset))
             if results[i] is None:
-                start(i, dataset, len(live) + 1)
-                return i
+                if start(i, dataset, len(live) + 1):
+                    return i
+                continue
             ended(i)
         return None
     try:
         for i in todo:
             start(i, datasets[i], len(todo))
         live = list(lanes)
-        for _ in range(len(results) - len(todo)):  # runs found stored leave their places to others
+        for _ in range(len(results) - len(live)):  # runs found stored or busy leave their places to others
             j = another()
             if j is None:
                 break
@@ -117,7 +128,7 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
                         live.append(j)
     finally:
         for lane in lanes.values():
-            lane.bar.close()
+            lane.close()
         for stream in streams:  # later work on the default stream sees everything the lanes did
             torch.cuda.current_stream(device).wait_stream(stream)
     return results

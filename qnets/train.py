@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data as qdata
-from . import relinear
+from . import locks, relinear
 from .layers import INITS as LAYER_INITS
 from .layers import quadratic_modules
 from .models import NEURONS, SHORTCUTS, resnet, valid_depth
@@ -211,6 +211,11 @@ def result_path(config: Config) -> Path:
 
 def checkpoint_path(config: Config) -> Path:
     return Path(config.out_dir) / "checkpoints" / f"{run_name(config)}.pt"
+
+
+def lock_path(config: Config) -> Path:
+    """The run's lock (`qnets.locks`): held by whichever process trains it (not committed)."""
+    return Path(config.out_dir) / "cluster" / "locks" / f"{run_name(config)}.lock"
 
 
 class StoreError(ValueError):
@@ -1025,20 +1030,39 @@ class Lane:
     deadline, its collapse rule and its checkpoint schedule exactly as `fit` always has."""
 
     def __init__(self, config: Config, dataset: "qdata.CIFAR10", device: torch.device, deadline: float | None = None,
-                 verbose: bool = True, label: str | None = None, **extra):
+                 verbose: bool = True, label: str | None = None, force: bool = False, **extra):
         self.config, self.dataset, self.device, self.deadline, self.extra = config, dataset, device, deadline, extra
+        # One process trains a run at a time: RunBusy where another live process holds its lock.
+        self.lock, self.result = locks.hold(lock_path(config), run_name(config)), None
+        try:
+            # the result may have been written while the lock was held elsewhere: then this lane has ended
+            self.stored, self.bar = (None if force else reusable(config, dataset)), None
+            if self.stored is None:
+                self._start(verbose, label)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+        if self.stored is not None:
+            self.result = self.stored
+            self.close()
+
+    def _start(self, verbose: bool, label: str | None) -> None:
+        config, dataset, device = self.config, self.dataset, self.device
         model = build_model(config)  # before the loaders: the same random draws as every stored run
         self.train_loader, self.test_loader = make_loaders(config, dataset, device)
         self.run = Run(config, Trainer(config, model, device, len(self.train_loader)),
                        fingerprint=qdata.fingerprint(dataset)).resume()
         self.measured: list[dict] = []  # epochs timed in this process
-        self.next_epoch, self.steps, self.result = self.run.start, None, None
+        self.next_epoch, self.steps = self.run.start, None
         self.bar = progress(config, verbose, self.run.start, len(self.train_loader), label)
         self.run.trainer.model.train()
 
     def advance(self) -> bool:
         """One training step, or between epochs the bookkeeping; False once the run has ended
         (its result, or `partial` when its deadline stopped it, is then in `result`)."""
+        if self.stored is not None:
+            return False
         run, config = self.run, self.config
         if self.steps is None:
             if self.next_epoch >= config.epochs:
@@ -1070,8 +1094,16 @@ class Lane:
         return self._close()
 
     def _close(self) -> bool:
-        self.bar.close()
+        self.close()
         return False
+
+    def close(self) -> None:
+        """Close the progress bar and release the run's lock (also when a lane stops early)."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
 
 
 def fit(config: Config, force: bool = False, verbose: bool = True, deadline: float | None = None,
@@ -1086,13 +1118,10 @@ def fit(config: Config, force: bool = False, verbose: bool = True, deadline: flo
     prepare(config, force)
     device = resolve_device(config.device)
     dataset = load_data(config)
-    stored = None if force else reusable(config, dataset)
-    if stored is not None:
-        return stored
-    lane = Lane(config, dataset, device, deadline, verbose, label)
+    lane = Lane(config, dataset, device, deadline, verbose, label, force)  # a stored result ends it at once
     try:
         while lane.advance():
             pass
     finally:
-        lane.bar.close()
+        lane.close()
     return lane.result

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import socket
 import sys
 import tempfile
 import time
@@ -81,7 +82,8 @@ def atomic_write(path: str | Path, write) -> Path:
     so that a reader (or an interrupted run) never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's host and pid in the name: cleaning up removes only files whose writer is gone
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -118,12 +120,49 @@ def atomic_json(obj, path: str | Path) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
+ORPHAN_AGE_S = 3600.0  # a temporary file of another host (or of unknown writer) untouched this long is left over
+
+
+def _writer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` on this host is running (a zombie, killed but not reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _orphaned(tmp: Path, stem: str) -> bool:
+    """Whether the temporary file `tmp` of an atomic write (named .<stem>.<host>-<pid>.<random>.tmp)
+    was left by a writer that is gone: a process of this host no longer running, or else a file
+    untouched for ORPHAN_AGE_S."""
+    owner = tmp.name[len(stem) + 2:-len(".tmp")].rpartition(".")[0]
+    host, _, pid = owner.rpartition("-")
+    if host == socket.gethostname() and pid.isdigit():
+        return not pid_alive(int(pid))
+    try:
+        return time.time() - tmp.stat().st_mtime > ORPHAN_AGE_S
+    except FileNotFoundError:
+        return False
+
+
 def remove_orphans(path: str | Path) -> list[Path]:
-    """Delete the temporary files that an atomic write of `path` left when its process was killed."""
+    """Delete the temporary files that atomic writes of `path` left when their processes were
+    killed; a live writer's file (this host's process still running, or recently written from
+    another host) is left alone."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    orphans = list(path.parent.glob(f".{path.name}.*.tmp"))
+    orphans = [o for o in path.parent.glob(f".{path.name}.*.tmp") if _orphaned(o, path.name)]
     for o in orphans:
         o.unlink(missing_ok=True)
     return orphans

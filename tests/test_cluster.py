@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnets import cluster, experiments
+from qnets import cluster, experiments, locks
 from qnets.__main__ import main
 from qnets.train import checkpoint_epoch, checkpoint_path, fit, read_result, result_path
 from conftest import untimed
@@ -157,7 +157,7 @@ def test_of_many_jobs_racing_for_one_stale_lock_exactly_one_takes_it():
 
 
 def test_the_heartbeat_keeps_a_lock_fresh_and_a_holder_taken_over_stops(monkeypatch):
-    monkeypatch.setattr(cluster, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
     config = smoke()["02:conventional"]
     lock = cluster.take(config)
     path = cluster.lock_path(config)
@@ -169,6 +169,45 @@ def test_the_heartbeat_keeps_a_lock_fresh_and_a_holder_taken_over_stops(monkeypa
     assert "taken over by job 888 on node9" in lock.lost
     lock.release()
     assert json.loads(path.read_text())["token"] == "theirs"  # the new holder's lock is left alone
+
+
+def test_a_local_plan_leaves_a_run_that_another_process_trains_to_it(capsys):
+    """The local executor takes the same lock as a job: a run held by a live process elsewhere is
+    left to it (said in one line), the others train; once the holder is gone, the run trains."""
+    runs = smoke()
+    held = runs["02:conventional"]
+    other_holder(held)  # a live job on node7
+    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("trained in" in line for line in lines) == 2
+    assert any("02:conventional " in line and "busy" in line and "job 777 on node7" in line for line in lines)
+    assert not result_path(held).exists()
+    other_holder(held, age=cluster.STALE_AFTER_S + 30)  # it fell silent
+    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    assert result_path(held).exists() and "02:conventional " in capsys.readouterr().out
+
+
+def test_two_local_processes_on_one_plan_train_each_run_once():
+    command = [sys.executable, "-m", "qnets", "results", "--preset", "smoke", "--runs",
+               "02:conventional,02:relinear-sg", "--quiet"]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                for _ in range(2)]
+    outputs = [child.communicate(timeout=600)[0] for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    trained = [line.split()[1] for out in outputs for line in out.splitlines() if "trained in" in line]
+    assert sorted(trained) == sorted(smoke()) + sorted(experiments.plan("smoke", "02:relinear-sg")), outputs
+    assert all(result_path(c).exists() for c in experiments.plan("smoke", "02:conventional,02:relinear-sg").values())
+
+
+def test_a_campaign_window_goes_on_past_a_run_another_process_trains():
+    from qnets import campaign
+    (_, held), (_, other) = campaign.plan("smoke", 2)
+    other_holder(held)
+    summary = campaign.run(60, "out", preset="smoke", only=2, verbose=False)
+    assert summary["finished"] == [campaign.run_name(other)] and not result_path(held).exists()
+    assert any("job 777 on node7" in entry.get("busy", "") for entry in summary["log"])
+    assert summary["stopped_because"] == "the rest of the plan is being trained by other processes"
 
 
 # ----------------------------------------------------------------------------- failures and status

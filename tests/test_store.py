@@ -1,5 +1,7 @@
 """The results store: lasting names, data identity, provenance, bad files, strict JSON."""
 import dataclasses
+import os
+import time
 import json
 import subprocess
 import warnings
@@ -167,13 +169,27 @@ def test_a_truncated_checkpoint_is_moved_aside_and_the_run_restarts(tmp_path):
     assert len(list(ckpt.parent.glob(f"{ckpt.name}.unusable-*"))) == 1  # kept
 
 
-def test_orphaned_temporary_files_are_removed(tmp_path):
+def test_only_temporary_files_whose_writer_is_gone_are_removed(tmp_path):
+    """A killed writer's temporary files go when the run starts; a live writer's stay (another
+    process may be writing that checkpoint now), and so does a recent file of another host."""
+    import socket
+    import sys
     config = small(tmp_path, epochs=1)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    kept, removed = [], []
     for path in (result_path(config), checkpoint_path(config)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        (path.parent / f".{path.name}.abc123.tmp").write_bytes(b"half")
+        for writer, fate in ((f"{host}-{gone}", removed), (f"{host}-{os.getpid()}", kept), ("node9-77", kept),
+                             ("abc", kept), ("node9-78", removed)):
+            tmp = path.parent / f".{path.name}.{writer}.x1y2z3.tmp"
+            tmp.write_bytes(b"half")
+            fate.append(tmp)
+        old = time.time() - 2 * 3600  # another host's file untouched for two hours: its writer is gone
+        os.utime(removed[-1], (old, old))
     fit(config, verbose=False)
-    assert not list(Path(config.out_dir).rglob("*.tmp"))
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in removed)
 
 
 def test_an_unwritable_output_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):
