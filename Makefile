@@ -24,7 +24,7 @@ WINDOW := results/campaign/cpu-window
 ifneq ($(wildcard $(WINDOW).pid),)
 export OMP_WAIT_POLICY ?= PASSIVE
 endif
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := $(sort $(filter-out %.running.ipynb,$(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
 .PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme cpu-window cpu-window-stop
 

@@ -13,6 +13,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def _optional(convert, none_words):
     def parse(text: str):
         return None if text.strip().lower() in none_words else convert(text)
@@ -186,7 +197,7 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
     p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
-    p.add_argument("--pack", type=int, default=1, metavar="K",
+    p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
                    help="train up to K runs at once on one GPU (default: 1, lone runs); same results and names as "
                         "lone runs")
     _add_packing(p)
@@ -211,7 +222,7 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
                         "it is requeued and resumes from its checkpoints")
     g.add_argument("--max-jobs", type=int, default=None, help="at most this many jobs at once (Slurm array limit)")
     g.add_argument("--cluster", choices=("auto", "slurm", "local"), default=None,
-                   help="auto: Slurm where srun exists, else local processes (default)")
+                   help="auto: Slurm where a controller answers (scontrol ping), else local processes (default)")
     g.add_argument("--no-wait", action="store_true",
                    help="return once the jobs are submitted (then follow them with --status)")
     p.set_defaults(run=cmd_results)
@@ -249,11 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=parse_duration, default=480.0,
                    help="run: how long the call may take: seconds, or 90m, 5h, 1h30m (default: 480)")
     p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
-    p.add_argument("--pack", type=int, default=1, metavar="K", help="run: train up to K runs at once (default: 1)")
+    p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
+                   help="run: train up to K runs at once (default: 1)")
     _add_packing(p)
     p.add_argument("--preset", default="paper", help="the preset whose runs make the plan: paper (GPU windows) or cpu "
                                                      "(CPU windows) (default: paper)")
-    p.add_argument("--only", type=int, default=None, help="only the plan's first N runs (trials)")
+    p.add_argument("--only", type=_at_least_one, default=None, help="only the plan's first N runs (trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_campaign)
 
@@ -294,6 +306,10 @@ def main(argv=None) -> int:
         return 2
     except DataError as e:
         print(f"qnets {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder: one line, naming the file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"qnets {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qnets {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -74,6 +74,8 @@ def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tu
     (a label of several notebooks is planned where it first appears); ("05", "*") stands for every
     label of notebook 05 but its conventional baseline. `only` keeps the first `only` runs (a smaller
     campaign, for trials); `overrides` replace Config fields."""
+    if only is not None and not (isinstance(only, int) and not isinstance(only, bool) and only >= 1):
+        raise ValueError(f"only must be a whole number of runs >= 1 (or None for the whole plan), got {only!r}")
     runs = {nb: experiments.labelled_configs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
     out, seen = [], set()
     for group in PLANS.get(preset, PLANS["paper"]):

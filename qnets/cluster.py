@@ -2,7 +2,7 @@
 into the same results store.
 
 `submit` sends the runs of a plan that have no stored result as jobs through submitit: to
-Slurm where `srun` exists, otherwise as local processes (submitit's LocalExecutor). A job
+Slurm where a controller answers, otherwise as local processes (submitit's LocalExecutor). A job
 (`TrainJob`) trains its runs with `experiments.train_group` into `<out_dir>/runs/`, so it leaves
 what `make results` would leave. Many jobs on many nodes can share one store:
 
@@ -33,9 +33,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from . import locks
@@ -220,6 +222,8 @@ def minutes(time_limit: str | int) -> int:
     if m is None:
         raise ValueError(f"time limit {time_limit!r}: give minutes, H:MM:SS or D-H:MM:SS")
     plain, days, hours, mins, secs = m.groups()
+    if not plain and (int(mins) > 59 or int(secs) > 59):
+        raise ValueError(f"time limit {time_limit!r}: minutes and seconds must be 00-59")
     total = int(plain) if plain else (int(days or 0) * 24 + int(hours)) * 60 + int(mins) + (int(secs) > 0)
     if total < 1:
         raise ValueError(f"time limit {time_limit!r} is under a minute")
@@ -228,7 +232,7 @@ def minutes(time_limit: str | int) -> int:
 
 def options(path: str | Path | None = None, **flags) -> dict:
     """The Slurm options: those of the JSON file at `path` (keys as in OPTIONS), overridden by
-    `flags` that are not None. `cluster` is auto (Slurm where srun exists, else local processes),
+    `flags` that are not None. `cluster` is auto (Slurm where a controller answers, else local processes),
     slurm or local; `extra` holds further sbatch options (e.g. {"qos": "high"})."""
     chosen = {}
     if path:
@@ -243,10 +247,33 @@ def options(path: str | Path | None = None, **flags) -> dict:
     for key, value in chosen.items():
         if not isinstance(value, OPTIONS[key]) or isinstance(value, bool):
             raise ValueError(f"Slurm option {key} = {value!r} has the wrong type")
+    for key, least in (("gpus", 0), ("cpus", 1), ("mem_gb", 0), ("max_jobs", 1)):
+        if key in chosen and not (chosen[key] >= least and (key != "mem_gb" or chosen[key] > 0)):
+            raise ValueError(f"Slurm option {key} = {chosen[key]!r}: give " +
+                             ("a positive number of GB" if key == "mem_gb" else f"a whole number >= {least}"))
+    for name, value in chosen.get("extra", {}).items():
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", name) or not isinstance(value, (str, int, float)) \
+                or isinstance(value, bool) or any(c in str(value) for c in "\n\r"):
+            raise ValueError(f"Slurm option extra: {name!r} = {value!r}: give sbatch option names (letters, "
+                             "digits, - and _) with a string or number each")
     if chosen.get("cluster", "auto") not in ("auto", "slurm", "local"):
         raise ValueError(f"cluster must be auto, slurm or local, got {chosen['cluster']!r}")
     minutes(chosen.get("time", DEFAULT_TIME))
     return chosen
+
+
+def slurm_answers(timeout: float = 10.0) -> str | None:
+    """None where a Slurm controller answers (`scontrol ping`), else why not, in a few words."""
+    import subprocess
+    if shutil.which("scontrol") is None:
+        return "no scontrol on the PATH"
+    try:
+        p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"scontrol ping failed ({type(e).__name__})"
+    if p.returncode != 0 or " is UP" not in p.stdout:
+        return f"no Slurm controller answers (scontrol ping: {(p.stdout + p.stderr).strip().splitlines()[-1:]})"
+    return None
 
 
 def executor_parameters(chosen: dict) -> dict:
@@ -263,7 +290,14 @@ def make_executor(folder: str | Path, chosen: dict):
     """A submitit executor for the options `chosen`: Slurm, or local processes (see options)."""
     submitit = _submitit()
     cluster = chosen.get("cluster", "auto")
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "auto" else cluster)
+    if cluster == "auto":  # Slurm only where a controller answers, not wherever srun is installed
+        why = slurm_answers() if shutil.which("srun") else "no srun on the PATH"
+        if why is not None and shutil.which("srun"):
+            warnings.warn(f"--cluster auto: srun is installed but {why}; running the jobs as local processes")
+        cluster = "local" if why else "slurm"
+    elif cluster == "slurm" and (why := slurm_answers()) is not None:
+        raise ValueError(f"--cluster slurm: {why}; start Slurm, or use --cluster local")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**executor_parameters(chosen))
     return executor
 

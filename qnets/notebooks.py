@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .utils import atomic_write
+
 __all__ = ["project_root", "setup", "save_figure", "main"]
 
 KERNEL = "python3"  # the kernel `make venv` installs into .venv as "Python 3 (qnets)" (KERNEL_NAME)
@@ -270,15 +272,17 @@ def main(args) -> int:
             committed = committed_preset(nb.name[:2])
             preset = committed if args.preset == "auto" else args.preset
             print(f"== {nb} (preset {preset})", flush=True)
-            tmp = nb.with_suffix(".running.ipynb")
             with tempfile.TemporaryDirectory() as staging:
+                # the executed copy is written outside notebooks/: a killed run leaves nothing there
+                tmp = Path(staging) / "executed" / nb.name
+                tmp.parent.mkdir()
                 os.environ["QNETS_FIGURES"] = staging
                 try:
                     execute(nb, preset, tmp)
                     strip_volatile(tmp)
-                    os.replace(tmp, nb)  # the committed notebook changes only when the run succeeded
+                    # the committed notebook changes only when the run succeeded
+                    atomic_write(nb, lambda f: f.write(tmp.read_bytes()))
                 finally:
-                    tmp.unlink(missing_ok=True)
                     os.environ.pop("QNETS_FIGURES", None)
                 if preset == committed:
                     publish(Path(staging), nb.name[:2], Path(project_root()) / "figures")

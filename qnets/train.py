@@ -34,8 +34,8 @@ from . import locks, relinear
 from .layers import INITS as LAYER_INITS
 from .layers import quadratic_modules
 from .models import NEURONS, SHORTCUTS, resnet, valid_depth
-from .utils import (atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, tune_cpu_allocator,
-                    versions)
+from .utils import (DiskFull, atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp,
+                    tune_cpu_allocator, versions)
 
 __all__ = ["Config", "fit", "result_path", "config_hash", "load_result", "STATUSES"]
 
@@ -149,6 +149,7 @@ class Config:
             number(name, optional=True)
         for name in ("alpha_g", "alpha_b", "beta_g", "beta_b", "momentum", "weight_decay", "warmup_epochs"):
             number(name)
+        need(self.momentum < 1, "momentum", "below 1 (SGD's momentum is a fraction, e.g. 0.9)")
         number("lr")
         need(self.lr > 0, "lr", "> 0")
         integer("batch_size", 1)
@@ -1082,7 +1083,7 @@ class Lane:
         reason = collapse_reason(run.history)
         if reason:
             return self._end("collapsed", reason)
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+        if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.epochs:
             run.checkpoint(epoch)
         self.next_epoch += 1
         return True
@@ -1091,6 +1092,12 @@ class Lane:
         r = self.run
         self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
                                    self.device, r.trainer, self.dataset, **self.extra)
+        if status == "completed" and r.saved < self.config.epochs - 1:
+            # after the result: the final weights (init_from of a later run) are worth less than the result
+            try:
+                r.checkpoint(self.config.epochs - 1)
+            except DiskFull as e:
+                warnings.warn(f"{run_name(self.config)}: result stored, final checkpoint not: {e.strerror}")
         return self._close()
 
     def _close(self) -> bool:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
+import io
 import json
 import math
 import os
@@ -77,22 +79,43 @@ def fill_blocks(text: str, name: str, render) -> str:
     return re.sub(rf"<!-- {re.escape(name)}(?: ([^>]*?))? -->\n.*?<!-- /{re.escape(name)} -->", block, text, flags=re.S)
 
 
+class DiskFull(OSError):
+    """A write found no space left: names the folder and the space it needed. What was there
+    before (the last checkpoint, a stored result) is intact."""
+
+    def __init__(self, path: Path, size: int):
+        super().__init__(errno.ENOSPC, f"no space left in {path.parent} to write {path.name} ({size / 2**20:.1f} MiB "
+                                       "needed); free some space there and run the same command again (what was "
+                                       "stored before, the last checkpoint included, is intact)")
+
+
 def atomic_write(path: str | Path, write) -> Path:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it into place,
-    so that a reader (or an interrupted run) never sees a half-written file."""
+    """Call `write(file_object)` (into memory first, so its size is known), then write the bytes to
+    a temporary file beside `path` and rename it into place, so that a reader (or an interrupted
+    run) never sees a half-written file. A full disk raises DiskFull and leaves `path` as it was."""
     path = Path(path)
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getbuffer()  # (a view, not a copy: a CIFAR-10 cache is 185 MB)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the writer's host and pid in the name: cleaning up removes only files whose writer is gone
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
+    fd, tmp = None, None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            fd = None
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path, len(data)) from None
         raise
     return path
 

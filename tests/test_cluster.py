@@ -335,6 +335,7 @@ def test_slurm_options_from_a_file_and_flags(tmp_path):
 def test_slurm_options_become_sbatch_lines(tmp_path, monkeypatch):
     import submitit
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # as if srun were here
+    monkeypatch.setattr(cluster, "slurm_answers", lambda: None)  # and a controller answered
     chosen = cluster.options(None, partition="gpu", account="lab", time="1-02:00:00", gpus=2, cpus=8, max_jobs=4,
                              extra={"qos": "high"}, cluster="slurm")
     text = cluster.make_executor(tmp_path / "%j", chosen)._executor._make_submission_file_text("true", "uid")

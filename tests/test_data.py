@@ -408,7 +408,7 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(D.torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_cifar10(tmp_path / "root", source=make_tree(tmp_path / "tree"))
-    assert list((tmp_path / "root").iterdir()) == []
+    assert list((tmp_path / "root").glob("**/*")) == []
 
 
 # ---------------------------------------------------------------------------------------------

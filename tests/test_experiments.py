@@ -290,9 +290,10 @@ def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_p
     def fake_execute(notebook, preset, output, extra=None):
         staging = Path(os.environ["QNETS_FIGURES"])
         (staging / "02_curves.png").write_text(f"new {preset}")
+        Path(output).write_text('{"half": "written"}')  # papermill writes as it goes
         if outcome.get("fail"):
             raise RuntimeError("cell 7 failed")
-        Path(output).write_text("{}")
+        Path(output).write_text(f'{{"ran": "{preset}"}}')
     monkeypatch.setattr(notebooks, "execute", fake_execute)
     monkeypatch.setattr(notebooks, "strip_volatile", lambda path: None)
     monkeypatch.setattr("qnets.experiments.committed_preset", lambda nb=None: "gpu-short")
@@ -303,12 +304,15 @@ def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_p
         notebooks.main(args("auto"))
     assert {p.name: p.read_text() for p in figures.iterdir()} == {
         "02_old.png": "committed", "02_curves.png": "committed", "03_keep.png": "committed"}
+    # a failed (or killed) run leaves the notebook as it was and nothing beside it for make figures
+    assert [p.name for p in nb.parent.iterdir()] == ["02_demo.ipynb"] and nb.read_text() == "{}"
     outcome["fail"] = False
     notebooks.main(args("quick"))  # not the committed preset: figures/ untouched
     assert (figures / "02_curves.png").read_text() == "committed"
     notebooks.main(args("auto"))
     assert {p.name: p.read_text() for p in figures.iterdir()} == {"02_curves.png": "new gpu-short",
                                                                   "03_keep.png": "committed"}
+    assert nb.read_text() == '{"ran": "gpu-short"}' and [p.name for p in nb.parent.iterdir()] == ["02_demo.ipynb"]
     assert "QNETS_FIGURES" not in os.environ
 
 

@@ -1,5 +1,6 @@
 """Files read back may come from someone else: checkpoints, results and campaign folders. Nothing in
 them runs, nothing is written outside the project's results folder, and a bad folder changes nothing."""
+import contextlib
 import io
 import json
 import lzma
@@ -251,3 +252,133 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     texts = " ".join(str(w.message) for w in caught)
     assert "trained on other data" in texts and "starts from epoch 0" in texts
     assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in other["history"]]
+
+
+# ----------------------------------------------------------------------------- full disks, read-only stores
+
+def small_config(tmp_path, **kw) -> Config:
+    return Config(**dict(depth=8, dataset="synthetic", n_train=100, n_test=50, batch_size=50, epochs=2,
+                         out_dir=str(tmp_path / "s")) | kw)
+
+
+def test_a_full_disk_at_a_checkpoint_stops_in_one_line_and_keeps_the_last_one(tmp_path, monkeypatch, capsys):
+    """The second epoch's checkpoint finds the disk full: the command says where and how much, the
+    first epoch's checkpoint is intact, and the same command later resumes from it."""
+    from qnets.__main__ import main
+    import qnets.utils as U
+    config = small_config(tmp_path, epochs=3)
+    real = U.os.fsync
+    writes = {"n": 0}
+
+    def fsync(fd):
+        if "checkpoints" in os.readlink(f"/proc/self/fd/{fd}"):
+            writes["n"] += 1
+            if writes["n"] == 2:
+                raise OSError(28, "No space left on device")
+        return real(fd)
+    monkeypatch.setattr(U.os, "fsync", fsync)
+    argv = ["train", "--depth", "8", "--dataset", "synthetic", "--n-train", "100", "--n-test", "50",
+            "--batch-size", "50", "--epochs", "3", "--out-dir", config.out_dir, "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"no space left in {Path(config.out_dir) / 'checkpoints'}" in err and "MiB needed" in err
+    assert checkpoint_epoch(checkpoint_path(config)) == 0
+    assert not list(Path(config.out_dir).rglob("*.tmp"))
+    monkeypatch.setattr(U.os, "fsync", real)
+    assert main(argv) == 0 and read_result(result_path(config))["epochs_run"] == 3
+
+
+def test_a_finished_run_writes_its_result_before_its_final_checkpoint(tmp_path, monkeypatch):
+    import qnets.train as T
+    config = small_config(tmp_path)
+    real = T.Run.checkpoint
+
+    def full_at_the_end(run, epoch):
+        if epoch == config.epochs - 1:
+            raise T.DiskFull(checkpoint_path(config), 1 << 20)
+        return real(run, epoch)
+    monkeypatch.setattr(T.Run, "checkpoint", full_at_the_end)
+    with pytest.warns(UserWarning, match="result stored, final checkpoint not: no space left"):
+        r = fit(config, verbose=False)
+    assert r["status"] == "completed" and read_result(result_path(config))["epochs_run"] == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_really_full_filesystem(tmp_path, capsys):
+    """The same on a real 256 KiB filesystem (tmpfs): not even the first checkpoint fits."""
+    import subprocess
+    from qnets.__main__ import main
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        argv = ["train", "--depth", "8", "--dataset", "synthetic", "--n-train", "100", "--n-test", "50",
+                "--batch-size", "50", "--epochs", "2", "--out-dir", str(disk / "s"), "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "no space left in" in err and "MiB needed" in err
+        assert not list(disk.rglob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_store_is_one_line(tmp_path, capsys):
+    from qnets.__main__ import main
+    store = tmp_path / "s"
+    store.mkdir()
+    store.chmod(0o555)
+    argv = ["train", "--depth", "8", "--dataset", "synthetic", "--epochs", "1", "--out-dir", str(store), "--quiet"]
+    assert main(argv) == 2
+    assert "cannot write into" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad values
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--momentum", "2"], "Config.momentum must be below 1"),
+    (["results", "--preset", "smoke", "--runs", "01"], "notebook 01 trains no CIFAR runs"),
+    (["results", "--preset", "smoke", "--runs", "7"], "no notebook '7'"),
+    (["results", "--preset", "smoke", "--pack", "0"], "argument --pack: '0' is not a whole number >= 1"),
+    (["results", "--preset", "smoke", "--pack", "-3"], "argument --pack: '-3' is not a whole number >= 1"),
+    (["campaign", "status", "--preset", "smoke", "--only", "-1"], "argument --only: '-1' is not a whole number"),
+    (["campaign", "run", "--preset", "smoke", "--only", "0", "--out", "o"], "argument --only: '0' is not a whole"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--cpus", "-4"], "cpus = -4: give a whole number >= 1"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--gpus", "-1"], "gpus = -1: give a whole number >= 0"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--max-jobs", "-2"], "max_jobs = -2"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--time", "1:99:99"], "must be 00-59"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--slurm-config", "{mem}"], "mem_gb = -1"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--slurm-config", "{list}"], "extra: 'qos' = ['a']"),
+    (["results", "--preset", "smoke", "--executor", "submitit", "--slurm-config", "{space}"], "extra: 'q os'"),
+])
+def test_a_bad_value_is_one_line(tmp_path, monkeypatch, capsys, argv, fragment):
+    from qnets.__main__ import main
+    monkeypatch.chdir(tmp_path)
+    files = {"{mem}": {"mem_gb": -1}, "{list}": {"extra": {"qos": ["a"]}}, "{space}": {"extra": {"q os": "x"}}}
+    for key, content in files.items():
+        (tmp_path / key).write_text(json.dumps(content))
+    with pytest.raises(SystemExit) if "argument" in fragment else contextlib.nullcontext():
+        code = main(argv)
+        assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()  # nothing trained or written
+
+
+def test_cluster_auto_uses_slurm_only_where_a_controller_answers(tmp_path, monkeypatch):
+    """srun on the PATH with no controller behind it: auto runs local processes and says why."""
+    from qnets import cluster
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, script in (("srun", "exit 1"), ("scontrol", "echo 'slurm_load_ctl_conf error: Unable to contact' >&2; exit 1")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert "no Slurm controller answers" in cluster.slurm_answers()
+    with pytest.warns(UserWarning, match="srun is installed but no Slurm controller answers"):
+        executor = cluster.make_executor(tmp_path / "jobs", {"cluster": "auto"})
+    assert executor.cluster == "local"
+    with pytest.raises(ValueError, match="--cluster slurm: no Slurm controller answers"):
+        cluster.make_executor(tmp_path / "jobs", {"cluster": "slurm"})
