@@ -2,36 +2,140 @@
 
 `verdicts(notebook, results)` takes `{label: [result per seed]}` (`experiments.results`) and
 returns one dict per claim the notebook tests: the claim, its verdict ("supported", "not
-resolved" or "contradicted", see `qnets.stats.verdict`) and the numbers behind it. Accuracy
-claims compare final test accuracies (completed seeds) with Welch's 95% interval; a claim about
-the best of k values uses a Bonferroni-corrected interval (level 1 − 0.05/k). Collapse claims
-count seeds whose training broke down (`qnets.train.COLLAPSE_*`).
+resolved", "contradicted" or "not tested", see `qnets.stats`) and the numbers behind it.
+
+- Accuracy claims compare final test accuracies (%). Two labels whose runs share their data order
+  and augmentation (the same seeds on the same data) are compared seed by seed (`stats.paired`),
+  otherwise with Welch's interval; 95% intervals, or Bonferroni-corrected ones (level 1 − 0.05/k)
+  for the best of k values. A collapsed seed stays in: it counts with its last test accuracy (chance,
+  10%, where it was never evaluated). A seed stopped by an old rule (to be re-run) is left out.
+- "Comparable accuracy" is an equivalence test with a margin stated in advance
+  (EQUIVALENCE_MARGIN points): the 90% interval of the difference within ±margin.
+- A claim about what the quadratic terms do is **not tested** where the runs' terms did not move:
+  the median over seeds of the final max(‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖) below RATIO_FLOOR. Such a network
+  computes nearly the conventional function, whatever its accuracy.
+- Collapse claims count seeds whose training broke down (`qnets.train.COLLAPSE_*`), with Fisher's
+  exact test; with few seeds the verdict says the test cannot decide.
+- A claim whose precondition fails is reported, never dropped (the best γ being lr itself
+  contradicts "accuracy falls again at γ = lr").
 """
 from __future__ import annotations
 
-from .stats import summary, verdict, welch
+from .stats import equivalent, fisher_greater, paired, summary, verdict, welch
 
-__all__ = ["verdicts", "markdown", "text"]
+__all__ = ["verdicts", "markdown", "text", "difference", "ratio", "RATIO_FLOOR", "EQUIVALENCE_MARGIN"]
+
+RATIO_FLOOR = 1e-3  # below it a quadratic layer's quadratic part is about 0.1% of its output
+EQUIVALENCE_MARGIN = 1.0  # points of test accuracy: "comparable" means within this, stated in advance
+CHANCE = 10.0  # % on CIFAR-10: a collapsed run never evaluated counts as guessing
+
+
+def accuracy(r: dict) -> float | None:
+    """A seed's final test accuracy in %: a completed run's; a collapsed run's last evaluation (or
+    chance); None for a run stopped by an old rule, which is to be re-run."""
+    if r["status"] == "completed":
+        return 100 * r["final_test_acc"]
+    if r["status"] == "collapsed":
+        tested = [h["test_acc"] for h in r.get("history", []) if h.get("test_acc") is not None]
+        return 100 * tested[-1] if tested else CHANCE
+    return None
 
 
 def _finals(rs) -> list[float]:
-    return [100 * r["final_test_acc"] for r in rs if r["status"] == "completed" and r["final_test_acc"] is not None]
+    return [a for a in map(accuracy, rs) if a is not None]
 
 
-def _better(results, a: str, b: str, claim: str, level: float = 0.95, note: str = "") -> dict | None:
-    """Claim: mean final accuracy of `a` is above that of `b`."""
+def _by_seed(rs) -> dict[int, float]:
+    return {r["config"]["seed"]: a for r in rs for a in [accuracy(r)] if a is not None}
+
+
+def _data_order(rs) -> set:
+    """What decides a run's batches and augmentation besides its seed."""
+    return {tuple(r["config"].get(k) for k in ("dataset", "n_train", "batch_size", "epochs")) for r in rs}
+
+
+def difference(results, a: str, b: str, level: float = 0.95) -> dict:
+    """mean accuracy of `a` minus that of `b`: paired by seed where the two labels' runs share their
+    data order (two or more common seeds), else Welch's interval. Adds "how": paired or Welch."""
+    ra, rb = results.get(a, []), results.get(b, [])
+    if len(_data_order(ra) | _data_order(rb)) == 1 and len(set(_by_seed(ra)) & set(_by_seed(rb))) >= 2:
+        return paired(_by_seed(ra), _by_seed(rb), level) | {"how": "paired by seed"}
+    return welch(_finals(ra), _finals(rb), level) | {"paired": False, "how": "Welch"}
+
+
+def ratio(rs) -> float | None:
+    """How far the quadratic terms moved: the median over seeds of the final
+    max(‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖) (`relinear.quadratic_stats`); None without quadratic layers."""
+    values = sorted(max(q.get("w_g", 0.0), q.get("w_b", 0.0)) for r in rs if r.get("history")
+                    for q in [r["history"][-1].get("quadratic") or {}] if q)
+    return values[len(values) // 2] if values else None
+
+
+def _interval_text(a: str, b: str, w: dict, level: float) -> str:
+    n = f"n = {w['n'][0]}" + ("" if w.get("paired") else f" and {w['n'][1]}")
+    if w["low"] is None:
+        return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {n}: too few seeds for an interval"
+                if w["diff"] is not None else f"No seed of {a} or {b} to compare")
+    return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {w['how']}, {100 * level:.3g}% CI "
+            f"[{w['low']:+.2f}, {w['high']:+.2f}], {n}")
+
+
+def _unmoved(results, labels) -> str | None:
+    """Why a claim about the quadratic terms of `labels` cannot be tested here, or None."""
+    for label in labels:
+        q = ratio(results.get(label, []))
+        if q is not None and q < RATIO_FLOOR:
+            return (f"{label}'s quadratic terms ended at max(‖w_g‖, ‖w_b‖)/‖w_r‖ = {q:.1e}, below the floor "
+                    f"{RATIO_FLOOR:g}: it computes nearly the conventional function, so these runs cannot show "
+                    "what the quadratic terms do")
+    return None
+
+
+def _ratio_note(results, labels) -> str:
+    moved = [(label, ratio(results.get(label, []))) for label in labels]
+    return "".join(f"; {label} max(‖w_g‖, ‖w_b‖)/‖w_r‖ = {q:.2g}" for label, q in moved if q is not None)
+
+
+HELD_BACK = 0.5  # a penalty holds the quadratic terms back when they end below this share of the unpenalised run's
+
+
+def _not_held_back(results, label: str, free: str = "gamma=lr") -> str | None:
+    """Why a shrunken-weight claim about `label` cannot be tested here: its penalty left the
+    quadratic terms about where the same network without a penalty (`free`) ends. None otherwise,
+    or where `free` was not run."""
+    q, q_free = ratio(results.get(label, [])), ratio(results.get(free, []))
+    if q is None or not q_free or q < HELD_BACK * q_free:
+        return None
+    return (f"{label}'s penalty did not hold the quadratic terms back: they ended at max(‖w_g‖, ‖w_b‖)/‖w_r‖ = "
+            f"{q:.2g}, against {q_free:.2g} without a penalty ({free}), so these runs test no shrinking")
+
+
+def _better(results, a: str, b: str, claim: str, level: float = 0.95, note: str = "",
+            quadratic: tuple[str, ...] = (), penalised: tuple[str, ...] = ()) -> dict | None:
+    """Claim: mean final accuracy of `a` is above that of `b`; "not tested" where the quadratic
+    terms of a label in `quadratic` did not move, or the penalty of a label in `penalised` did not
+    hold them back."""
     if a not in results or b not in results:
         return None
-    w = welch(_finals(results[a]), _finals(results[b]), level)
-    ns = f"n = {w['n'][0]} and {w['n'][1]}"
-    if w["low"] is None:
-        empty = [label for label, n in zip((a, b), w["n"]) if n == 0]
-        evidence = (f"Difference {a} − {b}: {w['diff']:+.2f} points, {ns}: too few completed seeds for an "
-                    "interval" if w["diff"] is not None else f"No completed seed of {' or '.join(empty)}")
-    else:
-        evidence = (f"Difference {a} − {b}: {w['diff']:+.2f} points, {100 * level:.3g}% CI [{w['low']:+.2f}, "
-                    f"{w['high']:+.2f}], {ns}")
-    return {"claim": claim, "verdict": verdict(w), "evidence": evidence + note}
+    w = difference(results, a, b, level)
+    evidence = _interval_text(a, b, w, level) + note
+    why = _unmoved(results, quadratic) or next(filter(None, (_not_held_back(results, p) for p in penalised)), None)
+    if why:
+        return {"claim": claim, "verdict": "not tested", "evidence": f"{why}. {evidence}"}
+    return {"claim": claim, "verdict": verdict(w), "evidence": evidence + _ratio_note(results, quadratic)}
+
+
+def _comparable(results, a: str, b: str, claim: str, quadratic: tuple[str, ...] = ()) -> dict | None:
+    """Claim: `a` is as accurate as `b`, within ±EQUIVALENCE_MARGIN points (90% interval)."""
+    if a not in results or b not in results:
+        return None
+    w = difference(results, a, b, level=0.90)
+    evidence = _interval_text(a, b, w, 0.90) + f"; equivalence margin ±{EQUIVALENCE_MARGIN:g} point, stated in advance"
+    unmoved = _unmoved(results, quadratic)
+    if unmoved:
+        return {"claim": claim, "verdict": "not tested", "evidence": f"{unmoved}. {evidence}"}
+    return {"claim": claim, "verdict": equivalent(w, EQUIVALENCE_MARGIN),
+            "evidence": evidence + _ratio_note(results, quadratic)}
 
 
 def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
@@ -39,14 +143,14 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
         return None
     count = lambda rs: (sum(r["status"] == "collapsed" for r in rs), len(rs))  # noqa: E731
     (cn, nn), (cr, nr) = count(results[naive]), count(results[relinear])
+    p_more, p_fewer = fisher_greater(cn, nn, cr, nr), fisher_greater(cr, nr, cn, nn)
+    best = fisher_greater(nn, nn, 0, nr) if nn and nr else 1.0  # every naive seed broke down, no ReLinear one
+    v = "supported" if p_more < 0.05 else "contradicted" if p_fewer < 0.05 else "not resolved"
+    evidence = (f"Training broke down in {cn} of {nn} {naive} seeds and {cr} of {nr} {relinear} seeds; Fisher's "
+                f"exact test, one-sided p = {p_more:.3f}")
+    if best >= 0.05:
+        evidence += f" (with {nn} and {nr} seeds even {nn} of {nn} against 0 gives p = {best:.3f}: the test cannot decide)"
     stopped = sum(r["status"] == "stopped" for label in (naive, relinear) for r in results[label])
-    if cn and not cr:
-        v = "supported"
-    elif cr > cn:
-        v = "contradicted"
-    else:
-        v = "not resolved"
-    evidence = f"Training broke down in {cn} of {nn} {naive} seeds and {cr} of {nr} {relinear} seeds"
     if stopped:
         evidence += (f"; {stopped} {'seed was' if stopped == 1 else 'seeds were'} stopped by the old rule and "
                      f"{'is' if stopped == 1 else 'are'} to be re-run")
@@ -56,19 +160,38 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
 
 def _figure2(results, param: str, field: str, lr: float, baseline: str = "conventional") -> list[dict]:
     """Figure 2 read as a claim: some value of `param` lifts accuracy above the conventional
-    network (best of k, Bonferroni), and (for γ) the unshrunken end γ = lr falls below that best."""
+    network (the best of the k values that tested something, Bonferroni), and (for γ) the unshrunken
+    end γ = lr falls below that best; where the best is γ = lr itself, that second claim is
+    contradicted, not dropped. A value tests something where its quadratic terms moved (ratio at
+    least RATIO_FLOOR) and, for a penalty, were held back (below HELD_BACK of γ = lr's)."""
     labels = [l for l in results if l.startswith(f"{param}=") and _finals(results[l])]
     if not labels or baseline not in results:
         return []
-    k = len(labels)
-    best = max(labels, key=lambda l: summary(_finals(results[l]))["mean"])
-    tried = ", ".join(l.split("=", 1)[1] for l in labels)
-    out = [_better(results, best, baseline, f"Some {param} lifts the quadratic network above the conventional one "
-                   f"(best of the {k} values tried, {tried}: {best})", level=1 - 0.05 / k,
-                   note=f"; Bonferroni-corrected for the {k} values tried")]
+    testable = [l for l in labels if not _unmoved(results, (l,))
+                and not (param in ("alpha", "beta") and _not_held_back(results, l))]
+    claim = f"Some {param} lifts the quadratic network above the conventional one"
+    if not testable:
+        moved = ", ".join(f"{l.split('=', 1)[1]}: {q:.2g}" for l in labels for q in [ratio(results[l])] if q is not None)
+        return [{"claim": claim, "verdict": "not tested",
+                 "evidence": f"No value of the {len(labels)} tried both moved the quadratic terms (max(‖w_g‖, ‖w_b‖)/"
+                             f"‖w_r‖ at least {RATIO_FLOOR:g})" + (" and held them back (below "
+                             f"{HELD_BACK:g} of γ = lr's)" if param in ("alpha", "beta") else "") +
+                             f"; their ratios: {moved}"}]
+    k = len(testable)
+    best = max(testable, key=lambda l: summary(_finals(results[l]))["mean"])
+    tried = ", ".join(l.split("=", 1)[1] for l in testable)
+    left = f"; {len(labels) - k} more tried tested nothing" if k < len(labels) else ""
+    out = [_better(results, best, baseline, f"{claim} (best of the {k} values that tested something, {tried}: "
+                   f"{best})", level=1 - 0.05 / k, note=f"; Bonferroni-corrected for the {k} values{left}",
+                   quadratic=(best,))]
+    falls = "Accuracy falls again once the quadratic terms learn at the full rate"
     if param == "gamma" and "gamma=lr" in results and best != "gamma=lr":
-        out.append(_better(results, best, "gamma=lr", "Accuracy falls again once the quadratic terms learn at the "
-                           f"full rate (best γ, {best}, above γ = lr)"))
+        out.append(_better(results, best, "gamma=lr", f"{falls} (best γ, {best}, above γ = lr)"))
+    elif param == "gamma" and best == "gamma=lr":
+        mean = summary(_finals(results[best]))["mean"]
+        out.append({"claim": falls, "verdict": "contradicted",
+                    "evidence": f"The best γ of the {k} tried is lr itself ({mean:.2f}%): accuracy does not fall "
+                                "there (the claim's precondition, a best γ below lr, fails)"})
     return [c for c in out if c]
 
 
@@ -92,7 +215,7 @@ def _reference(results, label: str = "conventional") -> dict | None:
     lo, hi = HE_RESNET20 - REFERENCE_MARGIN, HE_RESNET20 + REFERENCE_MARGIN
     if s["low"] is None:
         v = "not resolved"
-        evidence = (f"{s['n']} completed seed{'' if s['n'] == 1 else 's'}" +
+        evidence = (f"{s['n']} seed{'' if s['n'] == 1 else 's'}" +
                     (f" at {s['mean']:.2f}%: too few for an interval" if s["n"] else ""))
     else:
         v = ("supported" if lo <= s["low"] and s["high"] <= hi else
@@ -111,24 +234,46 @@ def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> 
         out += [_reference(results),
                 _collapse_risk(results, "naive", "relinear-sg"),
                 _better(results, "relinear-sg", "conventional",
-                        "ReLinear (shrunken gradients, γ = 1e-5) makes the quadratic network more accurate than "
-                        "the conventional one"),
+                        "ReLinear (shrunken gradients) makes the quadratic network more accurate than the "
+                        "conventional one", quadratic=("relinear-sg",)),
+                _better(results, "relinear-sg", "gamma=0",
+                        "The quadratic terms ReLinear lets grow make the network more accurate than the same "
+                        "network with them frozen at their start (γ = 0, the conventional function)",
+                        quadratic=("relinear-sg",)),
                 _better(results, "relinear-sg", "naive",
-                        "ReLinear is more accurate than training the quadratic network naively"),
+                        "ReLinear is more accurate than training the quadratic network naively",
+                        quadratic=("relinear-sg",)),
+                _better(results, "relinear-sg", "gamma=lr",
+                        "Shrinking the quadratic terms' learning rate makes ReLinear's network more accurate than "
+                        "letting them learn at the full rate (γ = lr)", quadratic=("relinear-sg",)),
                 _better(results, "relinear-sw-l2", "conventional",
-                        "ReLinear with shrunken weights (L2, α = 1e-3) is more accurate than the conventional network"),
+                        "ReLinear with shrunken weights (L2) is more accurate than the conventional network",
+                        quadratic=("relinear-sw-l2",), penalised=("relinear-sw-l2",)),
                 _better(results, "relinear-sw-l1", "conventional",
-                        "ReLinear with shrunken weights (L1, β = 1e-5) is more accurate than the conventional network")]
+                        "ReLinear with shrunken weights (L1) is more accurate than the conventional network",
+                        quadratic=("relinear-sw-l1",), penalised=("relinear-sw-l1",))]
     elif nb == "03":
         out += [_better(results, "quadratic", "conventional",
-                        "The full quadratic network (ReLinear) is more accurate than the conventional one"),
+                        "The full quadratic network (ReLinear) is more accurate than the conventional one",
+                        quadratic=("quadratic",)),
                 _better(results, "compact", "conventional",
-                        "The compact quadratic network (ReLinear) is more accurate than the conventional one")]
+                        "The compact quadratic network (ReLinear) is more accurate than the conventional one",
+                        quadratic=("compact",)),
+                _comparable(results, "compact", "conventional",
+                            "The compact quadratic network is as accurate as the conventional one",
+                            quadratic=("compact",)),
+                _comparable(results, "compact", "quadratic",
+                            "The compact quadratic network, with fewer parameters, is as accurate as the full one",
+                            quadratic=("compact", "quadratic"))]
     elif nb == "04":
         out += [_better(results, "relinear", "conventional",
-                        "At depth, the quadratic network (ReLinear, γ = 1e-3) is more accurate than the conventional one"),
+                        "At depth, the quadratic network (ReLinear) is more accurate than the conventional one",
+                        quadratic=("relinear",)),
                 _better(results, "relinear-rezero", "relinear",
-                        "ReZero makes the deep quadratic network more accurate")]
+                        "ReZero makes the deep quadratic network more accurate"),
+                _better(results, "conventional-rezero", "conventional",
+                        "ReZero makes the deep conventional network more accurate (what ReZero does apart from the "
+                        "quadratic terms)")]
     elif nb == "05":
         for param, field in (("gamma", "gamma_g"), ("alpha", "alpha_g"), ("beta", "beta_g")):
             out += _figure2(results, param, field, lr)

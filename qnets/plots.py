@@ -8,7 +8,7 @@ one colour across all figures (`colour`). Intervals are 95% t-intervals of the m
 from __future__ import annotations
 
 
-from .stats import summary, welch
+from .stats import summary
 from .utils import is_finite
 
 __all__ = ["colour", "table", "collapse_count", "curves", "finals", "quadratic_curves", "sweep", "scatter",
@@ -33,6 +33,11 @@ def _finals(rs: list[dict]) -> list[float]:
     return [100 * r["final_test_acc"] for r in rs if r["status"] == "completed" and r["final_test_acc"] is not None]
 
 
+def _accuracy(r: dict) -> float | None:
+    from .claims import accuracy
+    return accuracy(r)
+
+
 def _axes(ax):
     import matplotlib.pyplot as plt
     return plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax
@@ -40,11 +45,14 @@ def _axes(ax):
 
 def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
     """Plain-text table, one row per label: network, parameters, seeds, final test accuracy (%) as
-    mean ± sd over the completed seeds, each seed's value, and with `baseline` the difference of
-    means with Welch's 95% interval; then what happened to seeds that did not complete."""
-    base = _finals(results.get(baseline, [])) if baseline else []
-    head = f"{'run':18s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
-    head += f" {'vs ' + baseline + ' [95% CI]':>26s}" if base else ""
+    mean ± sd over the seeds (a collapsed seed counts with its last test accuracy, `claims.accuracy`),
+    each seed's value, the quadratic terms' final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds), and
+    with `baseline` the difference to it with its 95% interval, paired by seed where the runs share
+    their data order (`claims.difference`); then what happened to seeds that did not complete."""
+    from .claims import accuracy, difference, ratio
+    head = (f"{'run':18s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
+            f" {'max(wg,wb)/wr':>13s}")
+    head += f" {'vs ' + baseline + ' [95% CI]':>26s}" if baseline in results else ""
     lines, notes = [head, "-" * len(head)], []
     for label, rs in results.items():
         if not rs:
@@ -52,13 +60,15 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
             continue
         c = rs[0]["config"]
         net = f"ResNet-{c['depth']} {c['neuron']}" + ("+rz" if c["rezero"] else "")
-        vals = _finals(rs)
+        vals = [a for a in map(accuracy, rs) if a is not None]
         s = summary(vals)
         acc = "-" if not vals else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         seeds = " ".join(f"{v:.2f}" for v in vals) or "-"
-        row = f"{label:18s} {net:28s} {rs[0]['params']:9,d} {len(rs):3d} {acc:>20s}  {seeds:24s}"
-        if base and label != baseline:
-            w = welch(vals, base)
+        q = ratio(rs)
+        row = f"{label:18s} {net:28s} {rs[0]['params']:9,d} {len(rs):3d} {acc:>20s}  {seeds:24s} " \
+              f"{'-' if q is None else f'{q:.2g}':>13s}"
+        if baseline in results and label != baseline:
+            w = difference(results, label, baseline)
             cell = "-" if w["diff"] is None else f"{w['diff']:+.2f}" + (
                 f" [{w['low']:+.2f}, {w['high']:+.2f}]" if w["low"] is not None else " (one seed)")
             row += f" {cell:>26s}"
@@ -69,6 +79,9 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
                 why = (r.get("collapse_reason") if r["status"] == "collapsed"
                        else "old rule: non-finite test loss, training healthy")
                 notes.append(f"  {label} seed {seed}: {r['status']} after {r['epochs_run']} epochs ({why})")
+    if baseline in results:
+        notes.append("differences paired by seed where runs share their data order; max(wg,wb)/wr below "
+                     "1e-3 means the quadratic terms did not move (nearly the conventional function)")
     return "\n".join(lines + notes)
 
 
@@ -223,12 +236,15 @@ SWEEP_FIELDS = {"gamma": "gamma_g", "alpha": "alpha_g", "beta": "beta_g"}
 
 
 def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None):
-    """Final test accuracy against a ReLinear hyperparameter (`param` = gamma, alpha or beta) on a
-    log axis: every seed as a faint point, the mean with its 95% interval; gamma = 0 and gamma = lr
-    (no shrinking) sit at the ends. The conventional `baseline` (its seeds' results) is a dashed
-    line with a grey band (its 95% interval). A value is starred as the optimum only when its
-    Welch interval against the baseline (95%, Bonferroni-corrected for the number of values
-    tried) lies above 0; seeds that did not complete are counted in the tick labels."""
+    """Figure 2 with data: final test accuracy against how far the quadratic terms moved, the
+    measured final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds, `claims.ratio`), on a log axis, one
+    point per value of `param` (gamma, alpha or beta), labelled with that value; every seed a faint
+    point, the mean with its 95% interval. Values whose terms did not move (ratio 0, γ = 0) sit at
+    the left edge, marked "0". The conventional `baseline` is a dashed line with a grey band (its 95%
+    interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. A
+    value is starred only when its difference to the baseline (paired by seed where possible; 95%,
+    Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted."""
+    from .claims import RATIO_FLOOR, difference, ratio
     ax = _axes(ax)
     field = SWEEP_FIELDS[param]
     points = []
@@ -236,60 +252,50 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
         if not rs:
             continue
         v = rs[0]["config"][field]
-        points.append((lr if v is None else v, label, _finals(rs), sum(r["status"] != "completed" for r in rs)))
-    positive = sorted(v for v, *_ in points if v > 0)
-    zero_at = positive[0] / 10 if positive else 1e-6  # where 0 is drawn on the log axis
-    points = sorted(((zero_at if v == 0 else v), v, label, vals, bad) for v, label, vals, bad in points)
-    base = _finals(baseline or [])
+        name = "lr" if v is None and param == "gamma" else f"{v:g}"
+        points.append([ratio(rs) or 0.0, name, label, [a for a in map(_accuracy, rs) if a is not None],
+                       sum(r["status"] != "completed" for r in rs)])
+    moved = sorted(q for q, *_ in points if q > 0)
+    zero_at = min(moved[0], RATIO_FLOOR) / 10 if moved else RATIO_FLOOR / 10  # where "did not move" is drawn
+    for p in points:
+        p[0] = p[0] or zero_at
+    points.sort()
+    base = [a for a in map(_accuracy, baseline or []) if a is not None]
     if len(base) >= 2:
         s = summary(base)
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)
     if base:
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, label=f"conventional: {summary(base)['mean']:.2f}%")
-    xs, means, lows, highs = [], [], [], []
-    for x, _, _, vals, _ in points:
-        ax.plot([x] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
+    ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
+    k, best = max(1, len(points)), None
+    for q, name, label, vals, bad in points:
+        ax.plot([q] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
         s = summary(vals)
-        if s["n"]:
-            xs.append(x)
-            means.append(s["mean"])
-            lows.append(s["mean"] - (s["low"] if s["low"] is not None else s["mean"]))
-            highs.append((s["high"] if s["high"] is not None else s["mean"]) - s["mean"])
-    if xs:
-        ax.errorbar(xs, means, yerr=[lows, highs], fmt="o-", color="C0", capsize=3,
-                    label="quadratic + ReLinear (mean, 95% CI)")
+        if not s["n"]:
+            continue
+        err = [[s["mean"] - s["low"]], [s["high"] - s["mean"]]] if s["low"] is not None else None
+        ax.errorbar([q], [s["mean"]], yerr=err, fmt="o", color="C0", capsize=3)
+        ax.annotate(f"{param}={name}" + (f" ({bad} not done)" if bad else ""), (q, s["mean"]),
+                    textcoords="offset points", xytext=(4, 6), fontsize=7)
+        if base:
+            w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
+            if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):
+                best = (q, s["mean"])
+    if len(points) > 1:
+        ax.plot([p[0] for p in points if summary(p[3])["n"]], [summary(p[3])["mean"] for p in points
+                                                                 if summary(p[3])["n"]], "-", color="C0", alpha=0.5,
+                label="quadratic + ReLinear (mean, 95% CI)")
     _honest_limits(ax, [v for *_, vals, _ in points for v in vals] + base)
-    best = optimum(points, base)
     if best is not None:
         ax.plot(best[0], best[1], "*", ms=16, color="C3", label=f"above conventional beyond the CI: {best[1]:.2f}%")
     ax.set_xscale("log")
-    ticks = [p[0] for p in points]
-    names = ["0" if raw == 0 else ("lr" if raw == lr and param == "gamma" else f"{raw:g}") for _, raw, *_ in points]
-    names = [n + (f"\n({bad} not done)" if bad else "") for n, (*_, bad) in zip(names, points)]
-    ax.set_xticks(ticks, names, fontsize=8)
-    ax.minorticks_off()
-    symbol = {"gamma": "γ_g = γ_b (learning rate of the quadratic terms)",
-              "alpha": "α_g = α_b (L2 penalty: 0 = unconstrained quadratic)",
-              "beta": "β_g = β_b (L1 penalty: 0 = unconstrained quadratic)"}[param]
-    ax.set_xlabel(symbol)
+    ax.set_xlabel("final max(‖w_g‖, ‖w_b‖)/‖w_r‖, median over seeds (left edge: did not move)")
     ax.set_ylabel("final test accuracy (%)")
+    ax.set_title({"gamma": "γ_g = γ_b (learning rate of the quadratic terms)",
+                  "alpha": "α_g = α_b (L2 penalty)", "beta": "β_g = β_b (L1 penalty)"}[param], fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return ax
-
-
-def optimum(points, base: list[float]):
-    """(x, mean) of the best value whose Bonferroni-corrected Welch interval against the baseline
-    lies above 0, or None."""
-    k = max(1, len(points))
-    best = None
-    for x, _, _, vals, _ in points:
-        w = welch(vals, base, level=1 - 0.05 / k)
-        if w["low"] is not None and w["low"] > 0:
-            mean = summary(vals)["mean"]
-            if best is None or mean > best[1]:
-                best = (x, mean)
-    return best
 
 
 def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: str | None = None):

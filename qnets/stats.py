@@ -1,18 +1,23 @@
 """Seeds, intervals and verdicts: what several runs of one experiment say.
 
 `summary` describes one label's per-seed values (mean, sample sd, n, 95% interval of the mean);
-`welch` gives the difference of two labels' means with Welch's 95% confidence interval; `verdict`
-turns an interval into "supported", "contradicted" or "not resolved". The Student-t quantiles
-come from the regularised incomplete beta function (no SciPy needed).
+`welch` gives the difference of two labels' means with Welch's 95% confidence interval, and `paired`
+the mean of per-seed differences with its t interval, for runs that share their data order and
+augmentation (the same seed); `verdict` turns an interval into "supported", "contradicted" or
+"not resolved", and `equivalent` reads one against a margin stated in advance (two one-sided tests:
+the 90% interval within ±margin). `fisher_greater` is Fisher's exact test for counts (collapses).
+The Student-t quantiles come from the regularised incomplete beta function (no SciPy needed).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["t_quantile", "summary", "welch", "verdict", "VERDICTS"]
+__all__ = ["t_quantile", "summary", "welch", "paired", "verdict", "equivalent", "fisher_greater", "VERDICTS"]
 
-VERDICTS = ("supported", "not resolved", "contradicted")
+# "not tested": the runs could not show the effect the claim is about (e.g. quadratic terms that
+# never moved); "not resolved": they could, and the data cannot decide.
+VERDICTS = ("supported", "not resolved", "contradicted", "not tested")
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -104,6 +109,41 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     half = t_quantile(0.5 + level / 2, df) * se
     out.update(low=out["diff"] - half, high=out["diff"] + half, df=df)
     return out
+
+
+def paired(a: dict, b: dict, level: float = 0.95) -> dict:
+    """mean over the keys (seeds) present in both `a` and `b` of a[k] − b[k], with the `level`
+    t interval of that mean (n − 1 degrees of freedom; None for fewer than two pairs). Pairing
+    removes what two runs of one seed share (data order, augmentation, much of the initialisation)."""
+    keys = sorted(set(a) & set(b))
+    d = summary([a[k] - b[k] for k in keys], level)
+    return {"diff": d["mean"], "low": d["low"], "high": d["high"], "df": d["n"] - 1 if d["n"] else None,
+            "n": (d["n"], d["n"]), "paired": True, "pairs": keys}
+
+
+def equivalent(interval: dict, margin: float) -> str:
+    """Equivalence within ±`margin` (two one-sided tests at 5% each, so give the 90% interval):
+    "supported" when the interval lies inside (−margin, +margin), "contradicted" when it lies wholly
+    beyond one side, "not resolved" otherwise (including when there is no interval)."""
+    low, high = interval.get("low"), interval.get("high")
+    if low is None or high is None:
+        return "not resolved"
+    if -margin < low and high < margin:
+        return "supported"
+    if low >= margin or high <= -margin:
+        return "contradicted"
+    return "not resolved"
+
+
+def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:
+    """One-sided p-value of Fisher's exact test that the first group's rate (k1 of n1) exceeds the
+    second's (k2 of n2): the hypergeometric probability of k1 or more of the k1 + k2 events falling
+    in the first group."""
+    if not (0 <= k1 <= n1 and 0 <= k2 <= n2):
+        raise ValueError(f"fisher_greater needs 0 <= k <= n, got {k1}/{n1} and {k2}/{n2}")
+    k, n = k1 + k2, n1 + n2
+    total = math.comb(n, k)
+    return sum(math.comb(n1, i) * math.comb(n2, k - i) for i in range(k1, min(k, n1) + 1)) / total
 
 
 def verdict(interval: dict, direction: int = +1) -> str:

@@ -43,13 +43,14 @@ def test_the_cpu_plan_starts_with_the_calibration_then_the_resnet8_core_on_all_o
     planned = campaign.plan("cpu")
     keys = [k for k, _ in planned]
     core = ["02:conventional", "02:relinear-sg", "02:gamma=0", "02:naive", "03:compact", "02:relinear-sw-l2",
-            "02:relinear-sw-l1"]
-    assert keys[:21] == core + [f"{k}#1" for k in core] + [f"{k}#2" for k in core]
+            "02:relinear-sw-l1", "02:gamma=lr"]
+    assert keys[:24] == core + [f"{k}#1" for k in core] + [f"{k}#2" for k in core]
     configs = [c for _, c in planned]
     assert len(configs) == len(set(configs))
     assert all(c.n_train is None and c.n_test is None and c.epochs == 15 and c.schedule == "cosine" for c in configs)
-    assert {c.depth for c in configs[:21]} == {8}
-    assert keys[21].startswith("05:") and keys[-1].startswith("04:")  # then the sweep, then the depth pilot
+    assert {c.depth for c in configs[:24]} == {8}
+    assert keys[24].startswith("05:") and keys[-1].startswith("04:")  # then the sweep, then the depth pilot
+    assert "05:gamma=lr" not in keys  # the same run as 02:gamma=lr, planned once
     assert {c.depth for k, c in planned if k.startswith("04:")} == {20}
     sweep = [k for k in keys if k.startswith("05:") and "#" not in k]  # one seed of every value first
     assert keys.index(sweep[-1]) < min(keys.index(k) for k in keys if k.startswith("05:") and k.endswith("#1"))

@@ -130,7 +130,8 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     results = experiments.results(configs, verbose=False)
     assert [[r["config"]["seed"] for r in rs] for rs in results.values()] == [[0, 1, 2]] * 3
     lines = plots.table(results, baseline="conventional").splitlines()
-    assert len(lines) == 5 and "conventional" in lines[2] and "[" in lines[3]  # a Welch interval
+    assert len(lines) == 6 and "conventional" in lines[2] and "[" in lines[3]  # a paired interval
+    assert "paired by seed" in lines[5]
     accs = [100 * r["final_test_acc"] for r in results["gamma=lr"]]
     assert f"{sum(accs) / 3:.2f} ±" in lines[4] and all(f"{a:.2f}" in lines[4] for a in accs)
     assert plots.collapse_count(results) == "0 of 9 runs collapsed"
@@ -138,7 +139,11 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     matplotlib.use("Agg")
     ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma", 0.1,
                      baseline=results["conventional"])
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "lr"]
+    # x: how far the terms moved (γ = 0: not at all, drawn at the left edge), each point named by its γ
+    assert [t.get_text() for t in ax.texts] == ["gamma=0", "gamma=lr"]
+    (x0, _), (x1, _) = (t.xy for t in ax.texts)
+    from qnets.claims import RATIO_FLOOR, ratio
+    assert x0 < RATIO_FLOOR and x1 == ratio(results["gamma=lr"]) > 0
     for draw in (plots.finals, plots.curves, plots.scatter):
         draw(results, ax=matplotlib.pyplot.subplots()[1])
     assert plots.colour("naive") == plots.colour("naive") != plots.colour("conventional")

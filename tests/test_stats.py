@@ -44,13 +44,17 @@ def test_claims_of_notebook_02_on_synthetic_numbers():
     got = {c["claim"].split(" (")[0][:40]: c for c in claims.verdicts("02", results)}
     by = lambda prefix: next(c for k, c in got.items() if k.startswith(prefix))  # noqa: E731
     collapse = by("A quadratic network trained naively")
-    assert collapse["verdict"] == "supported" and "Training broke down in 2 of 3 naive seeds" in collapse["evidence"]
+    # 2 of 3 against 0 of 3: one-sided Fisher p = C(3,2) C(3,0) / C(6,2) = 0.2; even 3 of 3 gives 0.05
+    assert collapse["verdict"] == "not resolved" and "Training broke down in 2 of 3 naive seeds" in collapse["evidence"]
+    assert "p = 0.200" in collapse["evidence"] and "the test cannot decide" in collapse["evidence"]
     assert by("ReLinear")["verdict"] == "supported"
-    assert "CI [" in by("ReLinear")["evidence"]
-    assert by("ReLinear is more accurate than training")["verdict"] == "not resolved"  # one naive seed left
+    assert "paired by seed, 95% CI [" in by("ReLinear")["evidence"]
+    # the collapsed naive seeds count at chance (never evaluated): 91 − 10 twice, 91.3 − 85 once
+    against_naive = by("ReLinear is more accurate than training")
+    assert against_naive["verdict"] == "not resolved" and "+56.13 points" in against_naive["evidence"]
     sw = [c for c in claims.verdicts("02", results) if "shrunken weights" in c["claim"]]
     assert [c["verdict"] for c in sw] == ["not resolved", "contradicted"]
-    assert claims.markdown(claims.verdicts("02", results)).startswith("- **supported**: A quadratic")
+    assert claims.markdown(claims.verdicts("02", results)).startswith("- **not resolved**: A quadratic")
 
 
 def test_a_sweep_optimum_must_clear_a_corrected_interval():
@@ -59,7 +63,7 @@ def test_a_sweep_optimum_must_clear_a_corrected_interval():
                "gamma=1e-05": fake("g", [91.0, 91.1, 90.9]), "gamma=lr": fake("g", [80.0, 81.0, 80.5])}
     v = claims.verdicts("05", results)
     assert [c["verdict"] for c in v] == ["supported", "supported"]
-    assert "best of the 3 values tried, 0.0, 1e-05, lr: gamma=1e-05" in v[0]["claim"]
+    assert "best of the 3 values that tested something, 0.0, 1e-05, lr: gamma=1e-05" in v[0]["claim"]
     assert "98.3% CI" in v[0]["evidence"]
     noisy = results | {"gamma=1e-05": fake("g", [93.0, 89.0, 91.0])}
     assert claims.verdicts("05", noisy)[0]["verdict"] == "not resolved"
@@ -75,8 +79,106 @@ def test_the_conventional_resnet20_is_read_against_he_et_al():
     assert "-0.05 points from the published figure" in close["evidence"]
     assert reference([86.0, 86.5, 86.2])["verdict"] == "contradicted"
     assert reference([89.0, 91.0, 93.0])["verdict"] == "not resolved"  # too wide to say
-    one = reference([91.3, None, None])
-    assert one["verdict"] == "not resolved" and one["evidence"] == "1 completed seed at 91.30%: too few for an interval"
+    one = reference([91.3, None, None])  # two seeds collapsed before any evaluation: they count at chance
+    assert one["verdict"] == "not resolved" and one["evidence"].startswith("Mean of 3 seeds 37.10%")
+    assert reference([91.3])["evidence"] == "1 seed at 91.30%: too few for an interval"
     assert reference([86.0, 86.5, 86.2], epochs=50) is None  # a shortened schedule is not the recipe
     assert reference([86.0, 86.5, 86.2], depth=8) is None and reference([86.0], n_train=5000) is None
     assert claims.verdicts("02", {"conventional": fake("c", [91.0, 91.4, 91.2], **paper)})[0] == close
+
+
+def test_a_paired_interval_is_the_t_interval_of_the_per_seed_differences():
+    # differences 1.0, 1.5, 0.8: mean 1.1, sd sqrt(0.13); t(0.975, 2) = 4.302653 (tables)
+    from qnets.stats import paired
+    p = paired({0: 80.0, 1: 81.0, 2: 82.0, 3: 70.0}, {0: 79.0, 1: 79.5, 2: 81.2})  # seed 3 has no pair
+    half = 4.302653 * math.sqrt(0.13) / math.sqrt(3)
+    assert p["diff"] == pytest.approx(1.1) and p["pairs"] == [0, 1, 2] and p["df"] == 2
+    assert (p["low"], p["high"]) == (pytest.approx(1.1 - half, abs=1e-5), pytest.approx(1.1 + half, abs=1e-5))
+    assert verdict(p) == "supported"
+    # the same numbers unpaired: the seeds' shared part stays in the noise and Welch cannot decide
+    assert verdict(welch([80.0, 81.0, 82.0], [79.0, 79.5, 81.2])) == "not resolved"
+    assert paired({0: 1.0}, {0: 0.5})["low"] is None
+
+
+def test_equivalence_within_a_margin_stated_in_advance():
+    from qnets.stats import equivalent, paired
+    # differences -0.2, 0.1, 0.0: mean -0.0333, sd 0.1528; 90% interval with t(0.95, 2) = 2.919986
+    p = paired({0: 79.8, 1: 80.1, 2: 80.0}, {0: 80.0, 1: 80.0, 2: 80.0}, level=0.90)
+    half = 2.919986 * 0.152753 / math.sqrt(3)
+    assert p["high"] == pytest.approx(-1 / 30 + half, abs=1e-4)
+    assert equivalent(p, margin=1.0) == "supported"
+    assert equivalent({"low": 1.2, "high": 2.5}, 1.0) == "contradicted"
+    assert equivalent({"low": -2.5, "high": -1.0}, 1.0) == "contradicted"
+    assert equivalent({"low": 0.5, "high": 1.5}, 1.0) == "not resolved"
+    assert equivalent({"low": None, "high": None}, 1.0) == "not resolved"
+
+
+@pytest.mark.parametrize("counts, p", [
+    ((4, 4, 0, 4), 1 / 70),        # Fisher's lady tasting tea: all four right, 1 of C(8,4)
+    ((3, 3, 0, 3), 1 / 20),        # three seeds a side: the smallest p there is 0.05
+    ((5, 6, 0, 6), 6 / 792),       # C(6,5) C(6,0) / C(12,5)
+    ((1, 3, 1, 3), 1 - 3 / 15),    # P(X >= 1), 2 events in 6: 1 - C(3,0) C(3,2) / C(6,2) = 0.8
+    ((0, 3, 2, 3), 1.0),
+])
+def test_fisher_exact_one_sided(counts, p):
+    from qnets.stats import fisher_greater
+    assert fisher_greater(*counts) == pytest.approx(p)
+
+
+def with_ratio(rs, q):
+    """Results whose quadratic terms ended at ‖w_g‖/‖w_r‖ = ‖w_b‖/‖w_r‖ = q."""
+    return [r | {"history": [{"epoch": 0, "quadratic": {"w_g": q, "w_b": q / 2}}]} for r in rs]
+
+
+def test_a_claim_about_quadratic_terms_that_never_moved_is_not_tested():
+    """The quick preset's ReLinear runs ended at ratio 4e-5: whatever the accuracies say, those runs
+    compute the conventional function, so the claim is not tested (never supported, never contradicted)."""
+    base = fake("c", [79.0, 79.2, 78.9])
+    for accs in ([81.0, 81.2, 80.9], [75.0, 75.2, 74.9]):  # far above, far below
+        still = {"conventional": base, "relinear-sg": with_ratio(fake("r", accs), 4e-5)}
+        claim = next(c for c in claims.verdicts("02", still) if c["claim"].startswith("ReLinear (shrunken"))
+        assert claim["verdict"] == "not tested" and "ended at max(‖w_g‖, ‖w_b‖)/‖w_r‖ = 4.0e-05" in claim["evidence"]
+    moved = {"conventional": base, "relinear-sg": with_ratio(fake("r", [81.0, 81.2, 80.9]), 0.045)}
+    claim = next(c for c in claims.verdicts("02", moved) if c["claim"].startswith("ReLinear (shrunken"))
+    assert claim["verdict"] == "supported" and "relinear-sg max(‖w_g‖, ‖w_b‖)/‖w_r‖ = 0.045" in claim["evidence"]
+    assert claims.ratio(moved["relinear-sg"]) == 0.045 and claims.ratio(base) is None
+
+
+def test_a_failed_precondition_is_reported_as_contradicted():
+    """"Accuracy falls again at γ = lr" presumes a best γ below lr; where lr itself is best, the claim
+    is contradicted, not silently dropped."""
+    results = {"conventional": fake("c", [79.0, 79.2, 78.9]),
+               "gamma=0.001": with_ratio(fake("g", [79.5, 79.4, 79.6]), 0.04),
+               "gamma=lr": with_ratio(fake("g", [80.5, 80.4, 80.6]), 1.0)}
+    falls = [c for c in claims.verdicts("05", results) if c["claim"].startswith("Accuracy falls again")]
+    assert len(falls) == 1 and falls[0]["verdict"] == "contradicted"
+    assert "The best γ of the 2 tried is lr itself (80.50%)" in falls[0]["evidence"]
+
+
+def test_compact_is_read_as_equivalent_within_a_margin_stated_in_advance():
+    conventional = fake("c", [79.0, 79.2, 78.9])
+    close = with_ratio(fake("k", [79.1, 79.0, 79.2]), 0.03)
+    far = with_ratio(fake("k", [76.0, 76.3, 75.9]), 0.03)
+    read = lambda compact: {c["claim"]: c for c in claims.verdicts(  # noqa: E731
+        "03", {"conventional": conventional, "compact": compact, "quadratic": with_ratio(conventional, 0.04)})}
+    same = read(close)["The compact quadratic network is as accurate as the conventional one"]
+    assert same["verdict"] == "supported" and "90% CI" in same["evidence"] and "margin ±1 point" in same["evidence"]
+    assert read(far)["The compact quadratic network is as accurate as the conventional one"]["verdict"] == \
+        "contradicted"
+
+
+def test_a_penalty_that_held_nothing_back_tests_no_shrinking():
+    """The quick preset's penalties left ‖w_g‖/‖w_r‖ where the unpenalised network ends (0.34-0.38
+    against 0.38): calling "shrunken weights help" contradicted there was wrong; it is not tested."""
+    base = {"conventional": fake("c", [39.0, 40.2, 37.6]),
+            "gamma=lr": with_ratio(fake("f", [28.1, 27.3, 23.3]), 0.38)}
+    loose = base | {"relinear-sw-l2": with_ratio(fake("l2", [27.9, 27.9, 23.0]), 0.34)}
+    claim = next(c for c in claims.verdicts("02", loose) if "(L2)" in c["claim"])
+    assert claim["verdict"] == "not tested" and "did not hold the quadratic terms back" in claim["evidence"]
+    tight = base | {"relinear-sw-l2": with_ratio(fake("l2", [27.9, 27.9, 23.0]), 0.004)}
+    assert next(c for c in claims.verdicts("02", tight) if "(L2)" in c["claim"])["verdict"] == "contradicted"
+    sweep = base | {"alpha=0.001": with_ratio(fake("a", [27.9, 27.9, 23.0]), 0.36),
+                    "alpha=1.0": with_ratio(fake("a", [30.0, 29.9, 29.0]), 1e-5)}  # one loose, one frozen
+    (figure,) = claims.verdicts("05", {k: v for k, v in sweep.items() if k != "gamma=lr"} | {"gamma=lr": base["gamma=lr"]}
+                                )[-1:]
+    assert figure["verdict"] == "not tested" and "alpha=" not in figure["evidence"] and "0.001: 0.36" in figure["evidence"]
