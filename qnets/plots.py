@@ -267,7 +267,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     if base:
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, label=f"conventional: {summary(base)['mean']:.2f}%")
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
-    k, best = max(1, len(points)), None
+    k, best, stack, last_q = max(1, len(points)), None, 0, None
     for q, name, label, vals, bad in points:
         ax.plot([q] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
         s = summary(vals)
@@ -275,8 +275,10 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
             continue
         err = [[s["mean"] - s["low"]], [s["high"] - s["mean"]]] if s["low"] is not None else None
         ax.errorbar([q], [s["mean"]], yerr=err, fmt="o", color="C0", capsize=3)
-        ax.annotate(f"{param}={name}" + (f" ({bad} not done)" if bad else ""), (q, s["mean"]),
-                    textcoords="offset points", xytext=(4, 6), fontsize=7)
+        stack = stack + 1 if last_q is not None and q < 1.6 * last_q else 0  # neighbours' labels stack upwards
+        last_q = q
+        ax.annotate(name + (f" ({bad} not done)" if bad else ""), (q, s["mean"]), textcoords="offset points",
+                    xytext=(5, 5 + 10 * stack), fontsize=7)
         if base:
             w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
             if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):
@@ -289,7 +291,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     if best is not None:
         ax.plot(best[0], best[1], "*", ms=16, color="C3", label=f"above conventional beyond the CI: {best[1]:.2f}%")
     ax.set_xscale("log")
-    ax.set_xlabel("final max(‖w_g‖, ‖w_b‖)/‖w_r‖, median over seeds (left edge: did not move)")
+    ax.set_xlabel("max(‖w_g‖, ‖w_b‖)/‖w_r‖ at the end (median of seeds)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title({"gamma": "γ_g = γ_b (learning rate of the quadratic terms)",
                   "alpha": "α_g = α_b (L2 penalty)", "beta": "β_g = β_b (L1 penalty)"}[param], fontsize=9)

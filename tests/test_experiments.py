@@ -140,7 +140,7 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma", 0.1,
                      baseline=results["conventional"])
     # x: how far the terms moved (γ = 0: not at all, drawn at the left edge), each point named by its γ
-    assert [t.get_text() for t in ax.texts] == ["gamma=0", "gamma=lr"]
+    assert [t.get_text() for t in ax.texts] == ["0", "lr"]
     (x0, _), (x1, _) = (t.xy for t in ax.texts)
     from qnets.claims import RATIO_FLOOR, ratio
     assert x0 < RATIO_FLOOR and x1 == ratio(results["gamma=lr"]) > 0
