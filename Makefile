@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 PACK ?= 1
-PACKING ?= streams
 # The one Jupyter kernel: the committed notebooks name it (qnets.notebooks.KERNEL), the README too.
 KERNEL := python3
 KERNEL_NAME := Python 3 (qnets)
@@ -49,9 +48,9 @@ fast: $(STAMP)  ## the fast tests only (no tests marked slow): a couple of minut
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
-results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K [PACKING=grouped]] [EXECUTOR=submitit SLURM=f.json]
+results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K] [EXECUTOR=submitit SLURM=f.json]
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
-	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --packing $(PACKING) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
+	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
 gpu-prepare: $(STAMP)  ## fill .device-data/, which travels to a bare GPU machine: the CIFAR-10 archive and pytest as a zip (see scripts/gpu-*.sh)
 	mkdir -p .device-data

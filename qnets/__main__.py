@@ -98,8 +98,7 @@ def cmd_results(args) -> int:
         chosen = cluster.options(args.slurm_config, cluster=args.cluster, partition=args.partition,
                                  account=args.account, gpus=args.gpus, cpus=args.cpus, time=args.time,
                                  max_jobs=args.max_jobs)
-        submission = cluster.submit(configs, chosen, pack=args.pack, force=args.force, verbose=not args.quiet,
-                                    packing=args.packing)
+        submission = cluster.submit(configs, chosen, pack=args.pack, force=args.force, verbose=not args.quiet)
         runs = sum(len(labels) for _, labels in submission["jobs"])
         print(f"submitted {len(submission['jobs'])} jobs ({runs} runs) to submitit's {submission['executor']} "
               f"executor; {len(submission['skipped'])} runs not sent; job logs in {submission['folder']}", flush=True)
@@ -117,7 +116,7 @@ def cmd_results(args) -> int:
               f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
         return 1 if failed else 0
     experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force,
-                           packing=args.packing, **runtime)
+                           **runtime)
     return 0
 
 
@@ -129,8 +128,7 @@ def cmd_campaign(args) -> int:
     elif args.action == "run":
         if not args.out:
             raise ValueError("campaign run needs --out DIR (the folder that comes back from the GPU machine)")
-        summary = campaign.run(args.budget, args.out, pack=args.pack, packing=args.packing, verbose=not args.quiet,
-                               **scope)
+        summary = campaign.run(args.budget, args.out, pack=args.pack, verbose=not args.quiet, **scope)
         print(f"finished {len(summary['finished'])} runs, {len(summary['partial'])} partial; stopped because "
               f"{summary['stopped_because']}; {summary['seconds']:.0f} s; written to {args.out}")
     else:
@@ -184,13 +182,6 @@ def cmd_notebooks(args) -> int:
     return notebooks.main(args)
 
 
-def _add_packing(p: argparse.ArgumentParser) -> None:
-    from .experiments import PACKINGS
-    p.add_argument("--packing", choices=PACKINGS, default="streams",
-                   help="how --pack trains K runs at once: streams, each run alone on its own CUDA stream (any "
-                        "networks; default), or grouped, runs of one network fused into one (qnets.packed)")
-
-
 def _add_results_parser(p: argparse.ArgumentParser) -> None:
     """`qnets results`: which runs, how (packed, forced) and where (here, or as cluster jobs)."""
     p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
@@ -198,9 +189,8 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
     p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
     p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
-                   help="train up to K runs at once on one GPU (default: 1, lone runs); same results and names as "
-                        "lone runs")
-    _add_packing(p)
+                   help="train up to K runs at once on one GPU, side by side on CUDA streams (default: 1, lone "
+                        "runs); same results and names as lone runs")
     p.add_argument("--force", action="store_true", help="train the selected runs again even where results are stored")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=("local", "submitit"), default="local",
@@ -262,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
     p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
                    help="run: train up to K runs at once (default: 1)")
-    _add_packing(p)
     p.add_argument("--preset", default="paper", help="the preset whose runs make the plan: paper (GPU windows) or cpu "
                                                      "(CPU windows) (default: paper)")
     p.add_argument("--only", type=_at_least_one, default=None, help="only the plan's first N runs (trials)")

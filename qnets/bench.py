@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile (default: 5)")
     p.add_argument("--pack", default=None, metavar="K,K,...",
                    help="packing mode: aggregate throughput of K runs trained at once, for each K (e.g. 1,2,4,8,16)")
-    p.add_argument("--mechanisms", default="grouped,streams",
-                   help="packing mechanisms to time: grouped (one packed network), streams (K trainers on K CUDA streams)")
+    p.add_argument("--mechanisms", default="streams",
+                   help="packing mechanism to time: streams (K trainers on K CUDA streams)")
     p.add_argument("--pack-compile", default="off,on", help="packing: torch.compile settings to time (default: off,on)")
     p.add_argument("--pack-lone", type=parse_bool, default=True, metavar="on|off",
                    help="packing: time the lone fast path first as the baseline (default: on)")
@@ -63,9 +63,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="packing: memory format of the packed runs (default: auto, as Config)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="packing: precision of the packed runs (default: auto, as Config)")
-    p.add_argument("--pack-check", type=int, default=0, metavar="EPOCHS",
-                   help="packing: also train seeds 0-3 of the quadratic ResNet-20 packed and alone for EPOCHS epochs "
-                        "and compare their test accuracies (a packed run must learn like a lone run)")
     p.add_argument("--budget", type=float, default=None,
                    help="packing: start no new measurement after this many seconds")
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
@@ -459,7 +456,7 @@ def main(args) -> int:
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     if args.pack:
         from . import packbench
-        return packbench.main(args, dataset, full, device, name, peak)
+        return packbench.main(args, dataset, device, name, peak)
     steps, rounds, warmup = settings
     print(f"device: {name}; batch {args.batch_size}; {warmup} warm-up steps, then "
           + (f"{steps} timed steps" if rounds == 1 else f"{rounds} interleaved rounds of {steps} timed steps")

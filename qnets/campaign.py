@@ -236,7 +236,7 @@ def _shared(result: dict) -> int:
 
 
 def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, verbose: bool = True,
-        only: int | None = None, packing: str = "streams", **overrides) -> dict:
+        only: int | None = None, **overrides) -> dict:
     """Advance the plan (its first `only` runs, if given) within `budget` seconds and write what a
     later window needs into `out` (see the module docstring). Returns a summary: runs finished,
     runs left partial, and why the call stopped."""
@@ -258,7 +258,7 @@ def run(budget: float, out: str | Path, preset: str = "paper", pack: int = 1, ve
     why = "the plan is done" if not todo else None
     stop = {"asked": False, "training": False}
     with _stop_on_sigterm(stop):
-        why = _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) \
+        why = _advance(todo, pack, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) \
             if why is None else why
     cut = list({run_name(c): c for c in touched if c not in finished}.values())
     todo = [(k, c) for k, c in todo if c not in finished]
@@ -299,7 +299,7 @@ def _stop_on_sigterm(stop: dict):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) -> str | None:
+def _advance(todo, pack, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) -> str | None:
     """The window's loop (see `run`): trains groups of runs until the plan is done, the budget is
     spent or a stop is asked; appends to `finished`, `touched` and `log`; returns why it stopped."""
     why = None
@@ -307,7 +307,7 @@ def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, fin
     while todo and why is None:
         if stop["asked"]:
             return "stopped by SIGTERM"
-        group = _fitting(_next_group(todo, pack, packing), PARTIAL_BUDGET - partial_bytes)
+        group = _fitting(_next_group(todo, pack), PARTIAL_BUDGET - partial_bytes)
         if not group:
             key, first = todo[0]
             why = (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state beside "
@@ -344,10 +344,10 @@ def _advance(todo, pack, packing, planned, deadline, partial_bytes, verbose, fin
             compiled.add(_network(config))
             return config, key
         try:
-            rolling = {"refill": refill} if packing == "streams" and pack > 1 else {}
+            rolling = {"refill": refill} if pack > 1 else {}
             stop["training"] = True
-            results = train_group(configs, packing, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
-                                  **rolling)  # with streams, runs that end make room for the next ones
+            results = train_group(configs, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
+                                  **rolling)  # side by side, runs that end make room for the next ones
         except RunBusy as e:  # another process trains this run: the window goes on with the next
             stop["training"] = False
             log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "busy": str(e)})
@@ -424,21 +424,9 @@ def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[st
     return total
 
 
-def _next_group(todo: list[tuple[str, Config]], pack: int, packing: str = "streams") -> list[tuple[str, Config]]:
-    """The first run still to do and, with `pack` > 1, up to pack − 1 later runs to train with it:
-    any runs with "streams"; with "grouped", runs that share its network and resume from the same
-    epoch."""
-    from .packed import pack_key
-    key, first = todo[0]
-    group = [(key, first)]
-    if pack > 1:
-        start = _epochs_done(first)
-        for k, c in todo[1:]:
-            if len(group) == pack:
-                break
-            if packing == "streams" or (pack_key(c) == pack_key(first) and _epochs_done(c) == start):
-                group.append((k, c))
-    return group
+def _next_group(todo: list[tuple[str, Config]], pack: int) -> list[tuple[str, Config]]:
+    """The first run still to do and, with `pack` > 1, the next pack − 1 runs to train beside it."""
+    return todo[:pack]
 
 
 def _fitting(group: list[tuple[str, Config]], room: int) -> list[tuple[str, Config]]:

@@ -105,9 +105,8 @@ class TrainJob:
     submitit requeues it after preemption or a time-out."""
 
     def __init__(self, runs: dict[str, Config], root: str | Path, pack: int = 1, force: bool = False,
-                 verbose: bool = True, packing: str = "streams"):
+                 verbose: bool = True):
         self.runs, self.root, self.pack, self.force, self.verbose = dict(runs), str(root), pack, force, verbose
-        self.packing = packing
         self.cleared: set[str] = set()  # forced runs whose old result and checkpoint are gone already
 
     def checkpoint(self, *args, **kwargs):
@@ -158,14 +157,14 @@ class TrainJob:
                 self.cleared.add(label)
         stored = [label for label, c in runs.items() if result_path(c).exists()]
         fresh = {label: c for label, c in runs.items() if label not in stored}
-        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack, packing=self.packing)
+        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack)
         for group in groups:
             configs = [runs[label] for label in group]
             resumed = {label: checkpoint_epoch(checkpoint_path(runs[label])) for label in group}
             t0 = time.time()
             try:
                 before = load_result(configs[0]) if group[0] in stored else None
-                results = experiments.train_group(configs, self.packing, verbose=self.verbose)
+                results = experiments.train_group(configs, verbose=self.verbose)
             except Exception as e:
                 why = f"{type(e).__name__}: {e}"
                 for label in group:
@@ -303,9 +302,9 @@ def make_executor(folder: str | Path, chosen: dict):
 
 
 def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1, force: bool = False,
-           verbose: bool = True, executor=None, packing: str = "streams") -> dict:
+           verbose: bool = True, executor=None) -> dict:
     """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
-    (experiments.pack_groups, by `packing`). A run with a stored result is not sent (unless `force`), and
+    (experiments.pack_groups). A run with a stored result is not sent (unless `force`), and
     neither is a run that another job holds. Returns {"jobs": [(job, labels)], "skipped":
     {label: outcome}, "executor": its name, "folder": where the logs are}."""
     from . import experiments
@@ -327,12 +326,11 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
             skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
         else:
             todo[label] = config
-    groups = experiments.pack_groups(todo, pack, force, packing) if pack > 1 else [[label] for label in todo]
+    groups = experiments.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
     root, jobs = Path.cwd(), []
     if groups:
         with executor.batch():  # one Slurm job array
-            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose,
-                                                     packing)),
+            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose)),
                      group) for group in groups]
     return {"jobs": jobs, "skipped": skipped, "executor": getattr(executor, "cluster", type(executor).__name__),
             "folder": str(folder.parent)}

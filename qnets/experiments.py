@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
 from .locks import RunBusy
+from .streams import fit_together
 from .train import Config, epoch_seconds, fit, load_result, resolve_device, result_path
 from .utils import fill_blocks
 
@@ -295,67 +296,37 @@ def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str,
     return chosen
 
 
-PACKINGS = ("streams", "grouped")  # how `--pack K` trains K runs at once (README: "Many runs on one GPU")
-
-
-def pack_groups(configs: dict[str, Config], pack: int, force: bool = False, packing: str = "grouped") -> list[list[str]]:
-    """Labels of the configs still to train, in plan order, grouped into packs of at most `pack`
-    runs that can train together. "streams" (`qnets.streams`): any runs, in plan order. "grouped"
-    (`qnets.packed`): the same network, batches, schedule and runtime (`qnets.packed.pack_key`)
-    and the same epoch to resume from."""
-    from .packed import pack_key
-    from .train import read_checkpoint
-    if not isinstance(pack, int) or pack < 1:
+def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> list[list[str]]:
+    """Labels of the configs still to train (all of them with `force`), in plan order, in groups of
+    at most `pack` runs to train side by side (`qnets.streams`)."""
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
         raise ValueError(f"pack must be a positive integer, got {pack!r}")
-    if packing not in PACKINGS:
-        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
-    groups: dict[tuple, list[list[str]]] = {}
-    order: list[list[str]] = []
-    for label, c in configs.items():
-        if result_path(c).exists() and not force:
-            continue
-        if packing == "streams":
-            key = ()
-        else:
-            ckpt = None if force else read_checkpoint(c)
-            key = (pack_key(c), 0 if ckpt is None else ckpt["epoch"] + 1)
-        chunks = groups.setdefault(key, [])
-        if not chunks or len(chunks[-1]) == pack:
-            chunks.append([])
-            order.append(chunks[-1])
-        chunks[-1].append(label)
-    return order
+    todo = [label for label, c in configs.items() if force or not result_path(c).exists()]
+    return [todo[i:i + pack] for i in range(0, len(todo), pack)]
 
 
-def train_group(configs: list[Config], packing: str = "streams", labels: list[str] | None = None,
-                **kw) -> list[dict]:
-    """Train runs that `pack_groups` put together (one run: `fit`) and return their results in
-    order; `kw` goes to the trainer: verbose, force, deadline, and with streams `refill` and
-    `on_end` (`qnets.streams.fit_together`: runs that end make room for the next ones)."""
-    if packing == "streams" and (len(configs) > 1 or kw.get("refill") is not None):
-        from .streams import fit_together
+def train_group(configs: list[Config], labels: list[str] | None = None, **kw) -> list[dict]:
+    """Train runs that `pack_groups` put together and return their results in order: one run by
+    `fit`, several side by side by `qnets.streams.fit_together` (also one run with a `refill`, so that
+    runs that end make room for the next ones); `kw`: verbose, force, deadline, refill, on_end."""
+    if len(configs) > 1 or kw.get("refill") is not None:
         return fit_together(configs, labels=labels, **kw)
-    if len(configs) == 1:
-        return [fit(configs[0], label=labels[0] if labels else None, **kw)]
-    from .packed import fit_packed
-    return fit_packed(configs, labels=labels, **kw)
+    kw.pop("on_end", None)
+    return [fit(configs[0], label=labels[0] if labels else None, **kw)]
 
 
 def _how(r: dict) -> str:
     """How a run shared the GPU, for a summary line."""
-    if r.get("pack"):
-        return f" in a pack of {r['pack']['k']}"
     return f" beside {r['together']['k'] - 1} other runs" if r.get("together") else ""
 
 
 def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, force: bool = False,
-               packing: str = "streams", **runtime) -> dict:
+               **runtime) -> dict:
     """Train the selected configs in order; each result is written as soon as it finishes, so an
     interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
-    > 1, up to `pack` runs are trained at once, by `packing` (see `pack_groups`; with streams, a
-    run that ends makes room for the next in plan order); results and names are those of lone
-    runs. Prints one summary line per run. `runtime` overrides runtime
-    fields (device, compile, ...); `force` trains every selected run again."""
+    > 1, up to `pack` runs train side by side (`qnets.streams`; a run that ends makes room for the
+    next in plan order); results and names are those of lone runs. Prints one summary line per run.
+    `runtime` overrides runtime fields (device, compile, ...); `force` trains every selected run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
     out, t0, began = {}, time.time(), {}  # began: when each run side by side started
@@ -374,13 +345,12 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
               f"{result_path(configs[label])}", flush=True)
         out[label] = r
 
-    groups = pack_groups(configs, pack, force, packing) if pack > 1 else []
-    if any(len(g) > 1 for g in groups) and all(resolve_device(c.device).type == "cpu" for c in configs.values()):
-        print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
-    if packing == "streams" and pack > 1:  # K runs at a time; each that ends makes room for the next
+    todo = [label for label in configs if label not in stored]
+    if pack > 1 and len(todo) > 1:  # K runs at a time; each that ends makes room for the next
+        if all(resolve_device(c.device).type == "cpu" for c in configs.values()):
+            print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
         for label in (label for label in configs if label in stored):
             report(label, fit(configs[label], verbose=verbose, label=label))
-        todo = [label for label in configs if label not in stored]
         queue = todo[pack:]
 
         def refill(live):
@@ -388,32 +358,21 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                 return None
             began[queue[0]] = time.time()
             return configs[queue[0]], queue.pop(0)
-        if todo:
-            began |= {label: time.time() for label in todo[:pack]}
-            results = train_group([configs[label] for label in todo[:pack]], packing, labels=todo[:pack],
-                                  refill=refill, on_end=lambda c, label, r: report(label, r), verbose=verbose,
-                                  force=force)
-            for label, r in zip(todo, results):
-                if r is None:
-                    report(label, None)
+        began |= {label: time.time() for label in todo[:pack]}
+        results = train_group([configs[label] for label in todo[:pack]], labels=todo[:pack], refill=refill,
+                              on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force)
+        for label, r in zip(todo, results):
+            if r is None:
+                report(label, None)
         return {label: out[label] for label in configs if label in out}
-    first_of = {group[0]: group for group in groups if len(group) > 1}
-    in_pack = {label for group in first_of.values() for label in group}
     for label, config in configs.items():
-        if label in first_of:
-            group = first_of[label]
-            t0 = time.time()
-            for member, r in zip(group, train_group([configs[m] for m in group], packing, labels=group,
-                                                    verbose=verbose, force=force)):
-                report(member, r)
-        elif label not in in_pack:
-            t0 = time.time()
-            try:
-                r = fit(config, force=force, verbose=verbose, label=label)
-            except RunBusy as e:
-                print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
-                continue
-            report(label, r)
+        t0 = time.time()
+        try:
+            r = fit(config, force=force, verbose=verbose, label=label)
+        except RunBusy as e:
+            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
+            continue
+        report(label, r)
     return {label: out[label] for label in configs if label in out}
 
 

@@ -1,12 +1,10 @@
 """`python -m qnets bench --pack 1,2,4,8,16`: aggregate throughput of K runs trained at once.
 
-Mechanisms, each timed in this one process for every K:
-- grouped: the K runs as one packed network (`qnets.packed`: grouped convolutions, one
-  BatchNorm over the K runs' channels, batched classifier, per-element SGD rates), one CUDA graph
-  per step, with or without torch.compile;
-- streams: K lone fast-path trainers (one CUDA graph each; compiled or not, and the K trainers
-  of one network share one compilation), their steps issued round-robin on K CUDA streams (on a
-  CPU the trainers simply take turns: the path runs, nothing overlaps).
+The mechanism timed for every K: streams, K lone fast-path trainers (one CUDA graph each; compiled
+or not, and the K trainers of one network share one compilation), their steps issued round-robin
+on K CUDA streams (on a CPU the trainers simply take turns: the path runs, nothing overlaps). (A
+second mechanism, K runs fused into one grouped network, was measured and removed: its best gain,
+1.71x at K = 16, did not pay for its code; its rows stay in the reports, results/bench/.)
 
 Every run trains on its own batches (own seed); images/s are training images summed over the K
 runs. The lone fast path (`bench`'s "fast" row, compiled) is timed first as the baseline. Rows
@@ -22,45 +20,15 @@ from pathlib import Path
 
 import torch
 
-from .packed import PackedLoader, PackedResNet, PackedTrainer, packed_channels_last
 from .train import Config, Trainer, build_model, channels_last_for, make_loaders
 from .utils import atomic_json, timestamp, versions
 
-MECHANISMS = ("grouped", "streams")
+MECHANISMS = ("streams",)
 
 
 def _configs(depth, neuron, k, batch_size, device, compile_, channels_last, precision):
     return [Config(depth=depth, neuron=neuron, seed=i, batch_size=batch_size, device=device.type, compile=compile_,
                    channels_last=channels_last, precision=precision) for i in range(k)]
-
-
-class _Grouped:
-    """K runs as one packed network."""
-
-    def __init__(self, configs, dataset, device):
-        packed = PackedResNet.from_models([build_model(c) for c in configs])
-        self.loader = PackedLoader([dataset.train] * len(configs), configs[0].batch_size,
-                                   seeds=[c.seed for c in configs], train=True, device=device,
-                                   channels_last=_layout(configs[0], device))
-        self.trainer = PackedTrainer(configs, packed, device, len(self.loader))
-        self.batches, self.epoch = self.loader.epoch(0), 0
-
-    def steps(self, n):
-        for _ in range(n):
-            try:
-                x, y = next(self.batches)
-            except StopIteration:
-                self.epoch += 1
-                self.batches = self.loader.epoch(self.epoch)
-                x, y = next(self.batches)
-            self.trainer.set_lr(0)
-            self.trainer.train_step(x, y)
-
-    @property
-    def info(self):
-        t = self.trainer
-        return {"compile": t.compiled, "cuda_graphs": t.use_graphs, "channels_last": t.channels_last,
-                "precision": "bf16" if t.bf16 else "fp32", "notes": t.notes}
 
 
 class _Streams:
@@ -103,11 +71,7 @@ class _Streams:
                 "precision": "bf16" if t.bf16 else "fp32", "notes": t.notes}
 
 
-BUILDERS = {"grouped": _Grouped, "streams": _Streams}
-
-
-def _layout(config, device) -> bool:
-    return packed_channels_last(config, device)
+BUILDERS = {"streams": _Streams}
 
 
 def _sync(device):
@@ -214,7 +178,7 @@ def _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, devic
     configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last, args.precision)
     head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k, "batch_size": args.batch_size,
             "compile": compile_ == "on",
-            "channels_last": (_layout if mechanism == "grouped" else channels_last_for)(configs[0], device),
+            "channels_last": channels_last_for(configs[0], device),
             "precision": configs[0].precision if configs[0].precision != "auto" else
             ("bf16" if device.type == "cuda" else "fp32")}
     try:
@@ -255,14 +219,10 @@ def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
     return out.report, out.path
 
 
-def main(args, dataset, full, device, name, peak) -> int:
-    """`bench --pack`: the measurements, then (with --pack-check) the learning check on `full`."""
+def main(args, dataset, device, name, peak) -> int:
+    """`bench --pack`: the measurements."""
     from .bench import flops_per_image
-    report, path = run(args, dataset, device, name, peak, flops_per_image)
-    if args.pack_check:
-        report["learning_check"] = learning_check(full, device, 4, args.pack_check, args.check_train,
-                                                  args.batch_size, depth=int(args.depths.split(",")[0]))
-        atomic_json(report, path)
+    run(args, dataset, device, name, peak, flops_per_image)
     return 0
 
 
@@ -308,41 +268,3 @@ def markdown(report: dict) -> str:
         x = _speedup(r, lone.get((r["depth"], r["neuron"])))
         lines.append(line(r, r["mechanism"], r["compile"], r["channels_last"], r["precision"], r["k"], x))
     return "\n".join(lines)
-
-
-def learning_check(dataset, device, k: int, epochs: int, n_train: int | None, batch_size: int, depth: int = 20,
-                   neuron: str = "quadratic") -> dict:
-    """Train seeds 0..k-1 of one config as one pack and each alone, on the same data for `epochs`
-    epochs (cosine); a packed run should learn like a lone run, so the two sets of final test
-    accuracies should agree within seed noise (Welch's 95% interval of the difference holds 0)."""
-    import tempfile
-
-    from .packed import fit_packed
-    from .stats import summary, welch
-    from .train import fit
-    kind = "synthetic" if dataset.source.startswith("synthetic") else "cifar10"
-    n_test = None if kind == "cifar10" else len(dataset.test)
-    n_train = n_train if kind == "cifar10" else (n_train or len(dataset.train))
-    out = {"k": k, "epochs": epochs, "depth": depth, "neuron": neuron, "n_train": n_train, "data": dataset.source}
-    with tempfile.TemporaryDirectory() as tmp:
-        configs = [Config(depth=depth, neuron=neuron, seed=s, epochs=epochs, schedule="cosine", batch_size=batch_size,
-                          dataset=kind, n_train=n_train, n_test=n_test, device=device.type, out_dir=f"{tmp}/packed")
-                   for s in range(k)]
-        t0 = time.perf_counter()
-        packed = fit_packed(configs, verbose=False)
-        out["packed_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        lone = [fit(c.replace(out_dir=f"{tmp}/lone"), verbose=False) for c in configs]
-        out["lone_s"] = time.perf_counter() - t0
-    acc = lambda rs: [100 * r["final_test_acc"] for r in rs if r["final_test_acc"] is not None]  # noqa: E731
-    out["packed"], out["lone"] = acc(packed), acc(lone)
-    out["difference"] = welch(out["packed"], out["lone"])
-    out["spread"] = {"packed_sd": summary(out["packed"])["sd"], "lone_sd": summary(out["lone"])["sd"]}
-    d = out["difference"]
-    out["agree"] = d["low"] is not None and d["low"] <= 0 <= d["high"]
-    print(f"learning check, {k} seeds of resnet{depth}-{neuron}, {epochs} epochs: packed "
-          f"{' '.join(f'{a:.2f}' for a in out['packed'])}, lone {' '.join(f'{a:.2f}' for a in out['lone'])}; "
-          f"packed - lone {d['diff']:+.2f} points" + (f", 95% CI [{d['low']:+.2f}, {d['high']:+.2f}]"
-                                                     if d["low"] is not None else "")
-          + f" ({'agree' if out['agree'] else 'DO NOT AGREE'}); {out['packed_s']:.0f} s packed, {out['lone_s']:.0f} s lone")
-    return out

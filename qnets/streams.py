@@ -9,9 +9,8 @@ network, compiled code (shared by runs of one network), optimiser, data order an
 so the runs may be of different networks and depths, and nothing one run does (diverging
 included) reaches another. On a CPU the lanes simply take turns.
 
-Unlike `qnets.packed` (K runs of one network fused into one, grouped convolutions), nothing is
-merged: what it gains is concurrency, measured by `python -m qnets bench --pack K --mechanisms
-streams` (results/bench/*-packing.json).
+Nothing is merged: what it gains is concurrency, measured by `python -m qnets bench --pack K`
+(results/bench/*-packing.json).
 """
 from __future__ import annotations
 

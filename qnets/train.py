@@ -491,7 +491,7 @@ class Trainer:
             # Quadratic layers' float32 convolutions must be float32: TF32 (cuDNN's default) keeps
             # only 7% of the quadratic contribution's accuracy at ||w_g||/||w_r|| = 1e-3.
             torch.backends.cudnn.allow_tf32 = False
-        self.channels_last = self._layout()
+        self.channels_last = channels_last_for(config, device)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.use_graphs = _switch(config.cuda_graphs, cuda) and cuda
         long_run = steps_per_epoch * config.epochs >= CPU_COMPILE_MIN_STEPS
@@ -502,18 +502,12 @@ class Trainer:
         self.opt = self._make_optimizer()
         self.penalty_kw = {k: getattr(config, k) for k in ("alpha_g", "alpha_b", "beta_g", "beta_b")}
         self.has_penalty = any(self.penalty_kw.values())
-        self.loss_sum = torch.zeros(self.metric_shape, device=device)
-        self.correct = torch.zeros(self.metric_shape, device=device, dtype=torch.long)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.graph, self._factor, self._compiled_ok = None, None, False
         self.notes: list[str] = []
         if device.type == "cpu":
             self.notes.append(f"CPU allocator: {tune_cpu_allocator()}")
-
-    metric_shape: tuple[int, ...] = ()  # of loss_sum and correct: one run
-
-    def _layout(self) -> bool:
-        """Whether to train in channels-last memory format."""
-        return channels_last_for(self.config, self.device)
 
     def _make_optimizer(self):
         opt = optimizer_for(self.config, self.model, **({"fused": True} if self.device.type == "cuda" else {}))
@@ -656,53 +650,47 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
-        """One pass over `loader` in evaluation mode (see Tally): floats for one run, lists for a pack."""
+        """One pass over `loader` in evaluation mode (see Tally)."""
         self.model.eval()
-        tally = Tally(self.metric_shape, self.device)
+        tally = Tally(self.device)
         # On a CPU, compiling the evaluation graph (15-30 s) costs more than it saves on a few passes.
         net = self.net if self.device.type == "cuda" else self.model
         for x, y in loader.epoch(0):
             with self.autocast():
                 out = net(x)
-            tally.add(out.float(), y, classes_dim=-1)
+            tally.add(out.float(), y)
         self.model.train()
         return tally.result()
 
 
 class Tally:
-    """Test-set sums kept on the device (for one run, or per run of a pack). An image whose logits
-    are not all finite (a deep quadratic network in evaluation mode can overflow on a few images)
-    counts as wrong and is left out of the loss; how many there were and the largest finite |logit|
-    are recorded."""
+    """Test-set sums kept on the device. An image whose logits are not all finite (a deep quadratic
+    network in evaluation mode can overflow on a few images) counts as wrong and is left out of the
+    loss; how many there were and the largest finite |logit| are recorded."""
 
-    def __init__(self, shape: tuple[int, ...], device):
-        self.loss = torch.zeros(shape, device=device, dtype=torch.float64)
-        self.correct = torch.zeros(shape, device=device, dtype=torch.long)
-        self.nonfinite = torch.zeros(shape, device=device, dtype=torch.long)
-        self.max_logit = torch.zeros(shape, device=device)
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.nonfinite = torch.zeros((), device=device, dtype=torch.long)
+        self.max_logit = torch.zeros((), device=device)
         self.n = 0
 
-    def add(self, out: torch.Tensor, y: torch.Tensor, classes_dim: int = -1) -> None:
-        """out: (N, [K,] classes) logits, y: (N, [K]) labels."""
-        out = out.movedim(classes_dim, -1)
+    def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """out: (N, classes) logits, y: (N,) labels."""
         finite = torch.isfinite(out).all(-1)
-        per_image = F.cross_entropy(out.movedim(-1, 1), y, reduction="none")
-        self.loss += torch.where(finite, per_image, 0).sum(0)
-        self.correct += ((out.argmax(-1) == y) & finite).sum(0)
-        self.nonfinite += (~finite).sum(0)
-        magnitude = torch.where(torch.isfinite(out), out.abs(), 0).amax(-1).amax(0)
-        self.max_logit = torch.maximum(self.max_logit, magnitude)
+        per_image = F.cross_entropy(out, y, reduction="none")
+        self.loss += torch.where(finite, per_image, 0).sum()
+        self.correct += ((out.argmax(-1) == y) & finite).sum()
+        self.nonfinite += (~finite).sum()
+        self.max_logit = torch.maximum(self.max_logit, torch.where(torch.isfinite(out), out.abs(), 0).amax())
         self.n += y.shape[0]
 
     def result(self) -> dict:
         """test_loss (mean over finite images; None if none was), test_acc, test_nonfinite and
-        test_max_logit: floats for one run, lists of them for a pack."""
-        loss, correct, bad, big = (t.tolist() for t in (self.loss, self.correct, self.nonfinite, self.max_logit))
-        one = not isinstance(loss, list)
-        loss, correct, bad, big = ([v] if one else v for v in (loss, correct, bad, big))
-        out = {"test_loss": [l / (self.n - b) if b < self.n else None for l, b in zip(loss, bad)],
-               "test_acc": [c / self.n for c in correct], "test_nonfinite": bad, "test_max_logit": big}
-        return {k: v[0] for k, v in out.items()} if one else out
+        test_max_logit."""
+        loss, correct, bad, big = (t.item() for t in (self.loss, self.correct, self.nonfinite, self.max_logit))
+        return {"test_loss": loss / (self.n - bad) if bad < self.n else None, "test_acc": correct / self.n,
+                "test_nonfinite": bad, "test_max_logit": big}
 
 
 # ----------------------------------------------------------------------------- fit

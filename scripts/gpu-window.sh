@@ -2,13 +2,12 @@
 # One GPU window of the campaign (python -m qnets campaign): the one command of a call to a lent
 # GPU machine, which starts bare and gives back only what is written under OUT.
 #   here, before:  make gpu-prepare           copies the CIFAR-10 archive into .device-data/ (carry it)
-#   on the GPU:    bash scripts/gpu-window.sh OUT [BUDGET_SECONDS=480] [PACK=1] [PACKING=streams]
+#   on the GPU:    bash scripts/gpu-window.sh OUT [BUDGET_SECONDS=480] [PACK=1]
 #   here, after:   make collect DIR=<the folder that came back>, then commit
 set -euo pipefail
-out=${1:?usage: bash scripts/gpu-window.sh OUT [BUDGET_SECONDS] [PACK] [PACKING]}
+out=${1:?usage: bash scripts/gpu-window.sh OUT [BUDGET_SECONDS] [PACK]}
 budget=${2:-480}
 pack=${3:-1}
-packing=${4:-streams}
 export PYTHONUNBUFFERED=1
 export QNETS_CIFAR10=${QNETS_CIFAR10:-.device-data/cifar10-jpeg.tar.xz}
 if [ ! -f "$QNETS_CIFAR10" ]; then
@@ -17,4 +16,4 @@ if [ ! -f "$QNETS_CIFAR10" ]; then
 fi
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -m qnets campaign run --budget "$budget" --out "$out" --pack "$pack" --packing "$packing" --quiet
+python3 -m qnets campaign run --budget "$budget" --out "$out" --pack "$pack" --quiet

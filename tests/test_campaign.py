@@ -178,17 +178,6 @@ def test_a_group_shrinks_to_runs_that_can_finish_a_first_epoch(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_runs_that_can_share_a_network_are_packed(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    summary = campaign.run(600, tmp_path / "out", pack=3, packing="grouped", verbose=False, **SCOPE)
-    assert summary["stopped_because"] == "the plan is done"
-    # the plan's first four: conventional, then three quadratic ResNet-8s (relinear-sg, compact, naive);
-    # compact is another network, so relinear-sg and naive share a pack
-    assert [entry["runs"] for entry in summary["log"]] == [["02:conventional"], ["02:relinear-sg", "02:naive"],
-                                                            ["03:compact"]]
-
-
-@pytest.mark.slow
 def test_runs_on_streams_go_in_plan_order_as_far_as_their_partial_state_fits(tmp_path, monkeypatch):
     """Any runs share a GPU on streams, in plan order; a group is cut where the checkpoints of
     its fresh runs, should the budget cut them, would no longer fit in what travels."""
@@ -233,12 +222,12 @@ def test_a_failing_group_costs_its_own_work_not_the_window(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     real = campaign.train_group
 
-    def flaky(configs, packing, **kw):
+    def flaky(configs, **kw):
         if len(configs) > 1:
             raise RuntimeError("CUDA error: out of memory")
         if configs[0].neuron == "compact":
             raise RuntimeError("broken")
-        return real(configs, packing, **kw)
+        return real(configs, **kw)
     monkeypatch.setattr(campaign, "train_group", flaky)
     with pytest.warns(UserWarning, match="trains the rest alone"):
         summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)

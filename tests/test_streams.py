@@ -93,11 +93,11 @@ def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     calls = []
     real = streams.fit_together
-    monkeypatch.setattr(streams, "fit_together", lambda cs, **kw: calls.append([c.neuron for c in cs]) or real(cs, **kw))
+    monkeypatch.setattr(experiments, "fit_together", lambda cs, **kw: calls.append([c.neuron for c in cs]) or real(cs, **kw))
     selection = "02:conventional,02:naive"  # two networks, three seeds each, in the plan's order
-    assert experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="streams") == [
+    assert experiments.pack_groups(experiments.plan("smoke", selection), 4) == [
         ["02:conventional", "02:naive", "02:conventional#1", "02:naive#1"], ["02:conventional#2", "02:naive#2"]]
-    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)  # streams: the default
+    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)
     assert calls == [["conventional", "quadratic"] * 2]  # the last two took the place of runs that ended
     assert all(r["status"] in ("completed", "collapsed") for r in out.values())
     assert [r["together"]["k"] for r in out.values()] == [4] * 6
@@ -106,8 +106,8 @@ def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatc
     assert len([line for line in printed.splitlines() if line.startswith("[")]) == 6
     again = experiments.train_plan("smoke", selection, verbose=False, pack=4)  # all stored: nothing trains
     assert again == out and len(calls) == 1
-    with pytest.raises(ValueError, match="packing must be one of streams, grouped"):
-        experiments.pack_groups(experiments.plan("smoke", selection), 4, packing="fused")
+    with pytest.raises(ValueError, match="pack must be a positive integer, got 0"):
+        experiments.pack_groups(experiments.plan("smoke", selection), 0)
 
 
 def test_a_run_that_ends_makes_room_for_the_next_one(tmp_path):
