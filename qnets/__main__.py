@@ -146,8 +146,9 @@ def cmd_readme(args) -> int:
     from . import experiments
     from .notebooks import repository, sync_repository
     from .bench import render_tables
-    changed = experiments.render_readme(args.path)
-    print(f"{args.path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
+    for path in args.path or ("README.md", "results/README.md"):
+        changed = experiments.render_readme(path)
+        print(f"{path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
     tables = "results/bench/README.md"
     print(f"{tables}: {'tables regenerated' if render_tables(tables) else 'already up to date'}")
     for path in sync_repository():
@@ -258,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_campaign)
 
-    p = sub.add_parser("readme", help="regenerate the README's result tables and verdicts from results/")
-    p.add_argument("--path", default="README.md", help="the file (default: README.md)")
+    p = sub.add_parser("readme", help="regenerate the READMEs' result tables and verdicts from results/")
+    p.add_argument("--path", action="append", default=None,
+                   help="a file to regenerate (default: README.md and results/README.md); may repeat")
     p.set_defaults(run=cmd_readme)
 
     p = sub.add_parser("bench", help="time the reference and fast training paths")

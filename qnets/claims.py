@@ -285,6 +285,8 @@ def text(claims: list[dict]) -> str:
     return "\n".join(f"[{c['verdict']}] {c['claim']}\n    {c['evidence']}" for c in claims) or "(no claims tested)"
 
 
-def markdown(claims: list[dict]) -> str:
-    """Markdown list of verdicts (for the README; a test keeps the two equal)."""
-    return "\n".join(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}." for c in claims) or "- (no claims tested)"
+def markdown(claims: list[dict], evidence: bool = True) -> str:
+    """Markdown list of verdicts, each with its evidence or without (for the READMEs; a test keeps
+    them equal)."""
+    return "\n".join(f"- **{c['verdict']}**: {c['claim']}." + (f" {c['evidence']}." if evidence else "")
+                     for c in claims) or "- (no claims tested)"

@@ -446,16 +446,16 @@ def _plain_bf16(result: dict) -> bool:
     return bool(q) and max(q.get("w_g", 0.0), q.get("w_b", 0.0)) < BF16_SAFE_RATIO
 
 
-def claims_markdown(notebook: str, preset: str) -> str:
+def claims_markdown(notebook: str, preset: str, evidence: bool = True) -> str:
     """The verdicts on the claims `notebook` tests, from the stored results at `preset` (nothing
-    is trained), as a Markdown list (notebook 01's from `qnets.expressivity.verdicts`); for the README,
-    kept equal to it by a test."""
+    is trained), as a Markdown list (notebook 01's from `qnets.expressivity.verdicts`), with the
+    evidence behind each or without; for the READMEs, kept equal to it by a test."""
     from . import claims
     if str(notebook)[:2] == "01":
-        from .expressivity import claims_markdown as expressivity_claims
-        return expressivity_claims(_stored_expressivity(preset))
-    stored = results(labelled_configs(notebook, preset), train_missing=False)
-    return claims.markdown(claims.verdicts(notebook, stored))
+        from .expressivity import verdicts as expressivity_verdicts
+        return claims.markdown(expressivity_verdicts(_stored_expressivity(preset)), evidence)
+    stored = results(labelled_configs(notebook, preset), train_missing=False, verbose=False)
+    return claims.markdown(claims.verdicts(notebook, stored), evidence)
 
 
 def _stored_expressivity(preset: str) -> dict:
@@ -488,8 +488,9 @@ def paper_markdown() -> str:
 
 
 def render_readme(path: str | Path = "README.md") -> bool:
-    """Regenerate the README's marked blocks from the stored results: each `<!-- table NN preset -->`
-    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown, the block between
+    """Regenerate the marked blocks of a README from the stored results: each `<!-- table NN preset -->`
+    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown (`<!-- verdicts NN preset -->`:
+    the same without the evidence), the block between
     `<!-- paper -->` and `<!-- /paper -->` by paper_markdown. Returns whether the file changed."""
     import re
     path = Path(path)
@@ -497,7 +498,7 @@ def render_readme(path: str | Path = "README.md") -> bool:
     out, i = [], 0
     while i < len(lines):
         out.append(lines[i])
-        m = re.match(r"<!-- (table|claims) (\d\d) ([\w-]+) -->$", lines[i])
+        m = re.match(r"<!-- (table|claims|verdicts) (\d\d) ([\w-]+) -->$", lines[i])
         i += 1
         if not m:
             continue
@@ -510,7 +511,7 @@ def render_readme(path: str | Path = "README.md") -> bool:
         else:
             while i < len(lines) and lines[i].startswith("- **"):
                 i += 1
-            out += claims_markdown(notebook, preset).split("\n")
+            out += claims_markdown(notebook, preset, evidence=kind == "claims").split("\n")
     text = fill_blocks("\n".join(out), "paper", lambda _: paper_markdown())
     changed = text != path.read_text()
     if changed:

@@ -46,7 +46,7 @@ from .utils import atomic_write, strict
 __all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_params", "match", "budget_grid", "dataset",
            "stacked_forward", "train", "error", "pieces", "chords", "spec", "prepare", "fit", "results",
            "result_path", "neuron", "best_line", "single_neuron", "scores", "compare", "curve", "needed", "verdicts",
-           "markdown_table", "text_table", "pieces_table", "rate_table", "claims_markdown", "frame", "plot_scaling",
+           "markdown_table", "text_table", "pieces_table", "rate_table", "frame", "plot_scaling",
            "plot_classification", "plot_pieces", "plot_boundaries", "plot_single_neuron", "plot_neuron", "explore"]
 
 FAMILIES = ("relu", "square", "quadratic")
@@ -825,12 +825,6 @@ def rate_table(res: dict) -> str:
             lines.append(f"{family:10s} {rate:6g} {10 ** (sum(logs) / len(logs)):23.3g}  {diff:>27s}")
     lines.append("trained with: " + ", ".join(f"{f} {r['rate']:g}" for f, r in res["rates"].items()))
     return "\n".join(lines)
-
-
-def claims_markdown(res: dict) -> str:
-    """`verdicts` as the README's Markdown list (`qnets.claims.markdown`)."""
-    from .claims import markdown
-    return markdown(verdicts(res))
 
 
 def frame(res: dict):

@@ -1,4 +1,5 @@
-"""README.md must stay true: its tables are the stored results, its links and badges resolve."""
+"""README.md and results/README.md must stay true: their tables and verdicts are the stored results,
+their links and badges resolve, and the README stays a front door."""
 import json
 import re
 import tomllib
@@ -10,26 +11,41 @@ from qnets import bench, experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+RESULTS = (ROOT / "results" / "README.md").read_text()
 REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+BOTH = {"README.md": README, "results/README.md": RESULTS}
 
 
-@pytest.mark.parametrize("marker", re.findall(r"<!-- table (\d\d) ([\w-]+) -->", README))
-def test_results_tables_are_the_stored_results(marker):
-    notebook, preset = marker
-    block = README.split(f"<!-- table {notebook} {preset} -->\n", 1)[1]
+def markers(kind):
+    return [(name, *m) for name, text in BOTH.items() for m in re.findall(rf"<!-- {kind} (\d\d) ([\w-]+) -->", text)]
+
+
+@pytest.mark.parametrize("where, notebook, preset", markers("table"))
+def test_results_tables_are_the_stored_results(where, notebook, preset):
+    block = BOTH[where].split(f"<!-- table {notebook} {preset} -->\n", 1)[1]
     assert block.startswith(experiments.markdown_table(notebook, preset) + "\n")
 
 
-@pytest.mark.parametrize("marker", re.findall(r"<!-- claims (\d\d) ([\w-]+) -->", README))
-def test_verdicts_are_computed_from_the_stored_results(marker):
-    notebook, preset = marker
-    block = README.split(f"<!-- claims {notebook} {preset} -->\n", 1)[1]
-    assert block.startswith(experiments.claims_markdown(notebook, preset) + "\n")
+@pytest.mark.parametrize("where, notebook, preset", markers("claims") + markers("verdicts"))
+def test_verdicts_are_computed_from_the_stored_results(where, notebook, preset):
+    kind = "claims" if f"<!-- claims {notebook} {preset} -->" in BOTH[where] else "verdicts"
+    block = BOTH[where].split(f"<!-- {kind} {notebook} {preset} -->\n", 1)[1]
+    assert block.startswith(experiments.claims_markdown(notebook, preset, evidence=kind == "claims") + "\n")
+
+
+def test_the_readme_is_a_front_door_and_the_results_readme_holds_the_tables():
+    assert len(README.encode()) <= 15 * 1024, "README.md over 15 KB: move details to docs/ or results/README.md"
+    assert markers("verdicts")  # the front door shows the verdicts; the tables and evidence live in results/
+    assert all(where == "results/README.md" for where, *_ in markers("table") + markers("claims"))
+    for link in re.findall(r"\]\(((?:docs|results|data|figures|notebooks)/[^)#]+)\)", README):
+        assert (ROOT / link).exists(), link
+    for link in re.findall(r"\]\((\.\./[^)#]+)\)", RESULTS):
+        assert (ROOT / "results" / link).resolve().exists(), link
 
 
 def test_every_quoted_run_is_committed():
-    names = re.findall(r"`(resnet\d+-[a-z-]+-[0-9a-f]{12})`", README)
-    assert names, "the README quotes no results"
+    names = re.findall(r"`(resnet\d+-[a-z-]+-[0-9a-f]{12})`", RESULTS)
+    assert names, "results/README.md quotes no results"
     for name in names:
         assert (ROOT / "results" / "runs" / f"{name}.json").exists(), name
 
@@ -67,7 +83,7 @@ def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
 
 
 def test_the_paper_block_is_the_campaigns_progress():
-    block = README.split("<!-- paper -->\n", 1)[1].split("<!-- /paper -->", 1)[0]
+    block = RESULTS.split("<!-- paper -->\n", 1)[1].split("<!-- /paper -->", 1)[0]
     assert block == experiments.paper_markdown() + "\n"
 
 
@@ -79,7 +95,7 @@ def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
     first = experiments.seeds(experiments.labelled_configs("03", "paper")["compact"])[2]
     monkeypatch.setattr(experiments, "load_result", lambda c: {} if c == first else None)
     monkeypatch.setattr(experiments, "markdown_table", lambda nb, preset: f"<table {nb} {preset}>")
-    monkeypatch.setattr(experiments, "claims_markdown", lambda nb, preset: f"<claims {nb} {preset}>")
+    monkeypatch.setattr(experiments, "claims_markdown", lambda nb, preset, evidence=True: f"<claims {nb} {preset}>")
     text = experiments.paper_markdown()
     assert text.startswith("2 of the campaign's 4 runs are done (4 GPU-minutes) and 1 partial;")
     assert text.endswith("\n\nNotebook 03:\n\n<table 03 paper>\n\n<claims 03 paper>")

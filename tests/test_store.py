@@ -242,3 +242,15 @@ def test_a_collapsed_run_is_written_as_strict_json(tmp_path):
     assert r["status"] == "collapsed"
     stored = strict_json(result_path(config).read_text())
     assert stored["final_test_acc"] is None
+
+
+def test_every_stored_result_is_found_under_its_name():
+    """Moving code must never rename a run: each committed result is read back by the store's checks
+    and its config, rebuilt, has exactly the file's name."""
+    from qnets.train import run_name
+    paths = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*.json"))
+    assert len(paths) > 50
+    for path in paths:
+        r = read_result(path)
+        config = Config(**{k: v for k, v in r["config"].items() if k in Config.__dataclass_fields__})
+        assert run_name(config) == path.stem, path.name
