@@ -38,12 +38,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
-test: $(STAMP)  ## every test (slow ones too), then every notebook checked with nbval and run with the smoke preset
-	$(BIN)/python -m pytest tests -m "slow or not slow"
-	$(BIN)/python -m qnets notebooks --check $(NOTEBOOKS)
+test: $(STAMP)  ## every test, slow ones too (the notebooks re-run to their committed outputs and run at the smoke preset), two at a time
+	$(BIN)/python -m pytest tests -m "slow or not slow" -n 2
 
-fast: $(STAMP)  ## the fast tests only (no tests marked slow): a couple of minutes on 2 cores
-	$(BIN)/python -m pytest tests
+fast: $(STAMP)  ## the fast tests only (no tests marked slow), two at a time
+	$(BIN)/python -m pytest tests -n 2
 
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)

@@ -546,8 +546,10 @@ def markdown(report: dict) -> str:
 
 
 def accuracy_check(dataset, device, args) -> dict:
-    """Train a quadratic ResNet-20 with ReLinear on the same subset and seed through both paths
-    for a few epochs; their test accuracies should agree within run-to-run noise."""
+    """Train a quadratic ResNet (the first of --depths; 20 by default) with ReLinear on the same
+    subset and seed through both paths for a few epochs; their test accuracies should agree within
+    run-to-run noise."""
+    depth = int(args.depths.split(",")[0])
     n_test = min(2000, len(dataset.test))
     data = qdata.take(dataset, min(args.check_train, len(dataset.train)), n_test, seed=0)
     out = {"epochs": args.check_epochs, "n_train": len(data.train), "n_test": len(data.test),
@@ -555,12 +557,12 @@ def accuracy_check(dataset, device, args) -> dict:
     # fast: the real training loop
     with tempfile.TemporaryDirectory() as tmp:
         kind = "synthetic" if dataset.source.startswith("synthetic") else "cifar10"
-        cfg = Config(depth=20, neuron="quadratic", epochs=args.check_epochs, n_train=len(data.train), n_test=n_test,
+        cfg = Config(depth=depth, neuron="quadratic", epochs=args.check_epochs, n_train=len(data.train), n_test=n_test,
                      batch_size=args.batch_size, dataset=kind, schedule="cosine", out_dir=tmp)
         out["fast"] = fit(cfg, verbose=False)["final_test_acc"]
     # reference: the authors' loop
     torch.manual_seed(0)
-    model = resnet(20, "quadratic", fuse_rg=False).to(device)
+    model = resnet(depth, "quadratic", fuse_rg=False).to(device)
     opt = relinear.optimizer(model, 0.1, 1e-5, 1e-5)
     loader = reference_loader(data.train, args.batch_size, args.workers, True)
     total = args.check_epochs * len(loader)

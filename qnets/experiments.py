@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
+from . import locks
 from .locks import RunBusy
 from .streams import fit_together
-from .train import Config, epoch_seconds, fit, load_result, resolve_device, result_path
+from .train import Config, epoch_seconds, fit, load_result, lock_path, resolve_device, result_path, run_name
 from .utils import fill_blocks
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
@@ -331,14 +332,14 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
     out, t0, began = {}, time.time(), {}  # began: when each run side by side started
 
-    def report(label, r):
+    def report(label, r, found=None):
         if r is None:  # another process holds the run's lock (fit_together warned)
             print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      another process is training it: left to it",
                   flush=True)
             return
         acc, start, path = r["final_test_acc"], began.get(label, t0), result_path(configs[label])
-        # stored before this run started (here, or by another process while this one waited for it)
-        found = label in stored or (path.exists() and path.stat().st_mtime < start)
+        if found is None:  # side by side: stored before the run started (here, or by another process)
+            found = label in stored or (path.exists() and path.stat().st_mtime < start)
         how = "stored" if found else f"trained in {time.time() - start:.0f}s" + _how(r)
         print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
               f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
@@ -366,13 +367,18 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                 report(label, None)
         return {label: out[label] for label in configs if label in out}
     for label, config in configs.items():
-        t0 = time.time()
-        try:
-            r = fit(config, force=force, verbose=verbose, label=label)
+        try:  # decided under the run's lock: stored (perhaps by another process), or trained here
+            lock = locks.hold(lock_path(config), run_name(config))
         except RunBusy as e:
             print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
             continue
-        report(label, r)
+        try:
+            before, t0 = None if force else load_result(config), time.time()
+            r = fit(config, force=force, verbose=verbose, label=label)
+        finally:
+            if lock is not None:
+                lock.release()
+        report(label, r, found=before is not None and r == before)
     return {label: out[label] for label in configs if label in out}
 
 

@@ -165,6 +165,7 @@ def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_because"] == summary["stopped_because"]
 
 
+@pytest.mark.slow
 def test_a_group_shrinks_to_runs_that_can_finish_a_first_epoch(tmp_path, monkeypatch):
     """Each network not yet compiled in the window adds its compilation to the group's first epoch;
     the group keeps the runs whose first epoch ends before the deadline."""

@@ -187,6 +187,7 @@ def test_a_local_plan_leaves_a_run_that_another_process_trains_to_it(capsys):
     assert result_path(held).exists() and "02:conventional " in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_local_processes_on_one_plan_train_each_run_once():
     command = [sys.executable, "-m", "qnets", "results", "--preset", "smoke", "--runs",
                "02:conventional,02:relinear-sg", "--quiet"]

@@ -42,6 +42,7 @@ def compare(device: str, **fast) -> dict:
     return {"eager_loss": ref_loss, "fast_loss": quick_loss, "relative_gap": (diff / moved) ** 0.5, "fast": quick}
 
 
+@pytest.mark.slow
 def test_bf16_autocast_step_follows_the_fp32_step_on_the_cpu():
     out = compare("cpu", precision="bf16")
     assert out["fast"].bf16 and not out["fast"].compiled

@@ -14,7 +14,7 @@ from conftest import untimed
 
 def mixed(out, **kw):
     """Runs of different networks and depths, seeds, initialisations and ReLinear settings."""
-    common = dict(dataset="synthetic", n_train=200, n_test=100, batch_size=50, epochs=2, lr=0.05, device="cpu",
+    common = dict(dataset="synthetic", n_train=100, n_test=50, batch_size=50, epochs=2, lr=0.05, device="cpu",
                   schedule="cosine", out_dir=str(out)) | kw
     return [Config(**common, depth=8, neuron="conventional", seed=0),
             Config(**common, depth=8, neuron="quadratic", seed=1, gamma_g=1e-3, gamma_b=None, alpha_b=1e-3),
@@ -22,12 +22,13 @@ def mixed(out, **kw):
 
 
 def same_weights(a: Config, b: Config) -> bool:
-    x, y = (torch.load(checkpoint_path(c), weights_only=False) for c in (a, b))
+    x, y = (torch.load(checkpoint_path(c), weights_only=True) for c in (a, b))
     return (x["epoch"] == y["epoch"] and all(torch.equal(x["model"][k], y["model"][k]) for k in y["model"])
             and all(torch.equal(p["momentum_buffer"], q["momentum_buffer"])
                     for p, q in zip(x["optimizer"]["state"].values(), y["optimizer"]["state"].values())))
 
 
+@pytest.mark.slow
 def test_runs_together_are_their_lone_runs_bit_for_bit(tmp_path):
     together = fit_together(mixed(tmp_path / "together"), verbose=False)
     for c, r in zip(mixed(tmp_path / "together"), together):
@@ -41,6 +42,7 @@ def test_runs_together_are_their_lone_runs_bit_for_bit(tmp_path):
         assert json.loads(result_path(c).read_text()) == r
 
 
+@pytest.mark.slow
 def test_a_diverging_run_collapses_alone_and_the_others_are_untouched(tmp_path):
     configs = mixed(tmp_path / "together", epochs=3, schedule="constant")
     configs[1] = configs[1].replace(lr=1e4, init="naive", gamma_g=None, alpha_b=0.0)
@@ -53,6 +55,7 @@ def test_a_diverging_run_collapses_alone_and_the_others_are_untouched(tmp_path):
         assert same_weights(configs[j], lone_config)
 
 
+@pytest.mark.slow
 def test_a_deadline_stops_every_run_checkpointed_and_they_resume_exactly(tmp_path):
     """Stopped by a deadline, each run keeps its own checkpoint; trained again (together or alone),
     each ends exactly where an uninterrupted run ends."""
@@ -110,6 +113,7 @@ def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatc
         experiments.pack_groups(experiments.plan("smoke", selection), 0)
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_makes_room_for_the_next_one(tmp_path):
     """`refill` is asked for another run whenever one ends and sees the runs still training; a
     run it names with a stored result is returned as stored and it is asked again. Every run,
@@ -149,13 +153,13 @@ def test_kill_and_resume_of_runs_side_by_side_equals_uninterrupted_runs(tmp_path
     """A child training three runs side by side is killed (SIGKILL) after a checkpoint; training
     them again resumes each from its own checkpoint and ends where uninterrupted lone runs end."""
     from conftest import kill_after_checkpoint
-    killed = mixed(tmp_path / "killed", epochs=4, n_train=400)
+    killed = mixed(tmp_path / "killed", epochs=3)
     code = ("from qnets.train import Config\nfrom qnets.streams import fit_together\n"
             f"fit_together([Config(**d) for d in {[c.to_dict() for c in killed]!r}], verbose=False)\n")
     kill_after_checkpoint(code, checkpoint_path(killed[-1]))
     assert not any(result_path(c).exists() for c in killed)
     resumed = fit_together(killed, verbose=False)
-    straight = mixed(tmp_path / "straight", epochs=4, n_train=400)
+    straight = mixed(tmp_path / "straight", epochs=3)
     for r, a, b in zip(resumed, killed, straight):
         lone = fit(b, verbose=False)
         assert r["status"] == "completed" and untimed(r["history"]) == untimed(lone["history"])
