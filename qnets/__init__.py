@@ -2,11 +2,19 @@
 
 Companion to F.-L. Fan, M. Li, F. Wang, R. Lai, G. Wang, "On Expressivity and Trainability of
 Quadratic Networks", arXiv:2110.06081 (IEEE TNNLS 2023).
+
+Three layers, whose imports point down only (tests/test_layout.py):
+1. the library: `layers` (quadratic neurons), `models` (CIFAR ResNets), `relinear`, `data` and
+   `sources` (CIFAR-10), `train` (the run: its config, loop and results store), `locks`, `utils`;
+2. the paper's reproduction: `experiments` (presets, each notebook's configs), `stats` and `claims`
+   (verdicts), `plots`, `expressivity` (notebook 01), `precision`, `notebooks`;
+3. running many: `runner` (a plan, here), `streams` (runs side by side), `campaign` (budgeted
+   windows), `cluster` (Slurm jobs), `timing`, `bench` and `packbench` (speed), and `report`, which
+   renders the results into README.md and results/README.md.
 """
 from .layers import QuadraticConv2d, QuadraticLinear
 from .models import resnet, resnet20, resnet32, resnet44, resnet56, resnet110
 from . import relinear
-
-__version__ = "0.1.0"
+from .utils import VERSION as __version__
 __all__ = ["QuadraticConv2d", "QuadraticLinear", "resnet", "resnet20", "resnet32", "resnet44",
            "resnet56", "resnet110", "relinear", "__version__"]

@@ -115,7 +115,8 @@ def cmd_results(args) -> int:
         print(f"{len(outcomes) - len(failed) - len(held)} runs done, {len(held)} left to the jobs that hold them, "
               f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
         return 1 if failed else 0
-    experiments.train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force,
+    from .runner import train_plan
+    train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force,
                            **runtime)
     return 0
 
@@ -143,11 +144,11 @@ def cmd_campaign(args) -> int:
 
 
 def cmd_readme(args) -> int:
-    from . import experiments
+    from .report import render_readme
     from .notebooks import repository, sync_repository
     from .bench import render_tables
     for path in args.path or ("README.md", "results/README.md"):
-        changed = experiments.render_readme(path)
+        changed = render_readme(path)
         print(f"{path}: {'tables and verdicts regenerated' if changed else 'already up to date'}")
     tables = "results/bench/README.md"
     print(f"{tables}: {'tables regenerated' if render_tables(tables) else 'already up to date'}")
@@ -219,6 +220,23 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=cmd_results)
 
 
+def _add_campaign_parser(p: argparse.ArgumentParser) -> None:
+    """`qnets campaign`: a preset's plan advanced in budgeted windows."""
+    from .utils import parse_duration
+    p.add_argument("action", choices=("status", "run", "collect"))
+    p.add_argument("folder", nargs="?", help="collect: the folder a campaign run wrote")
+    p.add_argument("--budget", type=parse_duration, default=480.0,
+                   help="run: how long the call may take: seconds, or 90m, 5h, 1h30m (default: 480)")
+    p.add_argument("--out", default=None, help="run: the window's output folder, for campaign collect")
+    p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
+                   help="run: train up to K runs at once (default: 1)")
+    p.add_argument("--preset", default="paper", help="the preset whose runs make the plan: paper (GPU windows) or cpu "
+                                                     "(CPU windows) (default: paper)")
+    p.add_argument("--only", type=_at_least_one, default=None, help="only the plan's first N runs (trials)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_campaign)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qnets", description="Quadratic networks and ReLinear (arXiv:2110.06081).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -243,21 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_results_parser(sub.add_parser("results", help="train the experiments' configs of a preset, without notebooks"))
 
-    p = sub.add_parser("campaign", help="a preset's plan advanced in budgeted windows (GPU calls, CPU windows): "
-                                        "status, run, collect")
-    p.add_argument("action", choices=("status", "run", "collect"))
-    p.add_argument("folder", nargs="?", help="collect: the folder a campaign run wrote")
-    from .utils import parse_duration
-    p.add_argument("--budget", type=parse_duration, default=480.0,
-                   help="run: how long the call may take: seconds, or 90m, 5h, 1h30m (default: 480)")
-    p.add_argument("--out", default=None, help="run: folder for what comes back (at most 8 files, 16 MiB each)")
-    p.add_argument("--pack", type=_at_least_one, default=1, metavar="K",
-                   help="run: train up to K runs at once (default: 1)")
-    p.add_argument("--preset", default="paper", help="the preset whose runs make the plan: paper (GPU windows) or cpu "
-                                                     "(CPU windows) (default: paper)")
-    p.add_argument("--only", type=_at_least_one, default=None, help="only the plan's first N runs (trials)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=cmd_campaign)
+    _add_campaign_parser(sub.add_parser("campaign", help="a preset's plan advanced in budgeted, resumable windows "
+                                                         "(GPU sessions, CPU windows): status, run, collect"))
 
     p = sub.add_parser("readme", help="regenerate the READMEs' result tables and verdicts from results/")
     p.add_argument("--path", action="append", default=None,

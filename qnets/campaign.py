@@ -29,10 +29,11 @@ import warnings
 from pathlib import Path
 
 from . import experiments
-from .experiments import train_group
 from .locks import RunBusy
-from .train import (Config, checkpoint_epoch, checkpoint_path, epoch_seconds, load_result, read_result, result_path,
-                    run_name)
+from .models import resnet
+from .runner import train_group
+from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, config_hash, epoch_seconds,
+                    load_checkpoint_file, load_result, read_result, result_path, run_name)
 from .utils import atomic_write
 
 __all__ = ["plan", "status", "status_text", "run", "collect", "campaign_dir", "status_file", "MAX_FILES",
@@ -226,7 +227,6 @@ def _checkpoint_bytes(config: Config) -> int:
 def _parameters(network: tuple) -> int:
     """Parameters of a network (`_network`): built once per process, not for every question a
     window asks while its runs wait (groups, refills)."""
-    from .models import resnet
     return sum(p.numel() for p in resnet(*network).parameters())
 
 
@@ -570,7 +570,6 @@ def collect(folder: str | Path) -> dict:
     results/campaign/partial/ (and results/checkpoints/) unless state as new or newer is already
     there (kept, and said), partial state of runs now finished is removed, and the plan's status
     file is rewritten. Returns what was taken and what was kept."""
-    from .train import StoreError, config_hash, load_checkpoint_file
     folder = Path(folder)
     summary = _summary(folder)
     preset, overrides = summary["preset"], dict(summary.get("overrides", {}))
@@ -648,7 +647,6 @@ def collect(folder: str | Path) -> dict:
 
 def load_result_or_none(config: Config) -> dict | None:
     """The stored result of `config`, or None where there is none or it fails the store's checks."""
-    from .train import StoreError
     try:
         return load_result(config)
     except StoreError:

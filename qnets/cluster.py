@@ -3,7 +3,7 @@ into the same results store.
 
 `submit` sends the runs of a plan that have no stored result as jobs through submitit: to
 Slurm where a controller answers, otherwise as local processes (submitit's LocalExecutor). A job
-(`TrainJob`) trains its runs with `experiments.train_group` into `<out_dir>/runs/`, so it leaves
+(`TrainJob`) trains its runs with `runner.train_group` into `<out_dir>/runs/`, so it leaves
 what `make results` would leave. Many jobs on many nodes can share one store:
 
 - A job trains a run only while it holds the run's lock, `<out_dir>/cluster/locks/<name>.lock`.
@@ -40,7 +40,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from . import locks
+from . import locks, runner
 from .locks import HEARTBEAT_S, STALE_AFTER_S, RunLock, describe_holder as _holder, read_lock, stale
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, lock_path, result_path,
                     run_name)
@@ -149,7 +149,6 @@ class TrainJob:
                 "job_id": me["job_id"], "host": me["host"], "log": me["log"]} | more
 
     def _train(self, runs: dict[str, Config], locks: dict[str, RunLock], me: dict, outcomes: dict) -> None:
-        from . import experiments
         for label, config in runs.items():
             if self.force and label not in self.cleared:  # train again from scratch, once (not after a requeue)
                 result_path(config).unlink(missing_ok=True)
@@ -157,14 +156,14 @@ class TrainJob:
                 self.cleared.add(label)
         stored = [label for label, c in runs.items() if result_path(c).exists()]
         fresh = {label: c for label, c in runs.items() if label not in stored}
-        groups = [[label] for label in stored] + experiments.pack_groups(fresh, self.pack)
+        groups = [[label] for label in stored] + runner.pack_groups(fresh, self.pack)
         for group in groups:
             configs = [runs[label] for label in group]
             resumed = {label: checkpoint_epoch(checkpoint_path(runs[label])) for label in group}
             t0 = time.time()
             try:
                 before = load_result(configs[0]) if group[0] in stored else None
-                results = experiments.train_group(configs, verbose=self.verbose)
+                results = runner.train_group(configs, verbose=self.verbose)
             except Exception as e:
                 why = f"{type(e).__name__}: {e}"
                 for label in group:
@@ -304,10 +303,9 @@ def make_executor(folder: str | Path, chosen: dict):
 def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1, force: bool = False,
            verbose: bool = True, executor=None) -> dict:
     """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
-    (experiments.pack_groups). A run with a stored result is not sent (unless `force`), and
+    (runner.pack_groups). A run with a stored result is not sent (unless `force`), and
     neither is a run that another job holds. Returns {"jobs": [(job, labels)], "skipped":
     {label: outcome}, "executor": its name, "folder": where the logs are}."""
-    from . import experiments
     if len({c.out_dir for c in configs.values()}) > 1:
         raise ValueError("submit: the runs of one submission must share one out_dir")
     out_dir = next(iter(configs.values())).out_dir
@@ -326,7 +324,7 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
             skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
         else:
             todo[label] = config
-    groups = experiments.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
+    groups = runner.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
     root, jobs = Path.cwd(), []
     if groups:
         with executor.batch():  # one Slurm job array

@@ -18,13 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import sources
+from .sources import CIFAR10_CLASSES, SIDE, DataError, Split
 from .utils import atomic_save
 
 __all__ = ["CIFAR10_CLASSES", "MEAN_STD", "DataError", "Split", "CIFAR10", "load_cifar10", "fingerprint",
            "synthetic_cifar10", "subset", "take", "DeviceLoader"]
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
 
 # Per-channel (mean, std) of pixels in [0, 1]. The authors' code normalised CIFAR-10 with the
 # ImageNet statistics; "cifar10" are the statistics of the CIFAR-10 training set.
@@ -33,37 +32,9 @@ MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 
 CACHE_NAME = "cifar10-uint8.pt"
 ENV_VAR = "QNETS_CIFAR10"
-SIDE = 32  # pixels: CIFAR-10 images are SIDE×SIDE
 _TEMPLATE_SIDE = 40  # synthetic class templates, of which each image is a random 32×32 window
 CIFAR10_TRAIN_IMAGES = 50_000
 PAD = 4  # random crops: a 32×32 window of the image zero-padded by PAD pixels on each side
-
-
-class DataError(RuntimeError):
-    """CIFAR-10 could not be found or read; the message says what was tried and what to do."""
-
-
-@dataclass
-class Split:
-    """One split: `images` uint8 N×3×H×W (contiguous), `labels` int64 N."""
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self):
-        im, lb = self.images, self.labels
-        if im.dtype != torch.uint8 or im.dim() != 4 or im.shape[1] != 3:
-            raise ValueError(f"Split.images must be uint8 N×3×H×W, got {im.dtype} {tuple(im.shape)}")
-        if lb.dtype != torch.int64 or lb.shape != (im.shape[0],):
-            raise ValueError(f"Split.labels must be int64 of shape ({im.shape[0]},), "
-                             f"got {lb.dtype} {tuple(lb.shape)}")
-        self.images = im.contiguous()
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def to(self, device) -> Split:
-        """Return a new Split with both tensors on `device`."""
-        return Split(self.images.to(device), self.labels.to(device))
 
 
 @dataclass
@@ -164,7 +135,6 @@ def _cached(cache: Path, given: str | None, origin: str | None, tried: list[str]
 
 def _official_in(root: Path, tried: list[str]) -> tuple[Split, Split, str] | None:
     """The official python batches, unpacked or as the archive, in `root`."""
-    from . import sources
     batches, archive = root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"
     for path, reader, desc in ((batches, sources.read_batches_dir, f"official python batches at {batches}"),
                                (archive, sources.read_archive, f"official archive {archive}")):
@@ -179,7 +149,6 @@ def _official_in(root: Path, tried: list[str]) -> tuple[Split, Split, str] | Non
 
 
 def _download(root: Path, tried: list[str]) -> tuple[Split, Split, str] | None:
-    from . import sources
     batches = root / "cifar-10-batches-py"
     try:
         import torchvision.datasets
@@ -201,7 +170,6 @@ def load_cifar10(root="data", source=None, download: bool = True) -> CIFAR10:
     torchvision download into `root`. Whatever is converted is cached atomically. Raises
     DataError listing every attempt and the ways out.
     """
-    from . import sources
     root, tried = Path(root), []
     cache = root / CACHE_NAME
     given = source or os.environ.get(ENV_VAR) or None

@@ -2,22 +2,17 @@
 
 A notebook asks `labelled_configs("02", preset)` for its configs and trains them through
 `qnets.train.fit`, which returns stored results instead of retraining. `make results` trains the
-same lists without notebooks (`train_plan`), e.g. on a GPU machine.
+same lists without notebooks (`qnets.runner.train_plan`), e.g. on a GPU machine.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
-from . import locks
-from .locks import RunBusy
-from .streams import fit_together
-from .train import Config, epoch_seconds, fit, load_result, lock_path, resolve_device, result_path, run_name
-from .utils import fill_blocks
+from .train import Config, capabilities, epoch_seconds, fit, load_result, read_result, resolve_device
 
-__all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "committed_preset", "train_plan", "results"]
+__all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "committed_preset", "plan", "results"]
 
 # Every preset is the authors' recipe (SGD, lr 0.1, momentum 0.9, weight decay 1e-4, batch 128,
 # crop + flip) on fewer images, epochs and layers; "deep" is the depth of notebook 04.
@@ -209,7 +204,6 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
     """Seconds to train `configs` on a CPU or a GPU, estimated from stored runs on the same kind of
     device: the same network where one was measured, else any, scaled by depth. Returns (seconds,
     what the estimate rests on), or None when nothing comparable is stored."""
-    from .train import read_result
     measured: dict[tuple, list[float]] = {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -243,7 +237,6 @@ def _duration(seconds: float) -> str:
 def missing_message(missing: list[Config], device: str = "auto") -> str:
     """What a notebook says when runs are missing and not trained: how many, and what training them
     would cost on the runtime attached."""
-    from .train import capabilities, resolve_device
     caps = capabilities(resolve_device(device))
     cost = training_cost(missing, caps["cuda"], Path(missing[0].out_dir) / "runs")
     where = caps["device"]
@@ -295,231 +288,3 @@ def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str,
                 seen.add(c)
                 chosen[key if i == 0 else f"{key}#{i}"] = c
     return chosen
-
-
-def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> list[list[str]]:
-    """Labels of the configs still to train (all of them with `force`), in plan order, in groups of
-    at most `pack` runs to train side by side (`qnets.streams`)."""
-    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
-        raise ValueError(f"pack must be a positive integer, got {pack!r}")
-    todo = [label for label, c in configs.items() if force or not result_path(c).exists()]
-    return [todo[i:i + pack] for i in range(0, len(todo), pack)]
-
-
-def train_group(configs: list[Config], labels: list[str] | None = None, **kw) -> list[dict]:
-    """Train runs that `pack_groups` put together and return their results in order: one run by
-    `fit`, several side by side by `qnets.streams.fit_together` (also one run with a `refill`, so that
-    runs that end make room for the next ones); `kw`: verbose, force, deadline, refill, on_end."""
-    if len(configs) > 1 or kw.get("refill") is not None:
-        return fit_together(configs, labels=labels, **kw)
-    kw.pop("on_end", None)
-    return [fit(configs[0], label=labels[0] if labels else None, **kw)]
-
-
-def _how(r: dict) -> str:
-    """How a run shared the GPU, for a summary line."""
-    return f" beside {r['together']['k'] - 1} other runs" if r.get("together") else ""
-
-
-def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, force: bool = False,
-               **runtime) -> dict:
-    """Train the selected configs in order; each result is written as soon as it finishes, so an
-    interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
-    > 1, up to `pack` runs train side by side (`qnets.streams`; a run that ends makes room for the
-    next in plan order); results and names are those of lone runs. Prints one summary line per run.
-    `runtime` overrides runtime fields (device, compile, ...); `force` trains every selected run again."""
-    configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
-    stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
-    out, t0, began = {}, time.time(), {}  # began: when each run side by side started
-
-    def report(label, r, found=None):
-        if r is None:  # another process holds the run's lock (fit_together warned)
-            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      another process is training it: left to it",
-                  flush=True)
-            return
-        acc, start, path = r["final_test_acc"], began.get(label, t0), result_path(configs[label])
-        if found is None:  # side by side: stored before the run started (here, or by another process)
-            found = label in stored or (path.exists() and path.stat().st_mtime < start)
-        how = "stored" if found else f"trained in {time.time() - start:.0f}s" + _how(r)
-        print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
-              f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
-              f"{result_path(configs[label])}", flush=True)
-        out[label] = r
-
-    todo = [label for label in configs if label not in stored]
-    if pack > 1 and len(todo) > 1:  # K runs at a time; each that ends makes room for the next
-        if all(resolve_device(c.device).type == "cpu" for c in configs.values()):
-            print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
-        for label in (label for label in configs if label in stored):
-            report(label, fit(configs[label], verbose=verbose, label=label))
-        queue = todo[pack:]
-
-        def refill(live):
-            if not queue:
-                return None
-            began[queue[0]] = time.time()
-            return configs[queue[0]], queue.pop(0)
-        began |= {label: time.time() for label in todo[:pack]}
-        results = train_group([configs[label] for label in todo[:pack]], labels=todo[:pack], refill=refill,
-                              on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force)
-        for label, r in zip(todo, results):
-            if r is None:
-                report(label, None)
-        return {label: out[label] for label in configs if label in out}
-    for label, config in configs.items():
-        try:  # decided under the run's lock: stored (perhaps by another process), or trained here
-            lock = locks.hold(lock_path(config), run_name(config))
-        except RunBusy as e:
-            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
-            continue
-        try:
-            before, t0 = None if force else load_result(config), time.time()
-            r = fit(config, force=force, verbose=verbose, label=label)
-        finally:
-            if lock is not None:
-                lock.release()
-        report(label, r, found=before is not None and r == before)
-    return {label: out[label] for label in configs if label in out}
-
-
-def _outcome(r: dict) -> str:
-    return {"completed": lambda: f"{100 * r['final_test_acc']:.2f}",
-            "collapsed": lambda: f"collapsed in epoch {r['epochs_run']}",
-            "stopped": lambda: f"stopped in epoch {r['epochs_run']} by the old rule (training healthy)"}[r["status"]]()
-
-
-def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -> str:
-    """The stored results of one notebook's labels at `preset`, one row per label over its seeds
-    (mean ± sd of the final test accuracy of the completed seeds, each seed's outcome, and the
-    difference to `baseline` with Welch's 95% interval), then one line per dataset they came
-    from. Notebook 01's table is `qnets.expressivity.markdown_table` of its stored results. For the
-    README; a test keeps the README's tables equal to this."""
-    from .claims import accuracy, difference, ratio
-    from .stats import summary
-    if str(notebook)[:2] == "01":
-        from .expressivity import markdown_table as expressivity_table
-        return expressivity_table(_stored_expressivity(preset))
-    rows = ["| run | network | params | seeds | test accuracy (%) | per seed | max(‖w_g‖, ‖w_b‖)/‖w_r‖ | "
-            "vs conventional (95% CI) | data | result files |", "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
-    sources, plain_bf16 = {}, False
-    labelled = {label: [r for r in (load_result(c) for c in seeds(config)) if r is not None]
-                for label, config in labelled_configs(notebook, preset).items()}
-    for label, rs in labelled.items():
-        if not rs:
-            continue
-        c = Config(**rs[0]["config"])
-        s = summary([a for a in map(accuracy, rs) if a is not None])
-        acc = "-" if s["n"] == 0 else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
-        diff = "-"
-        if label != baseline and labelled.get(baseline):
-            w = difference(labelled, label, baseline)
-            if w["low"] is not None:
-                diff = f"{w['diff']:+.2f} [{w['low']:+.2f}, {w['high']:+.2f}]" + (
-                    " paired" if w.get("paired") else "")
-            elif w["diff"] is not None:
-                diff = f"{w['diff']:+.2f} (no interval: one seed)"
-        q = ratio(rs)
-        data = sorted({(r.get("data_fingerprint") or "unknown")[:8] for r in rs})
-        for r in rs:
-            sources.setdefault((r.get("data_fingerprint") or "unknown")[:8], r.get("data", "not recorded"))
-        net = f"ResNet-{c.depth} {c.neuron}" + (" + ReZero" if c.rezero else "")
-        if c.neuron != "conventional" and any(_plain_bf16(r) for r in rs):
-            net, plain_bf16 = net + " (bf16)", True
-        names = "<br>".join(f"`{r['name']}`" for r in rs)
-        per_seed = "; ".join(_outcome(r) for r in rs)
-        rows.append(f"| {label} | {net} | {rs[0]['params']:,} | {len(rs)}/{SEEDS} | {acc} | {per_seed} | "
-                    f"{'-' if q is None else f'{q:.2g}'} | {diff} | {', '.join(f'`{d}`' for d in data)} | {names} |")
-    rows.append("")
-    rows += [f"Data `{fp}`: {source}." for fp, source in sources.items()]
-    if plain_bf16:
-        rows.append(BF16_NOTE)
-    return "\n".join(rows)
-
-
-BF16_SAFE_RATIO = 0.1  # plain bf16 loses 1.6-2.1% of a layer's quadratic contribution here, most of it at 1e-3
-BF16_NOTE = ("(bf16): trained in plain bf16 autocast with quadratic terms below 0.1 of the linear ones, where plain bf16 "
-             "loses much of a layer's quadratic contribution (at 1e-3 its error exceeds the contribution itself; "
-             "results/bench/README.md, \"Precision and the quadratic terms\"): these results do not test what the "
-             "quadratic terms do. New runs of networks with quadratic layers train in bf16-split.")
-
-
-def _plain_bf16(result: dict) -> bool:
-    """Whether a stored result trained its quadratic layers in plain bf16 autocast while their terms were
-    small enough for bf16 to round them away (final ‖w_g‖/‖w_r‖ and ‖w_b‖/‖w_r‖ below BF16_SAFE_RATIO)."""
-    if (result.get("fast_path") or {}).get("precision") != "bf16" or not result.get("history"):
-        return False
-    q = result["history"][-1].get("quadratic") or {}
-    return bool(q) and max(q.get("w_g", 0.0), q.get("w_b", 0.0)) < BF16_SAFE_RATIO
-
-
-def claims_markdown(notebook: str, preset: str, evidence: bool = True) -> str:
-    """The verdicts on the claims `notebook` tests, from the stored results at `preset` (nothing
-    is trained), as a Markdown list (notebook 01's from `qnets.expressivity.verdicts`), with the
-    evidence behind each or without; for the READMEs, kept equal to it by a test."""
-    from . import claims
-    if str(notebook)[:2] == "01":
-        from .expressivity import verdicts as expressivity_verdicts
-        return claims.markdown(expressivity_verdicts(_stored_expressivity(preset)), evidence)
-    stored = results(labelled_configs(notebook, preset), train_missing=False, verbose=False)
-    return claims.markdown(claims.verdicts(notebook, stored), evidence)
-
-
-def _stored_expressivity(preset: str) -> dict:
-    """Notebook 01's stored results at `preset` (nothing is trained)."""
-    from . import expressivity
-    stored = expressivity.results(preset, train_missing=False, verbose=False)
-    if stored is None:
-        raise FileNotFoundError(f"{expressivity.result_path(preset)} is missing or was made with another spec: "
-                                f"run notebook 01 with preset {preset}")
-    return stored
-
-
-def paper_markdown() -> str:
-    """Where the reproduction stands: the campaign's progress (`qnets.campaign`), then, for each of
-    notebooks 02-05 with any result of the `paper` preset, its table and verdicts. For the README's
-    `<!-- paper -->` block, kept equal to it by a test; it grows with every GPU window."""
-    from .campaign import status
-    rows = status("paper")
-    done = [r for r in rows if r["state"] == "done"]
-    partial = [r for r in rows if r["state"] == "partial"]
-    minutes = sum(r["gpu_minutes"] for r in done)
-    out = [f"{len(done)} of the campaign's {len(rows)} runs are done ({minutes:.0f} GPU-minutes) and {len(partial)} "
-           "partial; `python -m qnets campaign status` lists them (also in `results/campaign/status.txt`)."]
-    for notebook in ("02", "03", "04", "05"):
-        if any(load_result(c) is not None for config in labelled_configs(notebook, "paper").values()
-               for c in seeds(config)):
-            out += ["", f"Notebook {notebook}:", "", markdown_table(notebook, "paper"), "",
-                    claims_markdown(notebook, "paper")]
-    return "\n".join(out)
-
-
-def render_readme(path: str | Path = "README.md") -> bool:
-    """Regenerate the marked blocks of a README from the stored results: each `<!-- table NN preset -->`
-    by markdown_table, each `<!-- claims NN preset -->` by claims_markdown (`<!-- verdicts NN preset -->`:
-    the same without the evidence), the block between
-    `<!-- paper -->` and `<!-- /paper -->` by paper_markdown. Returns whether the file changed."""
-    import re
-    path = Path(path)
-    lines = path.read_text().split("\n")
-    out, i = [], 0
-    while i < len(lines):
-        out.append(lines[i])
-        m = re.match(r"<!-- (table|claims|verdicts) (\d\d) ([\w-]+) -->$", lines[i])
-        i += 1
-        if not m:
-            continue
-        kind, notebook, preset = m.groups()
-        if kind == "table":  # the table, a blank line, then its "Data ..." lines (and the bf16 note)
-            while i < len(lines) and (lines[i].startswith(("|", "Data `", "(bf16): ")) or
-                                      (lines[i] == "" and i + 1 < len(lines) and lines[i + 1].startswith("Data `"))):
-                i += 1
-            out += markdown_table(notebook, preset).split("\n")
-        else:
-            while i < len(lines) and lines[i].startswith("- **"):
-                i += 1
-            out += claims_markdown(notebook, preset, evidence=kind == "claims").split("\n")
-    text = fill_blocks("\n".join(out), "paper", lambda _: paper_markdown())
-    changed = text != path.read_text()
-    if changed:
-        path.write_text(text)
-    return changed

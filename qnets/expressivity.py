@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .experiments import PRESETS
 from .layers import QuadraticLinear
+from .plots import colour
 from .stats import summary, verdict, welch
 from .utils import atomic_write, strict
 
@@ -69,7 +71,6 @@ SIZES = {
 
 def size(preset: str) -> str:
     """The size a preset runs at: smoke, else quick."""
-    from .experiments import PRESETS
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {tuple(PRESETS)}")
     return "smoke" if preset == "smoke" else "quick"
@@ -844,7 +845,6 @@ def family_colours() -> dict[str, tuple]:
     """relu and quadratic in the colours of the conventional and quadratic networks of the other
     notebooks (`plots.colour`); square in red."""
     import seaborn as sns
-    from .plots import colour
     return {"relu": colour("conventional"), "square": sns.color_palette("colorblind")[3],
             "quadratic": colour("quadratic")}
 

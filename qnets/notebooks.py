@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .experiments import PRESETS, committed_preset
 from .utils import atomic_write
 
 __all__ = ["project_root", "setup", "save_figure", "main"]
@@ -260,7 +261,6 @@ def execute(notebook: Path, preset: str, output: Path, extra: dict | None = None
 
 
 def main(args) -> int:
-    from .experiments import PRESETS, committed_preset
     paths = [Path(n) for n in args.notebooks]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .streams import stream_for
+from .timing import flops_per_image, measure, profile_fast, sync
 from .train import Config, Trainer, build_model, channels_last_for, make_loaders
 from .utils import atomic_json, timestamp, versions
 
@@ -35,7 +37,6 @@ class _Streams:
     """K lone trainers, each step of each issued on its own CUDA stream (on a CPU they take turns)."""
 
     def __init__(self, configs, dataset, device):
-        from .streams import stream_for
         self.device, self.trainers, self.loaders, self.batches = device, [], [], []
         self.contexts, self.streams = zip(*(stream_for(device) for _ in configs))
         for c in configs:
@@ -74,11 +75,6 @@ class _Streams:
 BUILDERS = {"streams": _Streams}
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure_pack(mechanism, configs, dataset, device, warmup, steps, profile_steps=0) -> dict:
     """Build `mechanism` for `configs`, run `warmup` steps, time `steps` steps; one row."""
     gpu = device.type == "cuda"
@@ -90,24 +86,23 @@ def measure_pack(mechanism, configs, dataset, device, warmup, steps, profile_ste
     t0 = time.perf_counter()
     timed = BUILDERS[mechanism](configs, dataset, device)
     timed.steps(warmup)
-    _sync(device)
+    sync(device)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     timed.steps(steps)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     c, k = configs[0], len(configs)
     row = {"steps": steps, "build_s": build_s, "ms_per_step": 1000 * seconds / steps,
            "images_per_s": k * c.batch_size * steps / seconds,
            "peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20 if gpu else None, "fast_path": timed.info}
     if profile_steps:
-        from .bench import profile_fast
 
         class _Adapter:  # what profile_fast times: train(n) -> seconds
             def train(self, n):
                 t = time.perf_counter()
                 timed.steps(n)
-                _sync(device)
+                sync(device)
                 return time.perf_counter() - t
         try:  # a failed profile must not lose the timing
             row["profile"] = profile_fast(_Adapter(), device, profile_steps)
@@ -163,7 +158,6 @@ class _Report:
 
 def _lone_row(args, depth, neuron, flops, dataset, device, peak, warmup, steps) -> dict | None:
     """The baseline: one lone run of the network on the fast path."""
-    from .bench import measure
     measured = measure(depth, neuron, ["fast"], dataset, device, args, warmup, steps, 1,
                        args.profile_steps if args.profile else 0)["fast"]
     if "error" in measured:
@@ -221,7 +215,6 @@ def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
 
 def main(args, dataset, device, name, peak) -> int:
     """`bench --pack`: the measurements."""
-    from .bench import flops_per_image
     run(args, dataset, device, name, peak, flops_per_image)
     return 0
 

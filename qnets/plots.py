@@ -8,6 +8,7 @@ one colour across all figures (`colour`). Intervals are 95% t-intervals of the m
 from __future__ import annotations
 
 
+from .claims import RATIO_FLOOR, accuracy, difference, ratio
 from .stats import summary
 from .utils import is_finite
 
@@ -34,7 +35,6 @@ def _finals(rs: list[dict]) -> list[float]:
 
 
 def _accuracy(r: dict) -> float | None:
-    from .claims import accuracy
     return accuracy(r)
 
 
@@ -49,7 +49,6 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
     each seed's value, the quadratic terms' final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds), and
     with `baseline` the difference to it with its 95% interval, paired by seed where the runs share
     their data order (`claims.difference`); then what happened to seeds that did not complete."""
-    from .claims import accuracy, difference, ratio
     head = (f"{'run':18s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
             f" {'max(wg,wb)/wr':>13s}")
     head += f" {'vs ' + baseline + ' [95% CI]':>26s}" if baseline in results else ""
@@ -235,6 +234,21 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
 SWEEP_FIELDS = {"gamma": "gamma_g", "alpha": "alpha_g", "beta": "beta_g"}
 
 
+def _sweep_points(results: dict[str, list[dict]], param: str) -> list[list]:
+    """[ratio, value's name, label, accuracies, seeds not completed] per label, by ratio; a label
+    whose terms did not move is placed a decade left of the smallest ratio (and of the floor)."""
+    points = []
+    for label, rs in results.items():
+        if rs:
+            v = rs[0]["config"][SWEEP_FIELDS[param]]
+            points.append([ratio(rs) or 0.0, "lr" if v is None and param == "gamma" else f"{v:g}", label,
+                           [a for a in map(_accuracy, rs) if a is not None],
+                           sum(r["status"] != "completed" for r in rs)])
+    moved = [q for q, *_ in points if q > 0]
+    zero_at = min(moved + [RATIO_FLOOR]) / 10
+    return sorted([p[0] or zero_at, *p[1:]] for p in points)
+
+
 def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None):
     """Figure 2 with data: final test accuracy against how far the quadratic terms moved, the
     measured final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds, `claims.ratio`), on a log axis, one
@@ -244,22 +258,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. A
     value is starred only when its difference to the baseline (paired by seed where possible; 95%,
     Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted."""
-    from .claims import RATIO_FLOOR, difference, ratio
-    ax = _axes(ax)
-    field = SWEEP_FIELDS[param]
-    points = []
-    for label, rs in results.items():
-        if not rs:
-            continue
-        v = rs[0]["config"][field]
-        name = "lr" if v is None and param == "gamma" else f"{v:g}"
-        points.append([ratio(rs) or 0.0, name, label, [a for a in map(_accuracy, rs) if a is not None],
-                       sum(r["status"] != "completed" for r in rs)])
-    moved = sorted(q for q, *_ in points if q > 0)
-    zero_at = min(moved[0], RATIO_FLOOR) / 10 if moved else RATIO_FLOOR / 10  # where "did not move" is drawn
-    for p in points:
-        p[0] = p[0] or zero_at
-    points.sort()
+    ax, points = _axes(ax), _sweep_points(results, param)
     base = [a for a in map(_accuracy, baseline or []) if a is not None]
     if len(base) >= 2:
         s = summary(base)

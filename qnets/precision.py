@@ -29,7 +29,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data import DeviceLoader
 from .layers import QuadraticConv2d, quadratic_modules
+from .train import Config, build_model, fit, load_data, read_checkpoint, resolve_device
+from .utils import timestamp, versions
 
 __all__ = ["PRECISIONS", "RATIOS", "round_mantissa", "layer_output", "contribution_error", "survey",
            "train_effect", "measure", "markdown"]
@@ -175,7 +178,6 @@ def survey(model, images: torch.Tensor, ratios=RATIOS, precisions=PRECISIONS, se
 def train_effect(base, precisions=("fp32", "bf16", "bf16-split"), seeds=(0, 1), verbose: bool = False) -> list[dict]:
     """Train `base` (a `qnets.train.Config`) once per seed and precision and report each run's final
     test accuracy and quadratic ratios (‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖ from `relinear.quadratic_stats`)."""
-    from .train import fit
     rows = []
     for seed in seeds:
         for p in precisions:
@@ -192,9 +194,6 @@ def measure(out_dir: str, device: str = "cpu", train_epochs: int = 2, seeds=(0, 
     for `train_epochs` epochs on 5,000 images in each precision. Runs are kept under `out_dir`."""
     import platform
 
-    from .data import DeviceLoader
-    from .train import Config, build_model, fit, load_data, read_checkpoint, resolve_device
-    from .utils import timestamp, versions
     dev = resolve_device(device)
     base = Config(depth=8, neuron="quadratic", gamma_g=1e-3, gamma_b=1e-3, n_train=5000, n_test=2000, epochs=1,
                   schedule="cosine", device=device, precision="fp32", out_dir=out_dir, compile="off")

@@ -7,18 +7,51 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
 import pickle
 import tarfile
-import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
-from .data import CIFAR10_CLASSES, SIDE, DataError, Split
 
-__all__ = ["BATCHES", "read_source", "read_archive", "read_batches_dir"]
+__all__ = ["CIFAR10_CLASSES", "SIDE", "DataError", "Split", "BATCHES", "read_source", "read_archive",
+           "read_batches_dir"]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+SIDE = 32  # pixels: CIFAR-10 images are SIDE×SIDE
+
+
+class DataError(RuntimeError):
+    """CIFAR-10 could not be found or read; the message says what was tried and what to do."""
+
+
+@dataclass
+class Split:
+    """One split: `images` uint8 N×3×H×W (contiguous), `labels` int64 N."""
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        im, lb = self.images, self.labels
+        if im.dtype != torch.uint8 or im.dim() != 4 or im.shape[1] != 3:
+            raise ValueError(f"Split.images must be uint8 N×3×H×W, got {im.dtype} {tuple(im.shape)}")
+        if lb.dtype != torch.int64 or lb.shape != (im.shape[0],):
+            raise ValueError(f"Split.labels must be int64 of shape ({im.shape[0]},), "
+                             f"got {lb.dtype} {tuple(lb.shape)}")
+        self.images = im.contiguous()
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device) -> Split:
+        """Return a new Split with both tensors on `device`."""
+        return Split(self.images.to(device), self.labels.to(device))
 
 _SPLITS = ("train", "test")
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)  # the official files

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+VERSION = "0.1.0"  # the package's version (pyproject.toml's; a test keeps them equal)
+
 __all__ = ["atomic_write", "atomic_save", "atomic_json", "strict", "remove_orphans", "provenance", "versions",
            "tune_cpu_allocator", "timestamp", "is_finite", "parse_bool", "parse_duration"]
 
@@ -209,11 +211,9 @@ def provenance() -> dict:
 
 
 def versions() -> dict:
-    import torchvision
-
-    from . import __version__
+    import torchvision  # (only here: importing it costs a second)
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "qnets": __version__}
+            "torchvision": torchvision.__version__, "qnets": VERSION}
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnets import cluster, experiments, locks
+from qnets import cluster, experiments, locks, runner
 from qnets.__main__ import main
 from qnets.train import checkpoint_epoch, checkpoint_path, fit, read_result, result_path
 from conftest import untimed
@@ -177,13 +177,13 @@ def test_a_local_plan_leaves_a_run_that_another_process_trains_to_it(capsys):
     runs = smoke()
     held = runs["02:conventional"]
     other_holder(held)  # a live job on node7
-    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    runner.train_plan("smoke", "02:conventional", verbose=False)
     lines = capsys.readouterr().out.splitlines()
     assert sum("trained in" in line for line in lines) == 2
     assert any("02:conventional " in line and "busy" in line and "job 777 on node7" in line for line in lines)
     assert not result_path(held).exists()
     other_holder(held, age=cluster.STALE_AFTER_S + 30)  # it fell silent
-    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    runner.train_plan("smoke", "02:conventional", verbose=False)
     assert result_path(held).exists() and "02:conventional " in capsys.readouterr().out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnets import experiments, plots
+from qnets import experiments, plots, runner
 from qnets.notebooks import setup
 from qnets.train import Config, result_path
 from conftest import stored_result
@@ -73,11 +73,11 @@ def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch
 
 def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    out = experiments.train_plan("smoke", "02:conventional,02:relinear-sg", verbose=False)
+    out = runner.train_plan("smoke", "02:conventional,02:relinear-sg", verbose=False)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(out) == len(lines) == 6  # two labels, three seeds each
     assert all("completed" in l and "trained in" in l for l in lines) and "02:relinear-sg#2" in lines[-1]
-    experiments.train_plan("smoke", "02:conventional", verbose=False)
+    runner.train_plan("smoke", "02:conventional", verbose=False)
     assert "stored" in capsys.readouterr().out
 
 
@@ -191,11 +191,11 @@ def test_bench_cli_writes_a_report(tmp_path):
 def test_bench_measure_takes_turns_and_reports_the_median_round(monkeypatch, rounds):
     """Several rounds interleave the paths (a drifting machine slows them alike) and each path's
     time per step is its median round; one round builds, times and frees one path at a time."""
-    from qnets import bench
+    from qnets import timing
     events = []
 
     def fake(name, seconds):
-        class Timed(bench._Timed):
+        class Timed(timing._Timed):
             def __init__(self, *args):
                 events.append(("build", name))
                 self.rounds = iter(seconds)
@@ -210,9 +210,9 @@ def test_bench_measure_takes_turns_and_reports_the_median_round(monkeypatch, rou
 
         return Timed
 
-    monkeypatch.setattr(bench, "TIMERS", {"reference": fake("reference", [9, 2, 4, 3]),
-                                          "fast": fake("fast", [9, 1, 7, 2])})
-    rows = bench.measure(20, "quadratic", ["reference", "fast"], None, torch.device("cpu"), None,
+    monkeypatch.setattr(timing, "TIMERS", {"reference": fake("reference", [9, 2, 4, 3]),
+                                           "fast": fake("fast", [9, 1, 7, 2])})
+    rows = timing.measure(20, "quadratic", ["reference", "fast"], None, torch.device("cpu"), None,
                          warmup=1, steps=2, rounds=rounds)
     trains = [e[1] for e in events if e[0] == "train"]
     if rounds == 1:
@@ -228,7 +228,7 @@ def test_bench_measure_takes_turns_and_reports_the_median_round(monkeypatch, rou
 
 
 def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
-    from qnets.bench import flops_per_image
+    from qnets.timing import flops_per_image
     conv, quad, compact = (flops_per_image(8, n) for n in ("conventional", "quadratic", "compact"))
     # Stem and classifier are shared; every block convolution is tripled (doubled for compact).
     blocks = (quad - conv) / 2
@@ -250,7 +250,7 @@ def test_flops_per_image_counts_three_convolutions_per_quadratic_layer():
     ("aten::mkldnn_convolution", "convolution"), ("aten::native_batch_norm_backward", "batch norm"),
     ("aten::mul", "other element-wise and rest")])
 def test_profile_kinds(name, kind):
-    from qnets.bench import kind_of
+    from qnets.timing import kind_of
     assert kind_of(name) == kind
 
 
@@ -303,7 +303,7 @@ def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_p
         Path(output).write_text(f'{{"ran": "{preset}"}}')
     monkeypatch.setattr(notebooks, "execute", fake_execute)
     monkeypatch.setattr(notebooks, "strip_volatile", lambda path: None)
-    monkeypatch.setattr("qnets.experiments.committed_preset", lambda nb=None: "gpu-short")
+    monkeypatch.setattr("qnets.notebooks.committed_preset", lambda nb=None: "gpu-short")
     args = lambda preset: argparse.Namespace(execute=True, check=False, preset=preset, notebooks=[str(nb)])  # noqa
 
     outcome["fail"] = True

@@ -26,6 +26,8 @@ def test_licence_and_citation_agree_with_the_project():
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["version"] == project["version"] and cff["license"] == "MIT"
+    import qnets
+    assert qnets.__version__ == project["version"]
     assert cff["repository-code"] == project["urls"]["Repository"]
     paper = cff["preferred-citation"]
     readme = (ROOT / "README.md").read_text()

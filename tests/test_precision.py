@@ -103,11 +103,11 @@ def test_the_campaign_trains_no_quadratic_network_in_plain_bf16(tmp_path):
 def test_stored_results_trained_in_plain_bf16_with_small_terms_say_so():
     """The committed gpu-short runs trained in plain bf16: ReLinear's (ratio 8e-4) is marked, the naive
     network's (ratio about 1, where bf16 keeps the terms) is not, and the table says what that means."""
-    from qnets import experiments
-    table = experiments.markdown_table("02", "gpu-short")
+    from qnets import report
+    table = report.markdown_table("02", "gpu-short")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert "ResNet-20 quadratic (bf16)" in rows["relinear-sg"]
     assert "(bf16)" not in rows["naive"] and "(bf16)" not in rows["conventional"]
-    assert table.endswith(experiments.BF16_NOTE)
-    assert "ResNet-20 compact (bf16)" in experiments.markdown_table("03", "gpu-short")
-    assert "(bf16)" not in experiments.markdown_table("02", "quick")  # CPU runs: float32
+    assert table.endswith(report.BF16_NOTE)
+    assert "ResNet-20 compact (bf16)" in report.markdown_table("03", "gpu-short")
+    assert "(bf16)" not in report.markdown_table("02", "quick")  # CPU runs: float32

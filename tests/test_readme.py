@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qnets import bench, experiments
+from qnets import bench, experiments, report
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -23,14 +23,14 @@ def markers(kind):
 @pytest.mark.parametrize("where, notebook, preset", markers("table"))
 def test_results_tables_are_the_stored_results(where, notebook, preset):
     block = BOTH[where].split(f"<!-- table {notebook} {preset} -->\n", 1)[1]
-    assert block.startswith(experiments.markdown_table(notebook, preset) + "\n")
+    assert block.startswith(report.markdown_table(notebook, preset) + "\n")
 
 
 @pytest.mark.parametrize("where, notebook, preset", markers("claims") + markers("verdicts"))
 def test_verdicts_are_computed_from_the_stored_results(where, notebook, preset):
     kind = "claims" if f"<!-- claims {notebook} {preset} -->" in BOTH[where] else "verdicts"
     block = BOTH[where].split(f"<!-- {kind} {notebook} {preset} -->\n", 1)[1]
-    assert block.startswith(experiments.claims_markdown(notebook, preset, evidence=kind == "claims") + "\n")
+    assert block.startswith(report.claims_markdown(notebook, preset, evidence=kind == "claims") + "\n")
 
 
 def test_the_readme_is_a_front_door_and_the_results_readme_holds_the_tables():
@@ -84,19 +84,18 @@ def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
 
 def test_the_paper_block_is_the_campaigns_progress():
     block = RESULTS.split("<!-- paper -->\n", 1)[1].split("<!-- /paper -->", 1)[0]
-    assert block == experiments.paper_markdown() + "\n"
+    assert block == report.paper_markdown() + "\n"
 
 
 def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
-    from qnets import campaign
     rows = [{"state": "done", "gpu_minutes": 4.0}, {"state": "done", "gpu_minutes": 0.0}, {"state": "partial"},
             {"state": "to do"}]
-    monkeypatch.setattr(campaign, "status", lambda preset: rows)
+    monkeypatch.setattr(report, "status", lambda preset: rows)
     first = experiments.seeds(experiments.labelled_configs("03", "paper")["compact"])[2]
-    monkeypatch.setattr(experiments, "load_result", lambda c: {} if c == first else None)
-    monkeypatch.setattr(experiments, "markdown_table", lambda nb, preset: f"<table {nb} {preset}>")
-    monkeypatch.setattr(experiments, "claims_markdown", lambda nb, preset, evidence=True: f"<claims {nb} {preset}>")
-    text = experiments.paper_markdown()
+    monkeypatch.setattr(report, "load_result", lambda c: {} if c == first else None)
+    monkeypatch.setattr(report, "markdown_table", lambda nb, preset: f"<table {nb} {preset}>")
+    monkeypatch.setattr(report, "claims_markdown", lambda nb, preset, evidence=True: f"<claims {nb} {preset}>")
+    text = report.paper_markdown()
     assert text.startswith("2 of the campaign's 4 runs are done (4 GPU-minutes) and 1 partial;")
     assert text.endswith("\n\nNotebook 03:\n\n<table 03 paper>\n\n<claims 03 paper>")
     assert "Notebook 02" not in text  # notebook 02 has no compact run

@@ -98,13 +98,13 @@ def test_a_result_trained_on_other_data_is_not_reused(tmp_path, monkeypatch):
 
 
 def test_rendering_stored_results_needs_no_data(tmp_path, monkeypatch):
-    from qnets import experiments
+    from qnets import experiments, report
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(D, "load_cifar10", lambda *a, **k: pytest.fail("loaded data to render"))
     configs = experiments.labelled_configs("02", "gpu-short")
     results = experiments.results(configs, train_missing=False)  # only seed 0 is stored at gpu-short
     assert len(results) == len(configs) and all(len(rs) == 1 and rs[0]["data_fingerprint"] for rs in results.values())
-    assert "data" in experiments.markdown_table("02", "gpu-short").splitlines()[0]
+    assert "data" in report.markdown_table("02", "gpu-short").splitlines()[0]
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -92,25 +92,25 @@ def test_stored_runs_are_reused_and_bad_input_is_refused(tmp_path):
 def test_results_trains_any_runs_side_by_side_in_plan_order(tmp_path, monkeypatch, capsys):
     """`results --pack 4`: four runs at a time, of any networks, in plan order; each that ends
     makes room for the next; one summary line per run as it ends."""
-    from qnets import experiments, streams
+    from qnets import experiments, runner, streams
     monkeypatch.chdir(tmp_path)
     calls = []
     real = streams.fit_together
-    monkeypatch.setattr(experiments, "fit_together", lambda cs, **kw: calls.append([c.neuron for c in cs]) or real(cs, **kw))
+    monkeypatch.setattr(runner, "fit_together", lambda cs, **kw: calls.append([c.neuron for c in cs]) or real(cs, **kw))
     selection = "02:conventional,02:naive"  # two networks, three seeds each, in the plan's order
-    assert experiments.pack_groups(experiments.plan("smoke", selection), 4) == [
+    assert runner.pack_groups(experiments.plan("smoke", selection), 4) == [
         ["02:conventional", "02:naive", "02:conventional#1", "02:naive#1"], ["02:conventional#2", "02:naive#2"]]
-    out = experiments.train_plan("smoke", selection, verbose=False, pack=4)
+    out = runner.train_plan("smoke", selection, verbose=False, pack=4)
     assert calls == [["conventional", "quadratic"] * 2]  # the last two took the place of runs that ended
     assert all(r["status"] in ("completed", "collapsed") for r in out.values())
     assert [r["together"]["k"] for r in out.values()] == [4] * 6
     printed = capsys.readouterr().out
     assert "beside 3 other runs" in printed and "--pack 4 on a CPU: the runs take turns" in printed
     assert len([line for line in printed.splitlines() if line.startswith("[")]) == 6
-    again = experiments.train_plan("smoke", selection, verbose=False, pack=4)  # all stored: nothing trains
+    again = runner.train_plan("smoke", selection, verbose=False, pack=4)  # all stored: nothing trains
     assert again == out and len(calls) == 1
     with pytest.raises(ValueError, match="pack must be a positive integer, got 0"):
-        experiments.pack_groups(experiments.plan("smoke", selection), 0)
+        runner.pack_groups(experiments.plan("smoke", selection), 0)
 
 
 @pytest.mark.slow
