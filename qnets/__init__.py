@@ -5,12 +5,14 @@ Quadratic Networks", arXiv:2110.06081 (IEEE TNNLS 2023).
 
 Three layers, whose imports point down only (tests/test_layout.py):
 1. the library: `layers` (quadratic neurons), `models` (CIFAR ResNets), `relinear`, `data` and
-   `sources` (CIFAR-10), `train` (the run: its config, loop and results store), `locks`, `utils`;
+   `sources` (CIFAR-10), and the run: `config` (its Config and name), `fastpath` (its step),
+   `store` (results and checkpoints), `train` (the loop: `fit`), with `locks` and `utils`;
 2. the paper's reproduction: `experiments` (presets, each notebook's configs), `stats` and `claims`
    (verdicts), `plots`, `expressivity` (notebook 01), `precision`, `notebooks`;
-3. running many: `runner` (a plan, here), `streams` (runs side by side), `campaign` (budgeted
-   windows), `cluster` (Slurm jobs), `timing`, `bench` and `packbench` (speed), and `report`, which
-   renders the results into README.md and results/README.md.
+3. running many: `runner` (a plan, here), `streams` (runs side by side), `campaign` (a plan in
+   budgeted windows: `window` runs one, `collect` takes its output back), `cluster` (Slurm jobs),
+   `timing`, `bench` and `packbench` (speed), and `report`, which renders the results into
+   README.md and results/README.md.
 """
 from .layers import QuadraticConv2d, QuadraticLinear
 from .models import resnet, resnet20, resnet32, resnet44, resnet56, resnet110

@@ -122,20 +122,20 @@ def cmd_results(args) -> int:
 
 
 def cmd_campaign(args) -> int:
-    from . import campaign
+    from . import campaign, collect, window
     scope = {"preset": args.preset, "only": args.only}
     if args.action == "status":
         print(campaign.status_text(**scope))
     elif args.action == "run":
         if not args.out:
             raise ValueError("campaign run needs --out DIR (the folder that comes back from the GPU machine)")
-        summary = campaign.run(args.budget, args.out, pack=args.pack, verbose=not args.quiet, **scope)
+        summary = window.run(args.budget, args.out, pack=args.pack, verbose=not args.quiet, **scope)
         print(f"finished {len(summary['finished'])} runs, {len(summary['partial'])} partial; stopped because "
               f"{summary['stopped_because']}; {summary['seconds']:.0f} s; written to {args.out}")
     else:
         if not args.folder:
             raise ValueError("campaign collect needs the folder a campaign run wrote")
-        taken = campaign.collect(args.folder)
+        taken = collect.collect(args.folder)
         for line in taken["kept"]:
             print(f"kept: {line}")
         print(f"collected {len(taken['results'])} results and {len(taken['partial'])} partial runs "

@@ -16,8 +16,7 @@ import torch
 from . import data as qdata
 from . import relinear
 from .config import Config, config_hash, run_name
-from .utils import (atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp,
-                    versions)
+from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, versions
 
 __all__ = ["result_path", "checkpoint_path", "lock_path", "StoreError", "read_result", "load_result", "write_result",
            "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES"]

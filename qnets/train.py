@@ -19,8 +19,8 @@ import torch
 from . import data as qdata
 from . import locks, relinear
 from .config import Config, _f, config_hash, lr_factor, run_name
-from .fastpath import (CPU_COMPILE_MIN_STEPS, Trainer, capabilities, channels_last_for, describe_runtime,
-                       precision_for, resolve_device)
+from .fastpath import (CPU_COMPILE_MIN_STEPS, Trainer, capabilities, channels_last_for, describe_runtime, precision_for,
+                       resolve_device)
 from .models import resnet
 from .store import (COLLAPSE_RULE, STATUSES, StoreError, checkpoint_epoch, checkpoint_path, collapse_reason,
                     epoch_seconds, legacy_status, load_checkpoint_file, load_result, lock_path, prepare,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qnets import campaign, experiments
+from qnets import campaign, experiments, window
+from qnets.collect import collect
 from qnets.__main__ import main
 from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
 from conftest import ROOT, kill_after_checkpoint, untimed
@@ -76,7 +77,7 @@ def test_a_window_stopped_by_sigterm_keeps_its_finished_epochs_and_resumes_exact
     """SIGTERM (what `make cpu-window-stop` sends) ends a window cleanly: it writes out what it
     finished and the runs in flight at their last checkpoint, and the next window resumes them."""
     scope = dict(preset="smoke", only=1, epochs=8, eval_every=1)
-    code = (f"from qnets import campaign; s = campaign.run(600, 'out', verbose=False, **{scope!r}); "
+    code = (f"from qnets import window; s = window.run(600, 'out', verbose=False, **{scope!r}); "
             "print(s['stopped_because'])")
     first = campaign.plan(**scope)[0][1]
     straight_dir, stopped = tmp_path / "straight", tmp_path / "stopped"
@@ -92,12 +93,12 @@ def test_a_window_stopped_by_sigterm_keeps_its_finished_epochs_and_resumes_exact
     try:
         os.chdir(stopped)
         fresh_machine()
-        assert campaign.collect("out")["partial"] == [result_path(first).stem]
+        assert collect("out")["partial"] == [result_path(first).stem]
         assert campaign.status(**scope)[0]["state"] == "partial"
-        assert campaign.run(600, "out2", verbose=False, **scope)["stopped_because"] == "the plan is done"
+        assert window.run(600, "out2", verbose=False, **scope)["stopped_because"] == "the plan is done"
         resumed = read_result(result_path(first))
         os.chdir(straight_dir)
-        campaign.run(600, "out", verbose=False, **scope)
+        window.run(600, "out", verbose=False, **scope)
         straight = read_result(result_path(first))
     finally:
         os.chdir(cwd)
@@ -118,7 +119,7 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
     straight_dir = tmp_path / "straight"
     straight_dir.mkdir()
     monkeypatch.chdir(straight_dir)
-    summary = campaign.run(600, straight_dir / "out", verbose=False, **SCOPE)
+    summary = window.run(600, straight_dir / "out", verbose=False, **SCOPE)
     assert summary["stopped_because"] == "the plan is done" and len(summary["finished"]) == 4
     planned = dict(campaign.plan(**SCOPE))
     straight = {key: read_result(result_path(c)) for key, c in planned.items()}
@@ -128,16 +129,16 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
     monkeypatch.chdir(windows)
     # windows too short for these runs' measured epochs would start nothing (tested below); here each
     # window must start at least one epoch, so that the budget cuts runs in flight again and again
-    monkeypatch.setattr(campaign, "_first_epoch_seconds", lambda *args: 0.0)
+    monkeypatch.setattr(window, "_first_epoch_seconds", lambda *args: 0.0)
     calls = 0
     seen_partial = False
     while calls < 40:
         fresh_machine()
         out = tmp_path / f"window-{calls}"
-        summary = campaign.run(1.0, out, verbose=False, **SCOPE)
+        summary = window.run(1.0, out, verbose=False, **SCOPE)
         check_output(out)
         calls += 1
-        taken = campaign.collect(out)  # back on the CPU machine, after every window
+        taken = collect(out)  # back on the CPU machine, after every window
         seen_partial |= bool(taken["partial"])
         rows = campaign.status(**SCOPE)
         for row in rows:  # status agrees with what is on disk at every point
@@ -157,8 +158,8 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
 
 def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(campaign.FIRST_EPOCH_OVERHEAD_S, "cpu", 30.0)  # as if compiling took 30 s
-    summary = campaign.run(5, tmp_path / "out", verbose=False, **SCOPE)
+    monkeypatch.setitem(window.FIRST_EPOCH_OVERHEAD_S, "cpu", 30.0)  # as if compiling took 30 s
+    summary = window.run(5, tmp_path / "out", verbose=False, **SCOPE)
     assert summary["finished"] == [] and summary["partial"] == []
     assert "needs about 30 s for its first epoch" in summary["stopped_because"]
     check_output(tmp_path / "out")
@@ -170,8 +171,8 @@ def test_a_group_shrinks_to_runs_that_can_finish_a_first_epoch(tmp_path, monkeyp
     """Each network not yet compiled in the window adds its compilation to the group's first epoch;
     the group keeps the runs whose first epoch ends before the deadline."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(campaign.FIRST_EPOCH_OVERHEAD_S, "cpu", 10.0)  # as if each network took 10 s to compile
-    summary = campaign.run(25, tmp_path / "out", pack=3, verbose=False, **SCOPE)  # 22.5 s to the deadline
+    monkeypatch.setitem(window.FIRST_EPOCH_OVERHEAD_S, "cpu", 10.0)  # as if each network took 10 s to compile
+    summary = window.run(25, tmp_path / "out", pack=3, verbose=False, **SCOPE)  # 22.5 s to the deadline
     first = summary["log"][0]
     started = [k for k in first["runs"] if k not in first.get("refilled", [])]
     assert started == ["02:conventional", "02:relinear-sg"]  # three networks would be 30 s
@@ -185,8 +186,8 @@ def test_runs_on_streams_go_in_plan_order_as_far_as_their_partial_state_fits(tmp
     monkeypatch.chdir(tmp_path)
     planned = campaign.plan(**SCOPE)
     conventional, quadratic, compact = (campaign._checkpoint_bytes(c) for _, c in planned[:3])
-    monkeypatch.setattr(campaign, "PARTIAL_BUDGET", quadratic + max(conventional, compact))  # room for two
-    summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+    monkeypatch.setattr(window, "PARTIAL_BUDGET", quadratic + max(conventional, compact))  # room for two
+    summary = window.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
     assert summary["stopped_because"] == "the plan is done"
     assert [entry["runs"] for entry in summary["log"]] == [["02:conventional", "02:relinear-sg"],
                                                             ["03:compact", "02:naive"]]
@@ -205,7 +206,7 @@ def test_on_streams_a_run_that_ends_makes_room_for_the_next_and_results_are_the_
     for pack in (2, 1):
         (tmp_path / str(pack)).mkdir()
         monkeypatch.chdir(tmp_path / str(pack))
-        summary = campaign.run(600, tmp_path / str(pack) / "out", pack=pack, verbose=False, **SCOPE)
+        summary = window.run(600, tmp_path / str(pack) / "out", pack=pack, verbose=False, **SCOPE)
         assert summary["stopped_because"] == "the plan is done"
         results[pack] = {key: load_result(c) for key, c in campaign.plan(**SCOPE)}
         if pack == 2:  # one group: two runs, and each that ended made room for the next in plan order
@@ -221,7 +222,7 @@ def test_a_failing_group_costs_its_own_work_not_the_window(tmp_path, monkeypatch
     """Runs that fail together are trained alone for the rest of the window; a lone run that
     fails ends the window, which still writes what it finished."""
     monkeypatch.chdir(tmp_path)
-    real = campaign.train_group
+    real = window.train_group
 
     def flaky(configs, **kw):
         if len(configs) > 1:
@@ -229,9 +230,9 @@ def test_a_failing_group_costs_its_own_work_not_the_window(tmp_path, monkeypatch
         if configs[0].neuron == "compact":
             raise RuntimeError("broken")
         return real(configs, **kw)
-    monkeypatch.setattr(campaign, "train_group", flaky)
+    monkeypatch.setattr(window, "train_group", flaky)
     with pytest.warns(UserWarning, match="trains the rest alone"):
-        summary = campaign.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
+        summary = window.run(600, tmp_path / "out", pack=3, verbose=False, **SCOPE)
     log = summary["log"]
     assert log[0]["runs"] == ["02:conventional", "02:relinear-sg", "03:compact"]
     assert log[0]["failed"] == "RuntimeError: CUDA error: out of memory"
@@ -244,8 +245,8 @@ def test_a_failing_group_costs_its_own_work_not_the_window(tmp_path, monkeypatch
 
 def test_partial_state_is_capped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(campaign, "PARTIAL_BUDGET", 1000)  # no checkpoint fits
-    summary = campaign.run(60, tmp_path / "out", verbose=False, **SCOPE)
+    monkeypatch.setattr(window, "PARTIAL_BUDGET", 1000)  # no checkpoint fits
+    summary = window.run(60, tmp_path / "out", verbose=False, **SCOPE)
     assert summary["finished"] == [] and "MiB of partial state" in summary["stopped_because"]
 
 

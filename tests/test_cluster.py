@@ -202,10 +202,10 @@ def test_two_local_processes_on_one_plan_train_each_run_once():
 
 
 def test_a_campaign_window_goes_on_past_a_run_another_process_trains():
-    from qnets import campaign
+    from qnets import campaign, window
     (_, held), (_, other) = campaign.plan("smoke", 2)
     other_holder(held)
-    summary = campaign.run(60, "out", preset="smoke", only=2, verbose=False)
+    summary = window.run(60, "out", preset="smoke", only=2, verbose=False)
     assert summary["finished"] == [campaign.run_name(other)] and not result_path(held).exists()
     assert any("job 777 on node7" in entry.get("busy", "") for entry in summary["log"])
     assert summary["stopped_because"] == "the rest of the plan is being trained by other processes"

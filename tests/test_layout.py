@@ -12,7 +12,7 @@ LAYERS = {
     "store": 1, "fastpath": 1, "train": 1,
     "__init__": 1,
     "stats": 2, "claims": 2, "experiments": 2, "plots": 2, "expressivity": 2, "notebooks": 2, "precision": 2,
-    "streams": 3, "runner": 3, "campaign": 3, "cluster": 3, "timing": 3, "packbench": 3, "bench": 3, "report": 3,
+    "streams": 3, "runner": 3, "campaign": 3, "window": 3, "collect": 3, "cluster": 3, "timing": 3, "packbench": 3, "bench": 3, "report": 3,
     "__main__": 4,
 }
 
@@ -85,8 +85,8 @@ def _sizes():
 
 
 # Still over the limits, to be split (a module leaves this list when it fits; nothing joins it).
-LONG_MODULES = {"expressivity", "campaign"}
-LONG_FUNCTIONS = {("campaign", "_advance"), ("campaign", "collect"), ("streams", "fit_together")}
+LONG_MODULES = {"expressivity"}
+LONG_FUNCTIONS = {("window", "_advance"), ("collect", "collect"), ("streams", "fit_together")}
 
 
 def test_modules_and_functions_stay_small():

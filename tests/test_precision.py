@@ -94,9 +94,9 @@ def test_the_survey_measures_every_precision_at_every_ratio():
 
 
 def test_the_campaign_trains_no_quadratic_network_in_plain_bf16(tmp_path):
-    from qnets import campaign
+    from qnets import window
     with pytest.raises(ValueError, match="plain bf16, which rounds ReLinear's small quadratic terms away"):
-        campaign.run(60, tmp_path / "out", preset="smoke", only=2, precision="bf16", verbose=False)
+        window.run(60, tmp_path / "out", preset="smoke", only=2, precision="bf16", verbose=False)
     assert not (tmp_path / "out" / "summary.json").exists()
 
 

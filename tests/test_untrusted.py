@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from qnets import campaign
+from qnets import window as windows
+from qnets.collect import collect
 from qnets.train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_checkpoint_file, read_result,
                          result_path)
 
@@ -44,7 +46,7 @@ def window(tmp_path_factory):
         fit(done, verbose=False)
         assert fit(cut, verbose=False, deadline=0.0)["status"] == "partial"  # one epoch, then out of time
         overrides = {k: v for k, v in SCOPE.items() if k != "preset"}
-        campaign._write_out(home / "out", [done], [cut], {
+        windows._write_out(home / "out", [done], [cut], {
             "finished": [campaign.run_name(done)], "partial": [campaign.run_name(cut)], "device": "cpu",
             "stopped_because": "the budget is spent"}, "smoke", overrides)
     finally:
@@ -82,7 +84,7 @@ def members(path: Path) -> list[tuple[str, bytes]]:
 
 
 def test_the_untouched_window_collects(here):
-    taken = campaign.collect("out")
+    taken = collect("out")
     assert len(taken["results"]) == 1 and len(taken["partial"]) == 1 and taken["kept"] == []
 
 
@@ -103,7 +105,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere(here):
     retar(here / "out" / "partial-0.tar", [(name, evil.read_bytes())])
     before = stored_files(here)
     with pytest.raises(ValueError, match="not a usable qnets checkpoint"):
-        campaign.collect("out")
+        collect("out")
     assert not target.exists() and stored_files(here) == before
 
 
@@ -113,7 +115,7 @@ def test_a_summary_cannot_send_results_outside_the_project(here, out_dir):
     summary["overrides"]["out_dir"] = out_dir
     (here / "out" / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match="outside this project's results folder"):
-        campaign.collect("out")
+        collect("out")
     assert not Path("/tmp/qnets-elsewhere").exists() and not (here / "results").exists()
 
 
@@ -128,7 +130,7 @@ def test_a_summary_cannot_send_results_outside_the_project(here, out_dir):
 def test_a_bad_summary_is_one_line(here, summary, message):
     (here / "out" / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=message):
-        campaign.collect("out")
+        collect("out")
 
 
 @pytest.mark.parametrize("kind", ["traversal", "symlink", "directory", "fifo", "hidden"])
@@ -143,7 +145,7 @@ def test_special_tar_members_are_refused(here, kind):
         retar(tar_path, [(name, b"")], type={"symlink": tarfile.SYMTYPE, "directory": tarfile.DIRTYPE,
                                             "fifo": tarfile.FIFOTYPE}[kind], linkname="/etc/passwd")
     with pytest.raises(ValueError, match="not a bare|not a regular file"):
-        campaign.collect("out")
+        collect("out")
     assert not (here / "results").exists() and not (here.parent / name).exists()
 
 
@@ -151,21 +153,21 @@ def test_a_compressed_bomb_is_refused_before_it_expands(here):
     bomb = lzma.compress(b"\0" * (64 * 2**20), preset=9)  # 64 MiB of zeros in a few KiB
     (here / "out" / "results.tar").write_bytes(bomb)
     with pytest.raises(ValueError, match="not an uncompressed tar"):
-        campaign.collect("out")
+        collect("out")
 
 
 def test_a_truncated_tar_collects_nothing(here):
     tar_path = here / "out" / "results.tar"
     tar_path.write_bytes(tar_path.read_bytes()[:700])  # inside the first member
     with pytest.raises(ValueError, match="cut short|incomplete|not an uncompressed tar"):
-        campaign.collect("out")
+        collect("out")
     assert not (here / "results").exists()
 
 
 def test_a_member_dropped_from_a_tar_is_noticed(here):
     retar(here / "out" / "results.tar", [])  # a valid tar, but the summary lists one result
     with pytest.raises(ValueError, match="the summary lists 1: the folder is incomplete"):
-        campaign.collect("out")
+        collect("out")
     assert not (here / "results").exists()
 
 
@@ -174,13 +176,13 @@ def test_collect_is_all_or_nothing(here):
     (name, data), = members(here / "out" / "partial-0.tar")
     retar(here / "out" / "partial-0.tar", [(name, data[:1000])])
     with pytest.raises(ValueError, match="not a usable qnets checkpoint"):
-        campaign.collect("out")
+        collect("out")
     assert not (here / "results" / "runs").exists()
 
 
 def test_an_older_window_does_not_roll_partial_state_back(here):
     config = campaign.plan(**SCOPE)[1][1]
-    newer = campaign.collect("out")  # epoch 1 of 2 stored as partial
+    newer = collect("out")  # epoch 1 of 2 stored as partial
     assert newer["partial"] == [campaign.run_name(config)]
     partial = campaign._partial_path(config)
     ckpt = torch.load(partial, weights_only=True)
@@ -188,20 +190,20 @@ def test_an_older_window_does_not_roll_partial_state_back(here):
     # the state here advances (as another window would), then the old folder is collected again
     ckpt["epoch"], ckpt["history"] = epoch + 1, ckpt["history"] + [dict(ckpt["history"][-1], epoch=epoch + 1)]
     torch.save(ckpt, partial)
-    again = campaign.collect("out")
+    again = collect("out")
     assert again["partial"] == [] and "older than the" in again["kept"][0]
     assert checkpoint_epoch(partial) == epoch + 1
 
 
 def test_a_stored_result_is_not_replaced_by_a_window(here):
-    campaign.collect("out")
+    collect("out")
     config = campaign.plan(**SCOPE)[0][1]
     stored = result_path(config).read_bytes()
     r = json.loads(stored)
     r["wall_time"] += 1.0  # another, valid result of the same run
     (name, _), = members(here / "out" / "results.tar")
     retar(here / "out" / "results.tar", [(name, json.dumps(r).encode())])
-    taken = campaign.collect("out")
+    taken = collect("out")
     assert result_path(config).read_bytes() == stored and "another result is already stored" in taken["kept"][0]
 
 
