@@ -230,29 +230,12 @@ def _cosine(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
-def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """K linear maps at once: x (K, B, n), weight (K, m, n), bias (K, m) -> (K, B, m)."""
-    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
-
-
 def stacked_forward(skeleton: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The forward of K networks shaped like `skeleton` (an `mlp`), their parameters stacked
-    along a first dimension of size K (`params`, named as in the skeleton): x (K, B, d)."""
-    h = x
-    for i, m in enumerate(skeleton):
-        p = {name.split(".", 1)[1]: t for name, t in params.items() if name.split(".", 1)[0] == str(i)}
-        if isinstance(m, QuadraticLinear) and not m.compact:  # q = (w_r·x + b_r)(w_g·x + b_g) + w_b·(x⊙x) + c
-            h = torch.addcmul(_affine(h * h, p["weight_b"], p["bias_b"]), _affine(h, p["weight_r"], p["bias_r"]),
-                              _affine(h, p["weight_g"], p["bias_g"]))
-        elif isinstance(m, nn.Linear):
-            h = _affine(h, p["weight"], p["bias"])
-        elif isinstance(m, nn.ReLU):
-            h = h.relu()
-        elif isinstance(m, Square):
-            h = h * h
-        else:
-            raise TypeError(f"stacked_forward does not know layer {i}: {type(m).__name__}")
-    return h
+    along a first dimension of size K (`params`, named as in the skeleton): x (K, B, d). The layers'
+    own forward runs, vectorised over the K networks (`torch.func.vmap`): the quadratic neuron's
+    formula lives in `qnets.layers` alone."""
+    return torch.func.vmap(lambda p, xk: torch.func.functional_call(skeleton, p, (xk,)))(params, x)
 
 
 def train(models: list[nn.Module], xs: torch.Tensor, ys: torch.Tensor, steps: int, lr: float, batch: int,
