@@ -8,7 +8,7 @@ Three layers, whose imports point down only (tests/test_layout.py):
    `sources` (CIFAR-10), and the run: `config` (its Config and name), `fastpath` (its step),
    `store` (results and checkpoints), `train` (the loop: `fit`), with `locks` and `utils`;
 2. the paper's reproduction: `experiments` (presets, each notebook's configs), `stats` and `claims`
-   (verdicts), `plots`, `expressivity` (notebook 01), `precision`, `notebooks`;
+   (verdicts), `plots`, notebook 01's `mlps`, `neuron` and `expressivity`, `precision`, `notebooks`;
 3. running many: `runner` (a plan, here), `streams` (runs side by side), `campaign` (a plan in
    budgeted windows: `window` runs one, `collect` takes its output back), `cluster` (Slurm jobs),
    `timing`, `bench` and `packbench` (speed), and `report`, which renders the results into

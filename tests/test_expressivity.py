@@ -262,7 +262,8 @@ def test_neuron_explorer_redraws_its_figure_and_falls_back_to_it_without_ipywidg
     import matplotlib
     matplotlib.use("Agg")
     drawn = []
-    monkeypatch.setattr(E, "plot_neuron", lambda weights, ax=None: drawn.append(dict(weights)))
+    from qnets import neuron
+    monkeypatch.setattr(neuron, "plot_neuron", lambda weights, ax=None: drawn.append(dict(weights)))
     box = E.explore(E.XOR_NEURON)
     assert len(box.children) == 9 and drawn == [E.XOR_NEURON]
     sliders = {s.description: s for s in box.children}
