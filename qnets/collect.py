@@ -92,56 +92,17 @@ def _summary(folder: Path) -> dict:
 
 def collect(folder: str | Path) -> dict:
     """Take a `run` output folder, as untrusted input, all or nothing: every member of every file is
-    checked first (tar members regular files with bare names, results by the store's own checks,
-    checkpoints loaded as tensors only, each a run of the summary's plan, exactly the runs the summary
-    lists), and only then is anything written, always inside the plan's results folder. Finished
-    results go to results/runs/ (a result already stored there is kept), partial checkpoints to
-    results/campaign/partial/ (and results/checkpoints/) unless state as new or newer is already
-    there (kept, and said), partial state of runs now finished is removed, and the plan's status
-    file is rewritten. Returns what was taken and what was kept."""
+    checked first (`_checked`), and only then is anything written, always inside the plan's results
+    folder. Finished results go to results/runs/ (a result already stored there is kept), partial
+    checkpoints to results/campaign/partial/ (and results/checkpoints/) unless state as new or newer
+    is already there (kept, and said), partial state of runs now finished is removed, and the plan's
+    status file is rewritten. Returns what was taken and what was kept."""
     folder = Path(folder)
     summary = _summary(folder)
     preset, overrides = summary["preset"], dict(summary.get("overrides", {}))
     only = overrides.pop("only", None)
     planned = plan(preset, only, **overrides)
-    by_name = {run_name(c): c for _, c in planned}
-
-    def config_of(member: str) -> Config:
-        name = member.rsplit(".", 1)[0]
-        if name not in by_name:
-            raise ValueError(f"{folder}: {member} is not a run of the {preset} campaign's plan")
-        return by_name[name]
-
-    results = _members(folder / "results.tar", ".json")
-    partials = [m for tar_path in sorted(folder.glob("partial-*.tar")) for m in _members(tar_path, ".pt")]
-    for listed, members, what in ((summary["finished"], results, "results.tar"),
-                                  (summary["partial"], partials, "the partial-*.tar files")):
-        names = sorted(n.rsplit(".", 1)[0] for n, _ in members)
-        if names != sorted(listed):
-            raise ValueError(f"{folder}: {what} hold {len(names)} runs, the summary lists {len(listed)}: "
-                             "the folder is incomplete or was changed; nothing collected")
-    checked_results, checked_partials = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in results:
-            config = config_of(name)
-            check = Path(tmp) / name
-            check.write_bytes(data)
-            try:
-                read_result(check)  # a bad file stops here, named, before anything is replaced
-            except StoreError as e:
-                raise ValueError(f"{folder}/results.tar: {str(e).replace(str(check), name)}") from None
-            checked_results.append((config, data))
-        for name, data in partials:
-            config = config_of(name)
-            check = Path(tmp) / name
-            check.write_bytes(data)
-            try:
-                ckpt = load_checkpoint_file(check)
-            except StoreError as e:
-                raise ValueError(f"{folder}: {str(e).replace(str(check), name)}") from None
-            if config_hash(ckpt["config"]) != config_hash(config):
-                raise ValueError(f"{folder}: {name} holds the checkpoint of another config")
-            checked_partials.append((config, data, ckpt["epoch"]))
+    checked_results, checked_partials = _checked(folder, summary, planned)
     taken = {"results": [], "partial": [], "kept": []}
     for config, data in checked_results:
         if load_result_or_none(config) is not None:
@@ -169,9 +130,49 @@ def collect(folder: str | Path) -> dict:
             _partial_path(config).unlink(missing_ok=True)
     text = status_text(preset, only, **overrides)
     atomic_write(status_file(planned, preset), lambda f: f.write((text + "\n").encode()))
-    taken["device"], taken["stopped_because"] = str(summary.get("device")), str(summary.get("stopped_because"))
-    taken["status_file"] = str(status_file(planned, preset))
-    return taken
+    return taken | {"device": str(summary.get("device")), "stopped_because": str(summary.get("stopped_because")),
+                    "status_file": str(status_file(planned, preset))}
+
+
+def _checked(folder: Path, summary: dict, planned: list) -> tuple[list, list]:
+    """Every member of the folder's files, checked, before anything is written: tar members regular
+    files with bare names, exactly the runs the summary lists, each a run of the plan; results by the
+    store's own checks, checkpoints loaded as tensors only and of the right config. Returns
+    [(config, bytes)] of results and [(config, bytes, epoch)] of checkpoints; raises ValueError."""
+    by_name = {run_name(c): c for _, c in planned}
+
+    def config_of(member: str) -> Config:
+        name = member.rsplit(".", 1)[0]
+        if name not in by_name:
+            raise ValueError(f"{folder}: {member} is not a run of the {summary['preset']} campaign's plan")
+        return by_name[name]
+
+    results = _members(folder / "results.tar", ".json")
+    partials = [m for tar_path in sorted(folder.glob("partial-*.tar")) for m in _members(tar_path, ".pt")]
+    for listed, members, what in ((summary["finished"], results, "results.tar"),
+                                  (summary["partial"], partials, "the partial-*.tar files")):
+        names = sorted(n.rsplit(".", 1)[0] for n, _ in members)
+        if names != sorted(listed):
+            raise ValueError(f"{folder}: {what} hold {len(names)} runs, the summary lists {len(listed)}: "
+                             "the folder is incomplete or was changed; nothing collected")
+    checked_results, checked_partials = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in results + partials:
+            config, check = config_of(name), Path(tmp) / name
+            check.write_bytes(data)
+            try:  # a bad file stops here, named, before anything is replaced
+                if name.endswith(".json"):
+                    read_result(check)
+                    checked_results.append((config, data))
+                    continue
+                ckpt = load_checkpoint_file(check)
+            except StoreError as e:
+                where = f"{folder}/results.tar" if name.endswith(".json") else str(folder)
+                raise ValueError(f"{where}: {str(e).replace(str(check), name)}") from None
+            if config_hash(ckpt["config"]) != config_hash(config):
+                raise ValueError(f"{folder}: {name} holds the checkpoint of another config")
+            checked_partials.append((config, data, ckpt["epoch"]))
+    return checked_results, checked_partials
 
 
 def load_result_or_none(config: Config) -> dict | None:

@@ -57,80 +57,91 @@ def fit_together(configs: Sequence[Config], verbose: bool = True, force: bool = 
     labels = list(labels) if labels else [None] * len(configs)
     if len(labels) != len(configs):
         raise ValueError(f"fit_together: {len(labels)} labels for {len(configs)} runs")
-    for c in configs:
-        prepare(c, force)
-    device, read = resolve_device(configs[0].device), {}  # read: CIFAR-10 as read once, for refills too
-    datasets = load_datasets(configs, read)
-    results: list[dict | None] = [None if force else reusable(c, d) for c, d in zip(configs, datasets)]
-    todo = [i for i, r in enumerate(results) if r is None]
+    return _Together(configs, labels, verbose, force, deadline, refill, on_end).run()
 
-    def ended(i: int) -> None:
-        if on_end is not None:
-            on_end(configs[i], labels[i], results[i])
-    for i, r in enumerate(results):
-        if r is not None:
-            ended(i)
-    lanes, contexts, streams = {}, {}, []
 
-    def start(i: int, dataset, k: int) -> bool:
+class _Together:
+    """The state of `fit_together`: the runs so far (refills appended), their results and lanes."""
+
+    def __init__(self, configs, labels, verbose, force, deadline, refill, on_end):
+        self.configs, self.labels, self.verbose, self.force, self.deadline = configs, labels, verbose, force, deadline
+        self.refill, self.on_end = refill, on_end
+        for c in configs:
+            prepare(c, force)
+        self.device, self.read = resolve_device(configs[0].device), {}  # read: CIFAR-10 as read once, refills too
+        self.datasets = load_datasets(configs, self.read)
+        self.results = [None if force else reusable(c, d) for c, d in zip(configs, self.datasets)]
+        self.lanes, self.contexts, self.streams, self.live = {}, {}, [], []
+
+    def run(self) -> list[dict | None]:
+        todo = [i for i, r in enumerate(self.results) if r is None]
+        for i, r in enumerate(self.results):
+            if r is not None:
+                self.ended(i)
+        try:
+            for i in todo:
+                self.start(i, self.datasets[i], len(todo))
+            self.live = list(self.lanes)
+            for _ in range(len(self.results) - len(self.live)):  # runs found stored or busy leave their places
+                j = self.another()
+                if j is None:
+                    break
+                self.live.append(j)
+            while self.live:
+                for i in list(self.live):
+                    with self.contexts[i]():
+                        running = self.lanes[i].advance()
+                    if not running:
+                        self.live.remove(i)
+                        self.results[i] = self.lanes[i].result
+                        self.ended(i)
+                        j = self.another()
+                        if j is not None:
+                            self.live.append(j)
+        finally:
+            for lane in self.lanes.values():
+                lane.close()
+            for stream in self.streams:  # later work on the default stream sees everything the lanes did
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+        return self.results
+
+    def ended(self, i: int) -> None:
+        if self.on_end is not None:
+            self.on_end(self.configs[i], self.labels[i], self.results[i])
+
+    def start(self, i: int, dataset, k: int) -> bool:
         """Start run i's lane; False (the run left to it, its result None) where another process
         trains it."""
-        contexts[i], stream = stream_for(device)
-        streams.extend([stream] if stream is not None else [])
+        self.contexts[i], stream = stream_for(self.device)
+        self.streams.extend([stream] if stream is not None else [])
         try:
-            with contexts[i]():
-                lanes[i] = Lane(configs[i], dataset, device, deadline, verbose, labels[i], force,
-                                **({"together": {"k": k}} if k > 1 else {}))
+            with self.contexts[i]():
+                self.lanes[i] = Lane(self.configs[i], dataset, self.device, self.deadline, self.verbose,
+                                     self.labels[i], self.force, **({"together": {"k": k}} if k > 1 else {}))
         except RunBusy as e:
             warnings.warn(str(e))
             return False
         return True
 
-    def another() -> int | None:
+    def another(self) -> int | None:
         """The next run `refill` names (one with a stored result is returned as it is)."""
-        while refill is not None:
-            got = refill([configs[i] for i in live])
+        while self.refill is not None:
+            got = self.refill([self.configs[i] for i in self.live])
             if got is None:
                 return None
-            (config, label), i = got, len(configs)
-            _check(configs + [config])
-            prepare(config, force)
-            dataset = load_data(config, read)
-            configs.append(config)
-            labels.append(label)
-            results.append(None if force else reusable(config, dataset))
-            if results[i] is None:
-                if start(i, dataset, len(live) + 1):
+            (config, label), i = got, len(self.configs)
+            _check(self.configs + [config])
+            prepare(config, self.force)
+            dataset = load_data(config, self.read)
+            self.configs.append(config)
+            self.labels.append(label)
+            self.results.append(None if self.force else reusable(config, dataset))
+            if self.results[i] is None:
+                if self.start(i, dataset, len(self.live) + 1):
                     return i
                 continue
-            ended(i)
+            self.ended(i)
         return None
-    try:
-        for i in todo:
-            start(i, datasets[i], len(todo))
-        live = list(lanes)
-        for _ in range(len(results) - len(live)):  # runs found stored or busy leave their places to others
-            j = another()
-            if j is None:
-                break
-            live.append(j)
-        while live:
-            for i in list(live):
-                with contexts[i]():
-                    running = lanes[i].advance()
-                if not running:
-                    live.remove(i)
-                    results[i] = lanes[i].result
-                    ended(i)
-                    j = another()
-                    if j is not None:
-                        live.append(j)
-    finally:
-        for lane in lanes.values():
-            lane.close()
-        for stream in streams:  # later work on the default stream sees everything the lanes did
-            torch.cuda.current_stream(device).wait_stream(stream)
-    return results
 
 
 def _check(configs: list) -> None:

@@ -105,93 +105,118 @@ def _stop_on_sigterm(stop: dict):
 def _advance(todo, pack, planned, deadline, partial_bytes, verbose, finished, touched, log, stop) -> str | None:
     """The window's loop (see `run`): trains groups of runs until the plan is done, the budget is
     spent or a stop is asked; appends to `finished`, `touched` and `log`; returns why it stopped."""
+    w = _Loop(todo, pack, planned, deadline, partial_bytes, verbose, finished, touched, log, stop)
     why = None
-    compiled: set[tuple] = set()  # networks this process has compiled: later runs of them reuse the code
     while todo and why is None:
         if stop["asked"]:
             return "stopped by SIGTERM"
-        group = _fitting(_next_group(todo, pack), PARTIAL_BUDGET - partial_bytes)
-        if not group:
-            key, first = todo[0]
-            why = (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state beside "
-                   f"{partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB that travels")
-            break
-        while len(group) > 1 and time.monotonic() + _first_epoch_seconds(group, planned, compiled) >= deadline:
-            group = group[:-1]  # fewer runs side by side finish their first epoch sooner
-        need_s = _first_epoch_seconds(group, planned, compiled)
-        if time.monotonic() + need_s >= deadline:
-            why = (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
-                   if need_s else "the budget is spent")
-            break
-        configs = [c for _, c in group]
-        fresh = [c for c in configs if _epochs_done(c) == 0]
-        compiled |= {_network(c) for c in configs}
-        t0, refilled = time.monotonic(), []
+        group, why = w.next_group()
+        if group:
+            why = w.train(group)
+    return why
 
+
+class _Loop:
+    """What `_advance` keeps between groups: the plan left to do, what travels, what was compiled."""
+
+    def __init__(self, todo, pack, planned, deadline, partial_bytes, verbose, finished, touched, log, stop):
+        self.todo, self.pack, self.planned, self.deadline = todo, pack, planned, deadline
+        self.partial_bytes, self.verbose, self.finished, self.touched, self.log = partial_bytes, verbose, finished, \
+            touched, log
+        self.stop, self.compiled = stop, set()  # compiled: networks compiled here; later runs reuse the code
+
+    def next_group(self) -> tuple[list, str | None]:
+        """The next runs to train side by side, or why none can start (partial state, budget)."""
+        group = _fitting(_next_group(self.todo, self.pack), PARTIAL_BUDGET - self.partial_bytes)
+        if not group:
+            key, first = self.todo[0]
+            return [], (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state "
+                        f"beside {self.partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB "
+                        "that travels")
+        while len(group) > 1 and time.monotonic() + _first_epoch_seconds(group, self.planned, self.compiled) \
+                >= self.deadline:
+            group = group[:-1]  # fewer runs side by side finish their first epoch sooner
+        need_s = _first_epoch_seconds(group, self.planned, self.compiled)
+        if time.monotonic() + need_s >= self.deadline:
+            return [], (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
+                        if need_s else "the budget is spent")
+        return group, None
+
+    def refill_for(self, group: list, fresh: list, refilled: list):
+        """The next run in plan order, to take the place of one that ended: if its partial state fits
+        beside what is in flight and its first epoch, beside the runs still training, ends in time."""
         def refill(live: list[Config]) -> tuple[Config, str] | None:
-            """The next run in plan order, to take the place of one that ended: if its partial state
-            fits beside what is in flight and its first epoch, beside the runs still training, ends
-            before the deadline."""
             taken = {run_name(c) for _, c in group}
-            following = [(k, c) for k, c in todo if run_name(c) not in taken][:1]
+            following = [(k, c) for k, c in self.todo if run_name(c) not in taken][:1]
             in_flight = sum(_checkpoint_bytes(c) for c in fresh)
-            if not following or not _fitting(following, PARTIAL_BUDGET - partial_bytes - in_flight):
+            if not following or not _fitting(following, PARTIAL_BUDGET - self.partial_bytes - in_flight):
                 return None
-            if time.monotonic() + _first_epoch_seconds([(k, c) for k, c in group if c in live] + following, planned,
-                                                       compiled) >= deadline:
+            if time.monotonic() + _first_epoch_seconds([(k, c) for k, c in group if c in live] + following,
+                                                       self.planned, self.compiled) >= self.deadline:
                 return None
             (key, config), = following
             group.append((key, config))
             refilled.append(key)
             fresh.extend([config] if _epochs_done(config) == 0 else [])
-            compiled.add(_network(config))
+            self.compiled.add(_network(config))
             return config, key
+        return refill
+
+    def train(self, group: list) -> str | None:
+        """Train `group` (refilled as runs end); record what happened; return why to stop, or None."""
+        configs = [c for _, c in group]
+        fresh = [c for c in configs if _epochs_done(c) == 0]
+        self.compiled |= {_network(c) for c in configs}
+        t0, refilled = time.monotonic(), []
         try:
-            rolling = {"refill": refill} if pack > 1 else {}
-            stop["training"] = True
-            results = train_group(configs, labels=[k for k, _ in group], verbose=verbose, deadline=deadline,
-                                  **rolling)  # side by side, runs that end make room for the next ones
+            rolling = {"refill": self.refill_for(group, fresh, refilled)} if self.pack > 1 else {}
+            self.stop["training"] = True
+            results = train_group(configs, labels=[k for k, _ in group], verbose=self.verbose,
+                                  deadline=self.deadline, **rolling)  # side by side, ended runs make room
         except RunBusy as e:  # another process trains this run: the window goes on with the next
-            stop["training"] = False
-            log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "busy": str(e)})
-            todo[:] = [(k, c) for k, c in todo if run_name(c) != e.run]
-            continue
+            self.stop["training"] = False
+            self.log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "busy": str(e)})
+            self.todo[:] = [(k, c) for k, c in self.todo if run_name(c) != e.run]
+            return None
         except Exception as e:  # a window is scarce: keep what it did, and what it can still do
-            stop["training"] = False
-            failure = f"{type(e).__name__}: {str(e)[:500]}"
-            log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "failed": failure})
-            configs = [c for _, c in group]  # refills included
-            finished += [c for c in configs if c not in finished and load_result(c) is not None]  # ended before it
-            todo[:] = [(k, c) for k, c in todo if c not in finished]
-            kept = [c for c in configs if c not in finished and checkpoint_epoch(checkpoint_path(c)) is not None]
-            touched += kept
-            partial_bytes += sum(_checkpoint_bytes(c) for c in kept if c in fresh)
-            if isinstance(e, WindowStopped):
-                return str(e)
-            if len(group) == 1:
-                why = f"{group[0][0]} failed: {failure}"
-                break
-            warnings.warn(f"training {len(group)} runs at once failed ({failure}); this window trains the rest alone")
-            pack = 1
-            continue
-        stop["training"] = False
-        log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
-                    "states": [r["status"] if r else "busy" for r in results]}
-                   | ({"refilled": refilled} if refilled else {}))
+            self.stop["training"] = False
+            return self.failed(group, fresh, e, t0)
+        self.stop["training"] = False
+        self.log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0,
+                         "states": [r["status"] if r else "busy" for r in results]}
+                        | ({"refilled": refilled} if refilled else {}))
         busy = {run_name(config) for (_, config), r in zip(group, results) if r is None}
-        todo[:] = [(k, c) for k, c in todo if run_name(c) not in busy]  # another process trains those
         for (key, config), r in zip(group, results):
-            if r is None:
-                continue
-            touched.append(config)
-            if r["status"] == "partial":
-                partial_bytes += _checkpoint_bytes(config) if config in fresh else 0
-            else:
-                finished.append(config)
-        todo[:] = [(k, c) for k, c in todo if c not in finished]
+            if r is not None:
+                self.touched.append(config)
+                if r["status"] == "partial":
+                    self.partial_bytes += _checkpoint_bytes(config) if config in fresh else 0
+                else:
+                    self.finished.append(config)
+        # runs another process trains are left to it; finished ones are done
+        self.todo[:] = [(k, c) for k, c in self.todo if c not in self.finished and run_name(c) not in busy]
         if any(r is not None and r["status"] == "partial" for r in results):
-            why = "the budget is spent (runs in flight were checkpointed)"
-    return why
+            return "the budget is spent (runs in flight were checkpointed)"
+        return None
+
+    def failed(self, group: list, fresh: list, e: Exception, t0: float) -> str | None:
+        """Training `group` raised: keep what ended before it and the checkpoints; a group goes on
+        alone, a lone run's failure ends the window."""
+        failure = f"{type(e).__name__}: {str(e)[:500]}"
+        self.log.append({"runs": [k for k, _ in group], "seconds": time.monotonic() - t0, "failed": failure})
+        configs = [c for _, c in group]  # refills included
+        self.finished += [c for c in configs if c not in self.finished and load_result(c) is not None]
+        self.todo[:] = [(k, c) for k, c in self.todo if c not in self.finished]
+        kept = [c for c in configs if c not in self.finished and checkpoint_epoch(checkpoint_path(c)) is not None]
+        self.touched += kept
+        self.partial_bytes += sum(_checkpoint_bytes(c) for c in kept if c in fresh)
+        if isinstance(e, WindowStopped):
+            return str(e)
+        if len(group) == 1:
+            return f"{group[0][0]} failed: {failure}"
+        warnings.warn(f"training {len(group)} runs at once failed ({failure}); this window trains the rest alone")
+        self.pack = 1
+        return None
 
 
 FIRST_EPOCH_OVERHEAD_S = {"cuda": 60.0, "cpu": 0.0}  # compilation and CUDA-graph capture before the first step
