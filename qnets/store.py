@@ -21,7 +21,9 @@ from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orpha
 __all__ = ["result_path", "checkpoint_path", "lock_path", "StoreError", "read_result", "load_result", "write_result",
            "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES"]
 
-STATUSES = ("completed", "collapsed", "stopped")  # stopped: by the old collapse rule (legacy_status)
+# stopped: three early gpu-short runs, stopped by an old rule that also reacted to a non-finite test loss
+# while training was healthy (they record why, in stop_reason); shown as they are, to be re-run
+STATUSES = ("completed", "collapsed", "stopped")
 
 
 def result_path(config: Config) -> Path:
@@ -128,10 +130,10 @@ def _check_against_itself(r: dict, bad) -> None:
 
 
 def load_result(config: Config) -> dict | None:
-    """The stored result of `config` (checked by read_result, labelled by legacy_status), or None.
+    """The stored result of `config` (checked by read_result), or None.
     Needs no data."""
     path = result_path(config)
-    return legacy_status(read_result(path)) if path.exists() else None
+    return read_result(path) if path.exists() else None
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -143,7 +145,7 @@ def load_result(config: Config) -> dict | None:
 # network in evaluation mode can overflow on a few images) never stops a run: it is recorded.
 COLLAPSE_RISEN = 0.10
 COLLAPSE_FALLEN = 0.02
-COLLAPSE_RULE = 2  # recorded in results; results without it were stopped by rule 1 (see legacy_status)
+COLLAPSE_RULE = 2  # recorded in results; the three "stopped" runs were made under rule 1
 
 
 def collapse_reason(history: list[dict]) -> str | None:
@@ -156,23 +158,6 @@ def collapse_reason(history: list[dict]) -> str | None:
     if accs and max(accs) > chance + COLLAPSE_RISEN and last["train_acc"] < chance + COLLAPSE_FALLEN:
         return f"training accuracy fell back to chance ({last['train_acc']:.3f}) in epoch {last['epoch']}"
     return None
-
-
-def legacy_status(result: dict) -> dict:
-    """A result made before COLLAPSE_RULE 2, as the rule it was made under deserves: rule 1 also
-    stopped a run when its *test* loss was not finite. Where the training history shows no
-    breakdown, the run did not collapse: it is relabelled "stopped" (not finished, no final
-    accuracy), with the reason. Results of rule 2 are returned as they are."""
-    if result.get("collapse_rule") == COLLAPSE_RULE or result.get("status") != "collapsed":
-        return result
-    history = result["history"]
-    if history and collapse_reason(history) is None:
-        last = history[-1]
-        return result | {"status": "stopped", "collapse_reason": None, "stop_reason": (
-            f"stopped by the old rule in epoch {last['epoch']}: the test loss was not finite while training "
-            f"was healthy (in that epoch: training loss {last['train_loss']:.3f}, training accuracy "
-            f"{last['train_acc']:.3f}, test accuracy {last['test_acc']:.3f}); to be re-run")}
-    return result
 
 
 CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "history", "elapsed", "started", "rng")

@@ -23,7 +23,7 @@ from .fastpath import (CPU_COMPILE_MIN_STEPS, Trainer, capabilities, channels_la
                        resolve_device)
 from .models import resnet
 from .store import (COLLAPSE_RULE, STATUSES, StoreError, checkpoint_epoch, checkpoint_path, collapse_reason,
-                    epoch_seconds, legacy_status, load_checkpoint_file, load_result, lock_path, prepare,
+                    epoch_seconds, load_checkpoint_file, load_result, lock_path, prepare,
                     read_checkpoint, read_result, result_path, reusable, write_checkpoint, write_result)
 from .utils import DiskFull, timestamp
 
@@ -32,7 +32,7 @@ from .utils import DiskFull, timestamp
 __all__ = ["Config", "fit", "Lane", "Run", "build_model", "make_loaders", "load_data", "load_datasets",
            "config_hash", "run_name", "lr_factor", "result_path", "checkpoint_path", "lock_path", "load_result",
            "read_result", "read_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "write_result",
-           "write_checkpoint", "StoreError", "STATUSES", "COLLAPSE_RULE", "collapse_reason", "legacy_status",
+           "write_checkpoint", "StoreError", "STATUSES", "COLLAPSE_RULE", "collapse_reason",
            "epoch_seconds", "prepare", "reusable", "Trainer", "capabilities", "precision_for", "describe_runtime",
            "channels_last_for", "resolve_device", "CPU_COMPILE_MIN_STEPS", "_f"]
 

@@ -277,7 +277,7 @@ def test_a_test_set_overflow_is_recorded_and_training_goes_on(tmp_path, monkeypa
 
 
 def test_the_collapse_rule_reads_training_only():
-    from qnets.train import collapse_reason, legacy_status
+    from qnets.train import collapse_reason
     h = lambda e, loss, acc, test_loss=1.0: {"epoch": e, "train_loss": loss, "train_acc": acc,  # noqa: E731
                                              "test_loss": test_loss, "test_acc": 0.5}
     assert collapse_reason([h(0, 1.5, 0.4, test_loss=float("nan"))]) is None  # test overflow: not a collapse
@@ -285,13 +285,6 @@ def test_the_collapse_rule_reads_training_only():
     assert collapse_reason([h(0, None, 0.1)]) is not None  # stored JSON has null for NaN
     assert "fell back to chance" in collapse_reason([h(0, 1.5, 0.25), h(1, 2.3, 0.11)])
     assert collapse_reason([h(0, 2.3, 0.15), h(1, 2.3, 0.11)]) is None  # never rose above chance + 0.1
-    old = {"status": "collapsed", "collapse_reason": "non-finite loss in epoch 1", "final_test_acc": None,
-           "history": [h(0, 1.5, 0.4), h(1, 1.2, 0.5, test_loss=None)]}
-    relabelled = legacy_status(old)
-    assert relabelled["status"] == "stopped" and "old rule" in relabelled["stop_reason"]
-    broke = old | {"history": [h(0, 1.5, 0.4), h(1, None, 0.1)]}
-    assert legacy_status(broke) is broke  # training broke down: still a collapse
-    assert legacy_status(old | {"collapse_rule": 2}) == old | {"collapse_rule": 2}
 
 
 def test_progress_bar_counts_images_within_an_epoch_and_shows_the_label(tmp_path, capsys):
