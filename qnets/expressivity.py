@@ -16,9 +16,9 @@ from torch import nn
 from .plots import colour
 from .stats import summary, verdict, welch
 
-from .mlps import (FAMILIES, _floor, _log_error, PROBLEMS, SIZES, TARGETS, Square, budget_grid, chords, dataset, error, fit, match, mlp,
-                   n_params, pieces, prepare, problems, rate_check, result_path, results, size, spec, stacked_forward,
-                   train)
+from .mlps import (FAMILIES, PROBLEMS, SIZES, Square, TARGETS, _floor, _log_error, budget_grid, chords, dataset, error,
+                   fit, match, mlp, n_params, pieces, prepare, problems, rate_check, result_path, results, size, spec,
+                   stacked_forward, train)
 from .neuron import (DISK_NEURON, XOR_NEURON, best_line, conic, disk_points, explore, neuron, plot_neuron,
                      plot_single_neuron, single_neuron, xor_points)
 

@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import time
-import zlib
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ from torch import nn
 
 from .experiments import PRESETS
 from .layers import QuadraticLinear
+from .targets import PROBLEMS, RADIUS, TARGETS, _generator, dataset
 from .neuron import single_neuron
 from .stats import summary
 from .utils import atomic_write, strict
@@ -50,10 +50,7 @@ __all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_param
            "result_path", "rate_check", "problems"]
 
 FAMILIES = ("relu", "square", "quadratic")
-TARGETS = ("norm2", "bump", "ball")  # radial regression targets
-PROBLEMS = ("circles", "spirals")  # 2-D classification
 TOLERANCE = 0.02  # parameter counts of the three families at one budget differ by at most this
-RADIUS = 2.0  # inputs of the radial targets: |x| uniform on [0, RADIUS], direction uniform
 
 # Sizes: smoke checks that the code runs (seconds); quick is the measurement (minutes, 2 CPU cores).
 # gpu-short and paper run as quick: nothing here needs a GPU.
@@ -161,65 +158,6 @@ def budget_grid(d: int, depth: int, out: int, lo: float, hi: float, n: int,
             picked.append(b)
     return [{"budget": b, "widths": (w := match(b, d, depth, out)),
              "params": {f: n_params(f, d, w[f], depth, out) for f in FAMILIES}} for b in sorted(picked)]
-
-
-# ----------------------------------------------------------------------------- targets
-
-def radial_inputs(n: int, d: int, g: torch.Generator) -> torch.Tensor:
-    """n points x = r·u, u uniform on the unit sphere of R^d and r uniform on [0, RADIUS]: the
-    radius is probed alike in every dimension (a Gaussian's norm would concentrate)."""
-    u = torch.randn(n, d, generator=g, dtype=torch.float64)
-    u = u / u.norm(dim=1, keepdim=True)
-    return (u * RADIUS * torch.rand(n, 1, generator=g, dtype=torch.float64)).float()
-
-
-def radial_target(name: str, x: torch.Tensor) -> torch.Tensor:
-    """‖x‖² (norm2), exp(−‖x‖²/(2·0.7²)) (bump) or 1[‖x‖ < RADIUS/2] (ball: half the points)."""
-    r2 = x.double().square().sum(1)
-    if name == "norm2":
-        y = r2
-    elif name == "bump":
-        y = torch.exp(-r2 / (2 * 0.7 ** 2))
-    elif name == "ball":
-        y = (r2 < (RADIUS / 2) ** 2).double()
-    else:
-        raise ValueError(f"unknown target {name!r}; choose one of {TARGETS}")
-    return y.float()
-
-
-def two_circles(n: int, g: torch.Generator):
-    """Two noisy concentric circles, radii 0.5 and 1 (class 1 the outer)."""
-    r = torch.where(torch.rand(n, generator=g) < 0.5, 0.5, 1.0)
-    t = torch.rand(n, generator=g) * 2 * torch.pi
-    x = torch.stack((r * t.cos(), r * t.sin()), 1) + 0.08 * torch.randn(n, 2, generator=g)
-    return x, (r > 0.75).long()
-
-
-def two_spirals(n: int, g: torch.Generator):
-    """Two interleaved noisy spirals of one and a half turns."""
-    t = torch.sqrt(torch.rand(n, generator=g)) * 3 * torch.pi
-    label = (torch.rand(n, generator=g) < 0.5).long()
-    angle = t + torch.pi * label
-    x = torch.stack((t * angle.cos(), t * angle.sin()), 1) / (3 * torch.pi) * 1.8
-    return x + 0.04 * torch.randn(n, 2, generator=g), label
-
-
-def _generator(*key) -> torch.Generator:
-    return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
-
-
-def dataset(problem: str, d: int, n: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y): `n` points of `problem` (a radial target in R^d, or circles/spirals in R^2), drawn
-    from a generator named by (problem, d, seed, split): every seed has its own data."""
-    if split not in ("train", "test", "lines"):
-        raise ValueError(f"split must be train, test or lines, got {split!r}")
-    g = _generator(problem, d, seed, split)
-    if problem in PROBLEMS:
-        if d != 2:
-            raise ValueError(f"{problem} is a problem in d = 2, got d={d}")
-        return (two_circles if problem == "circles" else two_spirals)(n, g)
-    x = radial_inputs(n, d, g)
-    return x, radial_target(problem, x)
 
 
 # ----------------------------------------------------------------------------- training

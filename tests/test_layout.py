@@ -11,7 +11,7 @@ LAYERS = {
     "utils": 1, "layers": 1, "models": 1, "relinear": 1, "sources": 1, "data": 1, "locks": 1, "config": 1,
     "store": 1, "fastpath": 1, "train": 1,
     "__init__": 1,
-    "stats": 2, "claims": 2, "experiments": 2, "plots": 2, "expressivity": 2, "mlps": 2, "neuron": 2, "notebooks": 2,
+    "stats": 2, "claims": 2, "experiments": 2, "plots": 2, "expressivity": 2, "mlps": 2, "neuron": 2, "targets": 2, "notebooks": 2,
     "precision": 2,
     "streams": 3, "runner": 3, "campaign": 3, "window": 3, "collect": 3, "cluster": 3, "timing": 3, "packbench": 3, "bench": 3, "report": 3,
     "__main__": 4,
@@ -86,7 +86,7 @@ def _sizes():
 
 
 # Still over the limits, to be split (a module leaves this list when it fits; nothing joins it).
-LONG_MODULES = {"mlps"}
+LONG_MODULES: set[str] = set()
 LONG_FUNCTIONS: set[tuple[str, str]] = set()
 
 
