@@ -24,6 +24,7 @@ Precisions (`PRECISIONS`):
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -73,20 +74,21 @@ def _conv(layer: QuadraticConv2d, x, weight, bias, tf32: bool = False):
 
 
 def layer_output(layer: QuadraticConv2d, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """The full quadratic layer's output q(x) computed in `precision` (float64 when `x` is float64)."""
+    """The full quadratic layer's output q(x) computed in `precision` (fp64: float64), always by the
+    layer's own forward (the formula lives in `qnets.layers` alone): a float64 copy, the layer in
+    float32, a copy whose convolutions round their operands to TF32, or the layer under bf16
+    autocast, plain or with its small terms split off."""
     if precision not in PRECISIONS + ("fp64",):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    wr, wg, wb, br, bg, c = layer.weight_r, layer.weight_g, layer.weight_b, layer.bias_r, layer.bias_g, layer.bias_b
     if precision == "fp64":
-        d = lambda t: t.double()  # noqa: E731
-        x = x.double()
-        r = _conv(layer, x, d(wr), d(br))
-        return r * _conv(layer, x, d(wg), d(bg)) + _conv(layer, x * x, d(wb), d(c))
+        return copy.deepcopy(layer).double()(x.double())
     x = x.float()
-    if precision in ("fp32", "tf32"):
-        tf32 = precision == "tf32"
-        r = _conv(layer, x, wr, br, tf32)
-        return r * _conv(layer, x, wg, bg, tf32) + _conv(layer, x * x, wb, c, tf32)
+    if precision == "fp32":
+        return layer(x)
+    if precision == "tf32":
+        emulated = copy.deepcopy(layer)
+        emulated._apply_op = lambda t, weight, bias: _conv(layer, t, weight, bias, tf32=True)
+        return emulated(x)
     split, layer.split_small_terms = layer.split_small_terms, precision == "bf16-split"
     try:  # the layer's own code under autocast: plain, or with its small terms split off
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
