@@ -199,9 +199,8 @@ def sync(device: torch.device) -> None:
 
 
 class Lane:
-    """One run, advanced a training step at a time: `fit` drives one lane to its end,
-    `qnets.streams.fit_together` several side by side. Between epochs a lane checks its
-    deadline, its collapse rule and its checkpoint schedule exactly as `fit` always has."""
+    """One run, advanced a training step at a time (`training` is its loop): `fit` drives one lane
+    to its end, `qnets.streams.fit_together` several side by side."""
 
     def __init__(self, config: Config, dataset: "qdata.CIFAR10", device: torch.device, deadline: float | None = None,
                  verbose: bool = True, label: str | None = None, force: bool = False, **extra):
@@ -228,40 +227,43 @@ class Lane:
         self.run = Run(config, Trainer(config, model, device, len(self.train_loader)),
                        fingerprint=qdata.fingerprint(dataset)).resume()
         self.measured: list[dict] = []  # epochs timed in this process
-        self.next_epoch, self.steps = self.run.start, None
         self.bar = progress(config, verbose, self.run.start, len(self.train_loader), label)
         self.run.trainer.model.train()
+        self._loop = self.training()
+
+    def training(self):
+        """The run's loop, one training step per `next` (`fit` drains it; `qnets.streams` interleaves
+        several): for each epoch left, stop checkpointed where the deadline would pass within it,
+        train its steps (the fast path's, `Run.epoch_steps`), score the test set when due, end on a
+        collapse, checkpoint when due; then store the result."""
+        run, config = self.run, self.config
+        for epoch in range(run.start, config.epochs):
+            if out_of_time(self.deadline, self.measured):
+                if run.saved != epoch - 1:
+                    run.checkpoint(epoch - 1)
+                self.result = partial(config, run.history)
+                return
+            self.measured.append((yield from run.epoch_steps(epoch, self.train_loader, self.test_loader, self.bar)))
+            reason = collapse_reason(run.history)
+            if reason:
+                return self._end("collapsed", reason)
+            if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.epochs:
+                run.checkpoint(epoch)
+        self._end("completed", None)
 
     def advance(self) -> bool:
-        """One training step, or between epochs the bookkeeping; False once the run has ended
-        (its result, or `partial` when its deadline stopped it, is then in `result`)."""
+        """One training step; False once the run has ended (its result, or `partial` when its
+        deadline stopped it, is then in `result`)."""
         if self.stored is not None:
             return False
-        run, config = self.run, self.config
-        if self.steps is None:
-            if self.next_epoch >= config.epochs:
-                return self._end("completed", None)
-            if out_of_time(self.deadline, self.measured):
-                if run.saved != self.next_epoch - 1:
-                    run.checkpoint(self.next_epoch - 1)
-                self.result = partial(config, run.history)
-                return self._close()
-            self.steps = run.epoch_steps(self.next_epoch, self.train_loader, self.test_loader, self.bar)
         try:
-            next(self.steps)
+            next(self._loop)
             return True
-        except StopIteration as end:
-            self.measured.append(end.value)
-        epoch, self.steps = self.next_epoch, None
-        reason = collapse_reason(run.history)
-        if reason:
-            return self._end("collapsed", reason)
-        if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.epochs:
-            run.checkpoint(epoch)
-        self.next_epoch += 1
-        return True
+        except StopIteration:
+            self.close()
+            return False
 
-    def _end(self, status: str, reason: str | None) -> bool:
+    def _end(self, status: str, reason: str | None) -> None:
         r = self.run
         self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
                                    self.device, r.trainer, self.dataset, **self.extra)
@@ -271,11 +273,6 @@ class Lane:
                 r.checkpoint(self.config.epochs - 1)
             except DiskFull as e:
                 warnings.warn(f"{run_name(self.config)}: result stored, final checkpoint not: {e.strerror}")
-        return self._close()
-
-    def _close(self) -> bool:
-        self.close()
-        return False
 
     def close(self) -> None:
         """Close the progress bar and release the run's lock (also when a lane stops early)."""
