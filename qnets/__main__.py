@@ -93,7 +93,7 @@ def cmd_results(args) -> int:
         from . import cluster
         configs = {k: c.replace(**runtime) for k, c in experiments.plan(args.preset, args.runs).items()}
         if args.status:
-            print(cluster.status_text(configs))
+            print(cluster.status_text(configs, cpu=args.preset in experiments.CPU_PRESETS))
             return 0
         chosen = cluster.options(args.slurm_config, cluster=args.cluster, partition=args.partition,
                                  account=args.account, gpus=args.gpus, cpus=args.cpus, time=args.time,

@@ -5,7 +5,7 @@ window (`qnets.window.run`) trains the next runs until its budget is nearly spen
 epochs, checkpoints what is in flight and writes everything a later window needs into one output
 folder; `qnets.collect.collect` takes that folder back into results/runs/ and the checkpoints of
 unfinished runs into results/campaign/partial/ (committed, so the next window, on any machine,
-resumes them exactly). `status_text` says where the plan stands, what it has cost and what is left.
+resumes them exactly). `status_text` says where the plan stands, what it has cost and what is left (`qnets.runner.status`).
 
     python -m qnets campaign status --preset cpu
     python -m qnets campaign run --budget 480 --out DIR      # a window
@@ -14,12 +14,11 @@ resumes them exactly). `status_text` says where the plan stands, what it has cos
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
-from . import experiments
+from . import experiments, runner
 from .models import resnet
-from .train import Config, checkpoint_epoch, checkpoint_path, epoch_seconds, load_result, run_name
+from .train import Config, checkpoint_epoch, checkpoint_path, epoch_seconds, run_name
 
 __all__ = ["plan", "status", "status_text", "campaign_dir", "status_file", "PLANS", "MAX_FILES", "MAX_FILE_BYTES",
            "MAX_BYTES"]
@@ -101,93 +100,25 @@ def _epochs_done(config: Config) -> int:
 
 
 def status(preset: str = "paper", only: int | None = None, **overrides) -> list[dict]:
-    """One dict per planned run: key, name, state (done, partial, to do), epochs done, and for
-    done runs the outcome, device, minutes, and its share of the device: a run trained beside k − 1
-    others (`shared` = k) counts 1/k of its wall time and epoch time (`gpu_minutes` on a GPU,
-    `cpu_hours` on a CPU)."""
-    rows = []
-    for key, config in plan(preset, only, **overrides):
-        r = load_result(config)
-        row = {"key": key, "name": run_name(config), "epochs": config.epochs, "depth": config.depth,
-               "neuron": config.neuron}
-        if r is not None:
-            shared, seconds = _shared(r), epoch_seconds(r["history"])
-            on_cpu = r["device"] == "cpu"
-            row |= {"state": "done", "done": r["epochs_run"], "status": r["status"], "device": r["device"],
-                    "minutes": r["wall_time"] / 60, "accuracy": r["final_test_acc"], "shared": shared,
-                    "gpu_minutes": 0.0 if on_cpu else r["wall_time"] / 60 / shared,
-                    "cpu_hours": r["wall_time"] / 3600 / shared if on_cpu else 0.0,
-                    "epoch_s": seconds / shared if seconds else None}
-        else:
-            done = _epochs_done(config)
-            row |= {"state": "partial" if done else "to do", "done": done}
-        rows.append(row)
+    """`qnets.runner.status` of every planned run (`label` is its key in the plan), the committed
+    partial checkpoints counted; a done run also has its share of the device: a run trained beside
+    k − 1 others (`shared` = k) counts 1/k of its wall time and epoch time (`gpu_minutes` on a GPU,
+    `cpu_hours` on a CPU, `epoch_s`)."""
+    rows = runner.status(dict(plan(preset, only, **overrides)), lambda c: (_partial_path(c),))
+    for r in rows:
+        if r["state"] == "done":
+            res, k = r["result"], r["shared"]
+            on_cpu, seconds = res["device"] == "cpu", epoch_seconds(res["history"])
+            r |= {"gpu_minutes": 0.0 if on_cpu else res["wall_time"] / 60 / k,
+                  "cpu_hours": res["wall_time"] / 3600 / k if on_cpu else 0.0, "epoch_s": seconds / k if seconds else None}
     return rows
 
 
-CPU_PRESETS = ("smoke", "quick", "cpu")  # presets whose plan trains on a CPU: status counts CPU-hours
-
-
 def status_text(preset: str = "paper", only: int | None = None, **overrides) -> str:
-    """Every planned run with its state, then the device time spent (GPU-minutes, or CPU-hours for a
-    CPU preset) and an estimate of what is left, from the measured epoch times of each kind of
-    network on that kind of device (the bench's where no run measured it; a kind measured at
-    another depth, scaled by depth; unknown where neither)."""
-    rows = status(preset, only, **overrides)
-    cpu = preset in CPU_PRESETS
-    per_kind: dict[tuple, list[float]] = {}
-    for r in rows:
-        if r.get("epoch_s") and (r["device"] == "cpu") == cpu:
-            per_kind.setdefault((r["depth"], r["neuron"]), []).append(r["epoch_s"])
-    benched = 0
-    for kind, seconds in _bench_epoch_seconds(cpu).items():  # kinds no campaign run has measured yet
-        if kind not in per_kind:
-            per_kind[kind], benched = [seconds], benched + 1
-    pace = {kind: sum(v) / len(v) for kind, v in per_kind.items()}
-    lines = [f"{'run':28s} {'state':8s} {'epochs':>9s}  outcome"]
-    spent = left = 0.0
-    unknown = scaled = 0
-    for r in rows:
-        outcome = ""
-        if r["state"] == "done":
-            outcome = (f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else r["status"]) + \
-                f" ({r['minutes']:.1f} min" + (f" shared by {r['shared']} runs" if r["shared"] > 1 else "") + \
-                f", {r['device']})"
-            spent += r["cpu_hours"] * 60 if cpu else r["gpu_minutes"]
-        else:
-            seconds = pace.get((r["depth"], r["neuron"]))
-            same = [k for k in pace if k[1] == r["neuron"]]
-            if seconds is None and same:  # the nearest depth of the same neuron, scaled by depth
-                near = min(same, key=lambda k: abs(k[0] - r["depth"]))
-                seconds, scaled = pace[near] * r["depth"] / near[0], scaled + 1
-            if seconds is None:
-                unknown += 1
-            else:
-                left += (r["epochs"] - r["done"]) * seconds / 60
-        lines.append(f"{r['key']:28s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {outcome}")
-    done = sum(r["state"] == "done" for r in rows)
-    partial = sum(r["state"] == "partial" for r in rows)
-    unit, fmt = ("CPU-hours", lambda m: f"{m / 60:.1f}") if cpu else ("GPU-minutes", lambda m: f"{m:.0f}")
-    lines.append(f"\n{done} of {len(rows)} runs done, {partial} partial; {fmt(spent)} {unit} spent on the done "
-                 f"runs (runs side by side count their share); about {fmt(left)} {unit} left at the measured pace"
-                 + (f" ({benched} kinds of network timed by the bench only, not yet by a campaign run)" if benched else "")
-                 + (f" ({scaled} runs estimated from another depth)" if scaled else "")
-                 + (f", and {unknown} runs of kinds never timed" if unknown else ""))
-    return "\n".join(lines)
-
-
-def _bench_epoch_seconds(cpu: bool = False) -> dict[tuple, float]:
-    """Seconds per epoch of the lone fast path, by (depth, neuron), from the bench reports of a GPU
-    (or, with `cpu`, of a CPU)."""
-    out = {}
-    for path in sorted(Path("results/bench").glob("*.json")):
-        report = json.loads(path.read_text())
-        if report.get("kind") == "packing" or str(report.get("device", "cpu")).startswith("cpu") != cpu:
-            continue
-        for row in report.get("rows", []):
-            if row.get("path") == "fast" and row.get("s_per_epoch"):
-                out[(row["depth"], row["neuron"])] = row["s_per_epoch"]
-    return out
+    """`qnets.runner.status_text` of the plan: every planned run, the device time spent (CPU-hours
+    for a CPU preset, else GPU-minutes) and what is left at the measured pace."""
+    return runner.status_text(dict(plan(preset, only, **overrides)), cpu=preset in experiments.CPU_PRESETS,
+                              checkpoints=lambda c: (_partial_path(c),))
 
 
 def _checkpoint_bytes(config: Config) -> int:
@@ -200,11 +131,6 @@ def _parameters(network: tuple) -> int:
     """Parameters of a network (`_network`): built once per process, not for every question a
     window asks while its runs wait (groups, refills)."""
     return sum(p.numel() for p in resnet(*network).parameters())
-
-
-def _shared(result: dict) -> int:
-    """How many runs shared the GPU with the run of `result` (itself included)."""
-    return (result.get("together") or result.get("pack") or {}).get("k") or 1
 
 
 def _network(config: Config) -> tuple:

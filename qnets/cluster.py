@@ -29,7 +29,6 @@ the log) or to do.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import warnings
 from pathlib import Path
 
 from . import locks, runner
+from .runner import failure_path
 from .locks import HEARTBEAT_S, STALE_AFTER_S, RunLock, describe_holder as _holder, read_lock, stale
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, lock_path, result_path,
                     run_name)
@@ -72,10 +72,6 @@ def _submitit():
 def cluster_dir(out_dir: str | Path) -> Path:
     """Where the cluster keeps its state (not committed): locks/, failed/, and jobs/ (submitit's files and logs)."""
     return Path(out_dir) / "cluster"
-
-
-def failure_path(config: Config) -> Path:
-    return cluster_dir(config.out_dir) / "failed" / f"{run_name(config)}.json"
 
 
 def jobs_dir(out_dir: str | Path) -> Path:
@@ -387,61 +383,11 @@ def wait(submission: dict, configs: dict[str, Config], poll_s: float = 10.0, pri
 # ----------------------------------------------------------------------------- status
 
 def status(configs: dict[str, Config]) -> list[dict]:
-    """One row per run of `configs`: label, name, state (done, running, failed, to do) and what
-    is known of it: the result; the lock's holder and heartbeat; the failure and its log; the
-    epochs in the checkpoint."""
-    rows = []
-    for label, config in configs.items():
-        row = {"label": label, "name": run_name(config), "epochs": config.epochs, "done_epochs": 0}
-        try:
-            r = load_result(config)
-        except StoreError as e:
-            rows.append(row | {"state": "failed", "error": str(e), "log": None})
-            continue
-        if r is None:
-            last = checkpoint_epoch(checkpoint_path(config))
-            row["done_epochs"] = 0 if last is None else last + 1
-        holder = read_lock(lock_path(config))
-        why_stale = None if holder is None else stale(holder)
-        failure = None
-        if failure_path(config).exists():
-            with contextlib.suppress(OSError, ValueError):
-                failure = json.loads(failure_path(config).read_text())
-        if r is not None:
-            row |= {"state": "done", "status": r["status"], "final_test_acc": r["final_test_acc"],
-                    "device": r["device"], "done_epochs": r["epochs_run"]}
-        elif holder is not None and why_stale is None:
-            row |= {"state": "running", "holder": holder, "heartbeat_age": time.time() - holder["heartbeat"]}
-        elif failure is not None:
-            row |= {"state": "failed", "error": failure.get("error"), "log": failure.get("log"), "failure": failure}
-        else:
-            row |= {"state": "to do"}
-            if holder is not None:
-                row["stale"] = {"holder": holder, "why": why_stale}
-        rows.append(row)
-    return rows
+    """`qnets.runner.status`: one row per run of `configs`: done, running (by whom, its heartbeat),
+    failed (why, the job's log), partial or to do."""
+    return runner.status(configs)
 
 
-def status_text(configs: dict[str, Config]) -> str:
-    """`status` as a table and a count of each state."""
-    rows = status(configs)
-    lines = [f"{'run':24s} {'state':8s} {'epochs':>9s}  details"]
-    for r in rows:
-        if r["state"] == "done":
-            acc = r["final_test_acc"]
-            detail = (f"{r['status']}, test acc {acc:.4f}" if acc is not None else r["status"]) + f" ({r['device']})"
-        elif r["state"] == "running":
-            h = r["holder"]
-            detail = f"{_holder(h)}, heartbeat {r['heartbeat_age']:.0f} s ago" + (f"; log {h['log']}" if h.get("log")
-                                                                                  else "")
-        elif r["state"] == "failed":
-            f = r.get("failure") or {}
-            detail = r["error"] + (f" ({_holder(f | {'since': f.get('time')})})" if f else "") + (
-                f"; log {r['log']}" if r.get("log") else "")
-        else:
-            detail = (f"last holder {_holder(r['stale']['holder'])} stopped: {r['stale']['why']}"
-                      if r.get("stale") else "")
-        lines.append(f"{r['label']:24s} {r['state']:8s} {r['done_epochs']:>4d}/{r['epochs']:<4d}  {detail}".rstrip())
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "to do")}
-    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(rows)} runs")
-    return "\n".join(lines)
+def status_text(configs: dict[str, Config], cpu: bool = False) -> str:
+    """`qnets.runner.status_text` of `configs`: device time in GPU-minutes, or with `cpu` CPU-hours."""
+    return runner.status_text(configs, cpu)

@@ -6,6 +6,7 @@ same lists without notebooks (`qnets.runner.train_plan`), e.g. on a GPU machine.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ PRESET_HELP = {
     "paper": "full CIFAR-10, the authors' recipe: 200 epochs, batch 128, lr x0.1 at 100/150, ResNet-20/56, GPU",
 }
 ORDER = ("paper", "gpu-short", "cpu", "quick", "smoke")  # largest first
+CPU_PRESETS = ("smoke", "quick", "cpu")  # presets whose runs train on a CPU: status counts CPU-hours
 NOTEBOOKS = ("01", "02", "03", "04", "05")
 
 SEEDS = 3  # every experiment label runs with seeds 0, 1, 2 at every preset
@@ -200,10 +202,11 @@ def _seconds_per_image(result: dict) -> float | None:
     return seconds / (history[-1]["images_per_s"] * history[-1]["train_time"])
 
 
-def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "results/runs") -> tuple[float, str] | None:
-    """Seconds to train `configs` on a CPU or a GPU, estimated from stored runs on the same kind of
-    device: the same network where one was measured, else any, scaled by depth. Returns (seconds,
-    what the estimate rests on), or None when nothing comparable is stored."""
+def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, float]:
+    """Seconds per training image (its share of the test pass included) of each network (depth,
+    neuron) on a GPU, or with `on_gpu` False a CPU: the median over the stored runs on that kind of
+    device (a run trained beside k − 1 others counts 1/k), else the lone fast path of the bench
+    reports beside `folder` (results/bench beside results/runs)."""
     measured: dict[tuple, list[float]] = {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -212,22 +215,38 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
             continue
         spi = _seconds_per_image(r)
         if spi is not None and (r.get("device", "cpu") != "cpu") == on_gpu:
-            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi)
-    if not measured:
-        return None
+            k = (r.get("together") or r.get("pack") or {}).get("k") or 1
+            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi / k)
     rate = {key: sorted(v)[len(v) // 2] for key, v in measured.items()}
+    for path in sorted((Path(folder).parent / "bench").glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+            rows = [row for row in report["rows"] if row.get("path") == "fast" and row.get("s_per_epoch")]
+            if report.get("kind") != "packing" and str(report.get("device", "")).startswith("cpu") != on_gpu:
+                for row in rows:
+                    rate.setdefault((int(row["depth"]), str(row["neuron"])), float(row["s_per_epoch"]) /
+                                    CIFAR10_TRAIN_IMAGES)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a bench report that is not one is no estimate
+    return rate
+
+
+def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "results/runs",
+                  epochs_left: list[int] | None = None) -> tuple[float, str] | None:
+    """Seconds to train `configs` (or the `epochs_left` of each) on a CPU or a GPU at the `pace`
+    measured on that kind of device: the same network where one was timed, else the nearest,
+    scaled by depth. Returns (seconds, what the estimate rests on), or None when nothing was timed."""
+    rate = pace(on_gpu, folder)
+    if not rate:
+        return None
     total, basis = 0.0, set()
-    for c in configs:
-        key = (c.depth, c.neuron)
-        if key in rate:
-            spi = rate[key]
-        else:  # the nearest measured network, scaled by depth
-            near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))
-            spi = rate[near] * c.depth / near[0]
-            key = near
-        basis.add(f"resnet{key[0]}-{key[1]}")
-        total += spi * (c.n_train or CIFAR10_TRAIN_IMAGES) * c.epochs
-    return total, f"measured on a {'GPU' if on_gpu else 'CPU'} for {', '.join(sorted(basis))}"
+    for c, epochs in zip(configs, epochs_left or [c.epochs for c in configs]):
+        key = near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))
+        if near != (c.depth, c.neuron):
+            key = (c.depth, c.neuron, f"scaled from resnet{near[0]}-{near[1]}")
+        basis.add("resnet{}-{}".format(*key[:2]) + (f" {key[2]}" if len(key) > 2 else ""))
+        total += rate[near] * c.depth / near[0] * (c.n_train or CIFAR10_TRAIN_IMAGES) * epochs
+    return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {', '.join(sorted(basis))}"
 
 
 def _duration(seconds: float) -> str:

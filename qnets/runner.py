@@ -1,19 +1,26 @@
-"""Running a plan here: the runs of a preset's notebooks, one after another or K side by side.
+"""Running a plan here, and where each run of a plan stands.
 
 `train_plan` is what `make results` / `python -m qnets results` runs locally; the campaign
 (`qnets.campaign`) and the cluster jobs (`qnets.cluster`) train their groups with `train_group`.
+`status` is the one account of a plan's runs that `results --status`, the campaign and the cluster
+all give: done, running (by whom), failed (why), partial (epochs checkpointed) or to do, and what
+the runs left would cost at the measured pace (`qnets.experiments.training_cost`).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+from pathlib import Path
 
 from . import locks
-from .experiments import plan
-from .locks import RunBusy
+from .experiments import plan, training_cost
+from .locks import RunBusy, describe_holder, read_lock, stale
 from .streams import fit_together
-from .train import Config, fit, load_result, lock_path, resolve_device, result_path, run_name
+from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, lock_path, resolve_device,
+                    result_path, run_name)
 
-__all__ = ["pack_groups", "train_group", "train_plan"]
+__all__ = ["pack_groups", "train_group", "train_plan", "failure_path", "run_state", "status", "status_text"]
 
 
 def pack_groups(configs: dict[str, Config], pack: int, force: bool = False) -> list[list[str]]:
@@ -99,3 +106,91 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                 lock.release()
         report(label, r, found=before is not None and r == before)
     return {label: out[label] for label in configs if label in out}
+
+
+# ----------------------------------------------------------------------------- where a plan stands
+
+def failure_path(config: Config) -> Path:
+    """Where a job that failed on a run records why (the error, the job, its log)."""
+    return Path(config.out_dir) / "cluster" / "failed" / f"{run_name(config)}.json"
+
+
+def shared(result: dict) -> int:
+    """How many runs shared the device with the run of `result` (itself included)."""
+    return (result.get("together") or result.get("pack") or {}).get("k") or 1
+
+
+def run_state(config: Config, checkpoints: tuple[Path, ...] = ()) -> dict:
+    """Where one run stands: name, epochs, `done` (epochs trained: the result's, else the first
+    checkpoint found here or in `checkpoints`) and `state`: done (with `result`), running (a live
+    lock's `holder`), failed (`error`: a stored result that fails its checks, or a job's failure
+    record), partial or to do (with `stale` when the lock's last holder stopped)."""
+    row = {"name": run_name(config), "epochs": config.epochs, "done": 0}
+    try:
+        r = load_result(config)
+    except StoreError as e:
+        return row | {"state": "failed", "error": str(e)}
+    if r is not None:
+        return row | {"state": "done", "done": r["epochs_run"], "result": r, "shared": shared(r)}
+    for path in (checkpoint_path(config), *checkpoints):
+        epoch = checkpoint_epoch(path)
+        if epoch is not None:
+            row["done"] = epoch + 1
+            break
+    holder = read_lock(lock_path(config))
+    why_stale = None if holder is None else stale(holder)
+    if holder is not None and why_stale is None:
+        return row | {"state": "running", "holder": holder, "heartbeat_age": time.time() - holder["heartbeat"]}
+    failure = None
+    if failure_path(config).exists():
+        with contextlib.suppress(OSError, ValueError):
+            failure = json.loads(failure_path(config).read_text())
+    if isinstance(failure, dict) and failure.get("error"):
+        row |= {"state": "failed", "error": str(failure["error"]), "failure": failure}
+    else:
+        row["state"] = "partial" if row["done"] else "to do"
+    return row | ({"stale": {"holder": holder, "why": why_stale}} if holder is not None else {})
+
+
+def status(configs: dict[str, Config], checkpoints=lambda config: ()) -> list[dict]:
+    """`run_state` of every run of `configs` (label -> config), with its `label`; `checkpoints(config)`
+    names further places its checkpoint may be (the campaign's committed partial state)."""
+    return [{"label": label} | run_state(c, tuple(checkpoints(c))) for label, c in configs.items()]
+
+
+def _details(r: dict) -> str:
+    if r["state"] == "done":
+        res = r["result"]
+        acc = res["final_test_acc"]
+        return (f"{100 * acc:.2f}%" if acc is not None else res["status"]) + f" ({res['wall_time'] / 60:.1f} min" + (
+            f" shared by {r['shared']} runs" if r["shared"] > 1 else "") + f", {res['device']})"
+    if r["state"] == "running":
+        h = r["holder"]
+        return f"{describe_holder(h)}, heartbeat {r['heartbeat_age']:.0f} s ago" + (f"; log {h['log']}" if h.get("log")
+                                                                                     else "")
+    if r["state"] == "failed":
+        f = r.get("failure") or {}
+        return r["error"] + (f" ({describe_holder(f | {'since': f.get('time')})})" if f else "") + (
+            f"; log {f['log']}" if f.get("log") else "")
+    return f"last holder {describe_holder(r['stale']['holder'])} stopped: {r['stale']['why']}" if r.get("stale") else ""
+
+
+def status_text(configs: dict[str, Config], cpu: bool, checkpoints=lambda config: ()) -> str:
+    """`status` as a table, a count of each state, the device time the done runs took (CPU-hours,
+    or with `cpu` False GPU-minutes; a run trained beside k − 1 others counts 1/k) and what the runs
+    not done would take at the pace measured on that kind of device."""
+    rows = status(configs, checkpoints)
+    lines = [f"{'run':28s} {'state':8s} {'epochs':>9s}  details"]
+    lines += [f"{r['label']:28s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {_details(r)}".rstrip()
+              for r in rows]
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "partial", "failed", "to do")}
+    done = [r["result"] for r in rows if r["state"] == "done" and (r["result"]["device"] == "cpu") == cpu]
+    spent = sum(r["wall_time"] / shared(r) for r in done)
+    left = [(configs[r["label"]], r["epochs"] - r["done"]) for r in rows if r["state"] != "done"]
+    cost = training_cost([c for c, _ in left], not cpu, epochs_left=[n for _, n in left]) if left else (0.0, "")
+    unit, fmt = ("CPU-hours", lambda s: f"{s / 3600:.1f}") if cpu else ("GPU-minutes", lambda s: f"{s / 60:.0f}")
+    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("done", "to do"))
+                 + f" of {len(rows)} runs; {fmt(spent)} {unit} spent on the done runs; "
+                 + (f"about {fmt(cost[0])} {unit} left ({cost[1]})" if cost and left else
+                    "nothing left" if not left else f"{unit} left unknown: no run of these networks timed yet"))
+    return "\n".join(lines)

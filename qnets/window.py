@@ -15,11 +15,12 @@ import time
 import warnings
 from pathlib import Path
 
-from .campaign import (MARGIN_S, MAX_BYTES, MAX_FILES, MAX_FILE_BYTES, PARTIAL_BUDGET, _bench_epoch_seconds,
-                       _checkpoint_bytes, _epochs_done, _network, _partial_path, _shared, plan)
+from .campaign import (MARGIN_S, MAX_BYTES, MAX_FILES, MAX_FILE_BYTES, PARTIAL_BUDGET, _checkpoint_bytes,
+                       _epochs_done, _network, _partial_path, plan)
+from .experiments import training_cost
 from .locks import RunBusy
 from .runner import train_group
-from .train import Config, checkpoint_epoch, checkpoint_path, epoch_seconds, load_result, result_path, run_name
+from .train import Config, checkpoint_epoch, checkpoint_path, load_result, result_path, run_name
 from .utils import atomic_write
 
 __all__ = ["run", "WindowStopped"]
@@ -133,10 +134,10 @@ class _Loop:
             return [], (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state "
                         f"beside {self.partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB "
                         "that travels")
-        while len(group) > 1 and time.monotonic() + _first_epoch_seconds(group, self.planned, self.compiled) \
+        while len(group) > 1 and time.monotonic() + _first_epoch_seconds(group, self.compiled) \
                 >= self.deadline:
             group = group[:-1]  # fewer runs side by side finish their first epoch sooner
-        need_s = _first_epoch_seconds(group, self.planned, self.compiled)
+        need_s = _first_epoch_seconds(group, self.compiled)
         if time.monotonic() + need_s >= self.deadline:
             return [], (f"the budget is spent: {group[0][0]} needs about {need_s:.0f} s for its first epoch"
                         if need_s else "the budget is spent")
@@ -152,7 +153,7 @@ class _Loop:
             if not following or not _fitting(following, PARTIAL_BUDGET - self.partial_bytes - in_flight):
                 return None
             if time.monotonic() + _first_epoch_seconds([(k, c) for k, c in group if c in live] + following,
-                                                       self.planned, self.compiled) >= self.deadline:
+                                                       self.compiled) >= self.deadline:
                 return None
             (key, config), = following
             group.append((key, config))
@@ -222,26 +223,17 @@ class _Loop:
 FIRST_EPOCH_OVERHEAD_S = {"cuda": 60.0, "cpu": 0.0}  # compilation and CUDA-graph capture before the first step
 
 
-def _first_epoch_seconds(group: list[tuple[str, Config]], planned: list[tuple[str, Config]],
-                         compiled: set[tuple] = frozenset()) -> float:
-    """What the first epoch of `group`'s runs, trained together in this process, costs: each run's
-    share of an epoch of its network measured on this kind of device (from stored results; a run
-    that trained beside k − 1 others counts 1/k of its epoch; on a GPU, the bench's lone epoch
-    where no run was stored yet), one after another (running side by side only helps), plus
-    compilation and graph capture for each network not in `compiled`."""
+def _first_epoch_seconds(group: list[tuple[str, Config]], compiled: set[tuple] = frozenset()) -> float:
+    """What the first epoch of `group`'s runs, trained together in this process, costs: an epoch of
+    each run at the pace measured on this kind of device (`qnets.experiments.pace`: stored runs, a
+    run beside k − 1 others counting 1/k, else the bench), one after another (running side by side
+    only helps), plus compilation and graph capture for each network not in `compiled`."""
     import torch
-    here, total, networks = _device_name(), 0.0, set()
-    benched, benched_cpu = _bench_epoch_seconds(), _bench_epoch_seconds(cpu=True)
+    total, networks = 0.0, set()
     for _, config in group:
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
-        for _, c in planned:
-            r = load_result(c) if _network(c) == _network(config) else None
-            seconds = epoch_seconds(r["history"]) if r is not None and r["device"] == here else None
-            if seconds:
-                total += seconds / _shared(r)
-                break
-        else:  # no campaign run of this network here yet: the lone fast path's bench time
-            total += (benched if device == "cuda" else benched_cpu).get((config.depth, config.neuron), 0.0)
+        cost = training_cost([config], device == "cuda", Path(config.out_dir) / "runs", epochs_left=[1])
+        total += cost[0] if cost else 0.0
         if _network(config) not in compiled | networks:
             total += FIRST_EPOCH_OVERHEAD_S[device]
             networks.add(_network(config))

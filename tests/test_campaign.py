@@ -66,7 +66,7 @@ def test_cpu_status_counts_cpu_hours_spent_and_left():
     hours = sum(read_result(result_path(c))["wall_time"] for k, c in campaign.plan("cpu")
                 if load_result(c) is not None) / 3600
     last = campaign.status_text("cpu").splitlines()[-1]
-    assert f"{len(done)} of {len(rows)} runs done" in last
+    assert last.startswith(f"{len(done)} done") and f"of {len(rows)} runs;" in last
     assert f"{hours:.1f} CPU-hours spent" in last and "GPU" not in last
     left = float(last.split("about ")[1].split(" CPU-hours left")[0])
     assert left > 10  # dozens of 15-epoch runs on all of CIFAR-10 are left
@@ -142,7 +142,7 @@ def test_budgeted_calls_collected_in_between_equal_one_uninterrupted_call(tmp_pa
         seen_partial |= bool(taken["partial"])
         rows = campaign.status(**SCOPE)
         for row in rows:  # status agrees with what is on disk at every point
-            config = planned[row["key"]]
+            config = planned[row["label"]]
             assert (row["state"] == "done") == (load_result(config) is not None)
             if row["state"] == "partial":
                 assert 0 < row["done"] < 3 and campaign._partial_path(config).exists()
@@ -258,7 +258,7 @@ def test_campaign_command_line(tmp_path, monkeypatch, capsys):
     assert main(["campaign", "collect", str(tmp_path / "o")]) == 0
     assert "collected 2 results" in capsys.readouterr().out
     assert main(["campaign", "status"] + scope) == 0
-    assert "2 of 2 runs done" in capsys.readouterr().out
+    assert "2 done, 0 to do of 2 runs;" in capsys.readouterr().out
     assert main(["campaign", "run", "--budget", "0"] + scope + ["--out", "x"]) == 2
     assert "--budget must be a positive number" in capsys.readouterr().err
     with pytest.raises(SystemExit) as bad:

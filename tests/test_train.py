@@ -312,7 +312,7 @@ def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path,
     said = capsys.readouterr().out
     assert "1 run(s) of this preset are not in results/" in said and "train_missing = True" in said
     seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
-    assert basis == "measured on a CPU for resnet8-quadratic" and seconds > 0
+    assert basis == "timed on a CPU: resnet8-quadratic" and seconds > 0
     assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
 
 
