@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -33,25 +32,6 @@ def project_root(start: Path | None = None) -> Path:
         if (folder / "pyproject.toml").exists() and (folder / "qnets").is_dir():
             return folder
     return here
-
-
-PAPERMILL_HEADER = "# Parameters"  # the first line of the cell papermill injects with -p values
-
-
-def injected_names(namespace: dict) -> list[str]:
-    """The names papermill injected into this kernel (its "# Parameters" cell, the latest one
-    executed), or [] when the notebook runs by hand. Read from IPython's input history `In`."""
-    import ast
-    for source in reversed(namespace.get("In") or []):
-        lines = source.strip().splitlines()
-        if lines and lines[0].strip() == PAPERMILL_HEADER:
-            try:
-                tree = ast.parse(source)
-            except SyntaxError:
-                return []
-            return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                    if isinstance(t, ast.Name)]
-    return []
 
 
 # ----------------------------------------------------------------------------- the repository address
@@ -110,20 +90,18 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def setup(namespace: dict, **allowed) -> dict:
-    """Validate a notebook's parameters and move to the project root; safe to run again.
+def setup(namespace: dict, notebook: str, **allowed) -> dict:
+    """Validate a notebook's parameters (the values of its Parameters cell, or those papermill
+    injected after it) and move to the project root; safe to run again.
 
-    `allowed` maps each parameter name to its allowed values (a tuple) or type. A name papermill
-    injected that the notebook does not take (e.g. a misspelt `-p prest quick`, which papermill
-    only warns about) or a bad value raises ValueError here, in the notebook's first cell after
-    its parameters. Whatever else the kernel holds (the notebook's own variables after Run All)
-    is left alone. `train_missing = None` means: train missing runs, except on Colab, where Run
-    All would otherwise start hours of training on whatever runtime is attached; the resolved
-    value is written back into `namespace`. Returns the parameters as a dict.
-    """
-    unknown = sorted(set(injected_names(namespace)) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; this notebook takes {sorted(allowed)}")
+    `allowed` maps each parameter name to its allowed values (a tuple) or type; a bad value raises
+    ValueError here, in the notebook's first cell after its parameters. `preset = "auto"` means the
+    largest preset whose runs of `notebook` ("02") are all stored (what `make figures` shows);
+    `train_missing = None` means: train missing runs, except on Colab, where Run All would otherwise
+    start hours of training on whatever runtime is attached. Resolved values are written back into
+    `namespace`. Returns the parameters as a dict."""
+    if namespace.get("preset") == "auto":
+        namespace["preset"] = committed_preset(notebook)
     if "train_missing" in allowed and namespace.get("train_missing") is None:
         namespace["train_missing"] = not on_colab()
     params = {}
@@ -138,13 +116,11 @@ def setup(namespace: dict, **allowed) -> dict:
     return params
 
 
-def save_figure(fig, name: str, folder: str | Path | None = None) -> Path | None:
-    """Save `fig` as <folder>/<name>.png (for the README and GitHub) and .pdf (for print), where
-    folder is `folder`, else $QNETS_FIGURES; with neither, nothing is written (the figure stays in
-    the notebook). `make figures` sets $QNETS_FIGURES to a staging folder and moves a notebook's
-    figures into figures/ only after that notebook succeeded, so exploring a notebook by hand, or
-    running it with papermill, never changes the committed figures."""
-    folder = folder or os.environ.get("QNETS_FIGURES")
+def save_figure(fig, name: str, folder: str | Path | None) -> Path | None:
+    """Save `fig` as <folder>/<name>.png (for the README and GitHub) and .pdf (for print); with no
+    folder (a notebook's `figures = None`) nothing is written and the figure stays in the notebook.
+    `make figures` passes each notebook a staging folder and moves its figures into figures/ only
+    after the notebook succeeded, so exploring a notebook by hand never changes the committed ones."""
     if not folder:
         return None
     folder = Path(folder)
@@ -169,29 +145,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("notebooks", nargs="+", help="notebook files")
 
 
-def _literal(value) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
-
-
-def settle_parameters(nb) -> None:
-    """Fold papermill's injected-parameters cell into the notebook's own Parameters cell, so the
-    committed notebook shows, in the one cell a user edits, the values its outputs came from
-    (and re-running it by hand runs those values, not a hidden override); then number the
-    executed cells 1, 2, ... again."""
-    values = nb.metadata.get("papermill", {}).get("parameters", {})
+def _without_staging(nb):
+    """The executed notebook as it is committed: papermill's injected cell gone when it held only
+    where the figures were staged (else injected again without that), cells numbered 1, 2, ..."""
+    import papermill.parameterize
+    values = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
+    values.pop("figures", None)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    for cell in nb.cells:
-        if "parameters" not in cell.metadata.get("tags", []):
-            continue
-        lines = cell.source.split("\n")
-        for i, line in enumerate(lines):
-            m = re.match(r"^(\w+)(\s*=\s*)(.*?)(\s*#.*)?$", line)
-            if m and m.group(1) in values:
-                value = _literal(values[m.group(1)])
-                comment = m.group(4) or ""
-                pad = max(len(m.group(3)) - len(value), 0) if comment else 0
-                lines[i] = f"{m.group(1)}{m.group(2)}{value}{' ' * pad}{comment}"
-        cell.source = "\n".join(lines)
+    nb.metadata.setdefault("papermill", {})["parameters"] = {}
+    if values:  # another preset than the Parameters cell's: shown where papermill puts it
+        for cell in nb.cells:
+            cell.metadata.setdefault("tags", [])
+        nb = papermill.parameterize.parameterize_notebook(nb, values)
     count = 0
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.get("execution_count") is not None:
@@ -200,6 +165,7 @@ def settle_parameters(nb) -> None:
             for out in cell.outputs:
                 if "execution_count" in out:
                     out["execution_count"] = count
+    return nb
 
 
 def merged_streams(outputs: list) -> list:
@@ -217,8 +183,7 @@ def merged_streams(outputs: list) -> list:
 
 def strip_volatile(path: Path) -> None:
     import nbformat
-    nb = nbformat.read(path, as_version=4)
-    settle_parameters(nb)
+    nb = _without_staging(nbformat.read(path, as_version=4))
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
         if cell.cell_type == "code":
@@ -253,8 +218,10 @@ def publish(staging: Path, prefix: str, figures: Path) -> list[Path]:
 
 
 def execute(notebook: Path, preset: str, output: Path, extra: dict | None = None) -> None:
+    """Run `notebook` with papermill into `output`: `preset` ("auto": the Parameters cell's own) and
+    `extra` are papermill parameters."""
     import papermill
-    params = {"preset": preset} | (extra or {})
+    params = ({} if preset == "auto" else {"preset": preset}) | (extra or {})
     papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=KERNEL,
                                cwd=str(notebook.parent), progress_bar=False, log_output=True,
                                stdout_file=sys.stdout, stderr_file=sys.stderr)
@@ -276,14 +243,10 @@ def main(args) -> int:
                 # the executed copy is written outside notebooks/: a killed run leaves nothing there
                 tmp = Path(staging) / "executed" / nb.name
                 tmp.parent.mkdir()
-                os.environ["QNETS_FIGURES"] = staging
-                try:
-                    execute(nb, preset, tmp)
-                    strip_volatile(tmp)
-                    # the committed notebook changes only when the run succeeded
-                    atomic_write(nb, lambda f: f.write(tmp.read_bytes()))
-                finally:
-                    os.environ.pop("QNETS_FIGURES", None)
+                execute(nb, args.preset, tmp, {"figures": staging})
+                strip_volatile(tmp)
+                # the committed notebook changes only when the run succeeded
+                atomic_write(nb, lambda f: f.write(tmp.read_bytes()))
                 if preset == committed:
                     publish(Path(staging), nb.name[:2], Path(project_root()) / "figures")
                 else:
@@ -297,9 +260,8 @@ def main(args) -> int:
     if rc:
         return rc
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["QNETS_FIGURES"] = tmp  # smoke figures must not replace the committed ones
-        for nb in paths:
+        for nb in paths:  # smoke figures must not replace the committed ones
             print(f"== smoke: {nb}", flush=True)
-            execute(nb, "smoke", Path(tmp) / nb.name)
+            execute(nb, "smoke", Path(tmp) / nb.name, {"figures": tmp})
     print(f"{len(paths)} passed, 0 failed: notebooks ran with the smoke preset")
     return 0

@@ -1,6 +1,5 @@
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,27 +80,26 @@ def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     assert "stored" in capsys.readouterr().out
 
 
-def test_setup_rejects_unknown_and_bad_parameters(tmp_path, monkeypatch):
+def test_setup_checks_values_and_resolves_the_auto_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ok = {"preset": "quick", "overrides": {}, "PRESETS": {}, "json": json}
-    assert setup(dict(ok), preset=("quick", "paper"), overrides=dict) == {"preset": "quick", "overrides": {}}
-    injected = ["# Parameters (papermill: -p preset ...)\npreset = 'quick'", "import qnets",
-                "# Parameters\nprest = \"quick\"\n"]  # IPython's input history after `papermill -p prest quick`
-    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['prest'\]"):
-        setup(ok | {"prest": "quick", "In": injected}, preset=("quick",), overrides=dict)
+    assert setup(dict(ok), "02", preset=("quick", "paper"), overrides=dict) == {"preset": "quick", "overrides": {}}
     with pytest.raises(ValueError, match="preset='huge' is not allowed"):
-        setup(ok | {"preset": "huge"}, preset=("quick",), overrides=dict)
+        setup(ok | {"preset": "huge"}, "02", preset=("quick",), overrides=dict)
+    monkeypatch.setattr("qnets.notebooks.committed_preset", lambda nb: {"02": "cpu", "03": "quick"}[nb])
+    ns = ok | {"preset": "auto"}  # the Parameters cell's default: what make figures shows
+    assert setup(ns, "02", preset=("quick", "cpu"), overrides=dict)["preset"] == "cpu" and ns["preset"] == "cpu"
+    assert setup(ok | {"preset": "auto"}, "03", preset=("quick", "cpu"), overrides=dict)["preset"] == "quick"
 
 
 def test_setup_runs_again_after_the_notebook_defined_its_variables(tmp_path, monkeypatch):
-    """Re-running the setup cell (or Run All twice) must not mistake the notebook's own variables
-    for misspelt parameters; only what papermill injected is checked."""
+    """Re-running the setup cell (or Run All twice) with the notebook's own variables defined."""
     monkeypatch.chdir(tmp_path)
-    ns = {"preset": "quick", "overrides": {}, "train_missing": True, "In": ["# Parameters\npreset = 'quick'\n"]}
+    ns = {"preset": "quick", "overrides": {}, "train_missing": True}
     rules = dict(preset=("quick",), overrides=dict, train_missing=bool)
-    first = setup(ns, **rules)
+    first = setup(ns, "02", **rules)
     ns |= {"configs": {}, "results": {}, "params": first, "table": "..."}
-    assert setup(ns, **rules) == first
+    assert setup(ns, "02", **rules) == first
 
 
 @pytest.mark.parametrize("colab, expected", [(False, True), (True, False)])
@@ -114,10 +112,10 @@ def test_train_missing_defaults_to_false_on_colab(tmp_path, monkeypatch, colab, 
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     ns = {"preset": "quick", "train_missing": None}
-    assert setup(ns, preset=("quick",), train_missing=bool)["train_missing"] is expected
+    assert setup(ns, "02", preset=("quick",), train_missing=bool)["train_missing"] is expected
     assert ns["train_missing"] is expected
     ns = {"preset": "quick", "train_missing": True}  # what the user sets is kept, on Colab too
-    assert setup(ns, preset=("quick",), train_missing=bool)["train_missing"] is True
+    assert setup(ns, "02", preset=("quick",), train_missing=bool)["train_missing"] is True
 
 
 @pytest.mark.slow
@@ -254,24 +252,15 @@ def test_profile_kinds(name, kind):
     assert kind_of(name) == kind
 
 
-def test_a_parameter_in_another_case_is_refused(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['Preset'\]"):
-        setup({"preset": "quick", "Preset": "smoke", "In": ["# Parameters\nPreset = 'smoke'\n"]},
-              preset=("quick", "smoke"))
-
-
 def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from qnets.notebooks import save_figure
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QNETS_FIGURES", raising=False)
     fig = plt.figure()
-    assert save_figure(fig, "02_x") is None and not list(tmp_path.rglob("*.png"))  # exploring: nothing
-    monkeypatch.setenv("QNETS_FIGURES", str(tmp_path / "staging"))
-    assert save_figure(fig, "02_x") == tmp_path / "staging" / "02_x.png"
+    assert save_figure(fig, "02_x", None) is None and not list(tmp_path.rglob("*.png"))  # exploring: nothing
+    assert save_figure(fig, "02_x", tmp_path / "staging") == tmp_path / "staging" / "02_x.png"
     assert sorted(p.name for p in (tmp_path / "staging").iterdir()) == ["02_x.pdf", "02_x.png"]
     plt.close(fig)
 
@@ -295,7 +284,8 @@ def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_p
     outcome = {}
 
     def fake_execute(notebook, preset, output, extra=None):
-        staging = Path(os.environ["QNETS_FIGURES"])
+        staging = Path(extra["figures"])
+        preset = "gpu-short" if preset == "auto" else preset  # the Parameters cell resolves auto
         (staging / "02_curves.png").write_text(f"new {preset}")
         Path(output).write_text('{"half": "written"}')  # papermill writes as it goes
         if outcome.get("fail"):
@@ -320,7 +310,6 @@ def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_p
     assert {p.name: p.read_text() for p in figures.iterdir()} == {"02_curves.png": "new gpu-short",
                                                                   "03_keep.png": "committed"}
     assert nb.read_text() == '{"ran": "gpu-short"}' and [p.name for p in nb.parent.iterdir()] == ["02_demo.ipynb"]
-    assert "QNETS_FIGURES" not in os.environ
 
 
 def test_schedule_steps_where_the_readme_says():

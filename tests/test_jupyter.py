@@ -47,7 +47,6 @@ def test_every_cell_runs_twice_in_one_kernel_to_the_committed_outputs(path, monk
     mistaking the notebook's own variables for misspelt parameters), and the checked outputs
     (# NBVAL_CHECK_OUTPUT: tables and verdicts) are the committed ones, as nbval would check."""
     from nbclient import NotebookClient
-    monkeypatch.setenv("QNETS_FIGURES", str(tmp_path))  # figures/ changes only through make figures
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, kernel_name=notebooks.KERNEL, timeout=900,
                             resources={"metadata": {"path": str(path.parent)}})
@@ -65,11 +64,10 @@ def test_every_cell_runs_twice_in_one_kernel_to_the_committed_outputs(path, monk
 def test_every_notebook_trains_at_the_smoke_preset(path, tmp_path, monkeypatch):
     """With papermill, as `make figures` runs it, at the smoke preset: synthetic data, every run of
     the notebook trained (into a results folder of its own), every cell run."""
-    monkeypatch.setenv("QNETS_FIGURES", str(tmp_path / "figures"))
-    (tmp_path / "figures").mkdir()
     out = tmp_path / path.name
     # each notebook's runs in a store of its own, so that notebooks run side by side share no run
-    extra = {} if path.name.startswith("01") else {"overrides": {"out_dir": str(tmp_path / "results")}}
+    extra = {"figures": str(tmp_path / "figures")}  # figures/ changes only through make figures
+    extra |= {} if path.name.startswith("01") else {"overrides": {"out_dir": str(tmp_path / "results")}}
     notebooks.execute(path, "smoke", out, extra)
     executed = nbformat.read(out, as_version=4)  # (papermill raises on any failing cell)
     assert executed.metadata["papermill"]["parameters"]["preset"] == "smoke"
@@ -77,34 +75,38 @@ def test_every_notebook_trains_at_the_smoke_preset(path, tmp_path, monkeypatch):
 
 
 def test_committed_notebooks_have_no_hidden_parameter_override():
-    """The Parameters cell is the one place a user edits: no committed injected-parameters cell
-    may override it, and the Parameters cell shows the preset the outputs came from."""
+    """The Parameters cell is the one place a user edits: a committed notebook ran on its own
+    Parameters cell (preset "auto" for 02-05), with no injected-parameters cell to override it."""
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
-        assert "injected-parameters" not in tags, path.name
-        assert tags.count("parameters") == 1, path.name
-        executed = nb.metadata.get("papermill", {}).get("parameters", {}).get("preset")
-        if executed:
-            source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-            assert f'preset = "{executed}"' in source, path.name
+        assert "injected-parameters" not in tags and tags.count("parameters") == 1, path.name
+        assert nb.metadata.get("papermill", {}).get("parameters") == {}, path.name
+        source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert ("figures = None" in source) and (path.name.startswith("01") or 'preset = "auto"' in source), path.name
 
 
-def test_settle_parameters_folds_the_injected_cell_into_the_parameters_cell():
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('preset = "quick"  # which runs\ntrain_missing = None  # see setup')
-    params.metadata["tags"] = ["parameters"]
-    injected = nbformat.v4.new_code_cell('# Parameters\npreset = "paper"\ntrain_missing = False\n')
-    injected.metadata["tags"] = ["injected-parameters"]
-    body = nbformat.v4.new_code_cell("print(preset)")
-    nb.cells = [params, injected, body]
-    for n, c in enumerate(nb.cells, 1):
-        c.execution_count = n
-    nb.metadata["papermill"] = {"parameters": {"preset": "paper", "train_missing": False}}
-    notebooks.settle_parameters(nb)
-    assert [c.source for c in nb.cells] == ['preset = "paper"  # which runs\ntrain_missing = False  # see setup',
-                                           "print(preset)"]
-    assert [c.execution_count for c in nb.cells] == [1, 2]
+def test_the_staging_folder_is_not_committed_and_another_preset_stays_visible():
+    """What make figures commits: papermill's injected cell dropped when it held only the staging
+    folder; with another preset (make figures PRESET=quick) injected again without the folder."""
+    def executed(values):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                               "display_name": "Python 3"}})
+        params = nbformat.v4.new_code_cell('preset = "auto"\nfigures = None')
+        params.metadata["tags"] = ["parameters"]
+        injected = nbformat.v4.new_code_cell("# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()))
+        injected.metadata["tags"] = ["injected-parameters"]
+        nb.cells = [params, injected, nbformat.v4.new_code_cell("print(preset)")]
+        for n, c in enumerate(nb.cells, 1):
+            c.execution_count = n
+        nb.metadata["papermill"] = {"parameters": values}
+        return notebooks._without_staging(nb)
+    nb = executed({"figures": "/tmp/staging"})
+    assert [c.source for c in nb.cells] == ['preset = "auto"\nfigures = None', "print(preset)"]
+    assert [c.execution_count for c in nb.cells] == [1, 2] and nb.metadata["papermill"]["parameters"] == {}
+    nb = executed({"preset": "quick", "figures": "/tmp/staging"})
+    injected = [c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "quick" in injected[0] and "staging" not in injected[0]
 
 
 def test_one_kernel_named_alike_everywhere():
