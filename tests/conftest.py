@@ -1,11 +1,20 @@
 """Helpers shared by the test modules."""
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Tests run two at a time (`pytest -n 2`): each worker, and every process it starts (notebook
+# kernels, jobs), takes its share of the cores, and OpenMP threads that wait sleep instead of
+# spinning, so that the workers do not fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the thread settings, which torch reads once)
 
 ROOT = Path(__file__).resolve().parents[1]
 
