@@ -23,6 +23,13 @@ status=0
 # enough: torch's OpenMP threads in a foreground process spin for every slice the window is given.)
 idle=()
 if command -v chrt >/dev/null && chrt -i 0 true 2>/dev/null; then idle=(chrt -i 0); fi
+# Where the kernel groups each session's processes (autogroup), a process's priority counts only inside
+# its group, and the group competes with every other session as an equal: in a session of its own (as
+# `make cpu-window` starts it) the window lowers its group's priority too.
+if [ "$(ps -o sid= -p $$ 2>/dev/null | tr -d " ")" = "$$" ] && [ -w /proc/self/autogroup ] \
+        && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+    echo 19 > /proc/self/autogroup 2>/dev/null || true
+fi
 "${idle[@]}" nice -n 19 "$python" -m qnets campaign run --preset cpu --budget "$budget" --out "$out" --quiet &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
