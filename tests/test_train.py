@@ -358,10 +358,14 @@ def test_a_compiled_cpu_step_trains_as_the_eager_step(neuron):
     assert not any("eager fallback" in n for n in compiled.pop("notes"))
     eager.pop("notes")
     start = steps_of(config.replace(compile="off"), steps=0)
-    for k, v in eager.items():  # each tensor's update the same to 1% of its size (rounding, amplified
-        if v.is_floating_point():  # over 3 steps at these rates: 1e-3 to 4e-3; after one step 5e-5)
+    # Each tensor's update the same to 5% of its size: rounding, amplified over 3 steps at these rates,
+    # measured at 1e-3 to 4e-3 of most tensors' updates with two threads; a bias of g, whose gradient
+    # sums over every position with cancellation, reaches 1.6e-2 with one thread. A step that skipped
+    # or mis-scaled a kind of parameter would miss by the whole update.
+    for k, v in eager.items():
+        if v.is_floating_point():
             update, difference = (v - start[k]).norm(), (compiled[k] - v).norm()
-            assert difference <= 1e-2 * update + 1e-6, (k, float(difference), float(update))
+            assert difference <= 5e-2 * update + 1e-6, (k, float(difference), float(update))
     assert any((eager[k] - start[k]).abs().max() > 1e-3 for k in eager if k.endswith("weight_b"))
 
 
