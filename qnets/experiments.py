@@ -19,7 +19,7 @@ __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "
 # crop + flip) on fewer images, epochs and layers; "deep" is the depth of notebook 04.
 PRESETS: dict[str, dict] = {
     "smoke": {"base": dict(dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50, depth=8,
-                           out_dir="results/smoke"), "deep": 14},
+                           out_dir="results/smoke"), "deep": 8},
     "quick": {"base": dict(n_train=3000, n_test=None, epochs=6, depth=8, schedule="cosine", eval_every=2), "deep": 14},
     # All of CIFAR-10 on 2 CPU cores: the recipe compressed to 15 epochs (1 of warm-up, then cosine to 0),
     # its length fixed by a calibration run of the conventional ResNet-8 (results/runs/, 79.13%).
@@ -68,7 +68,7 @@ class Rates:
 # runs from about 1e-3 (gamma = 1e-4, alpha = 1, beta = 1e-2) to the unconstrained network (gamma = lr,
 # alpha = 1e-3, beta = 1e-5); the core's shrunken-weight runs take the middle of theirs.
 RATES = {
-    "smoke": Rates(sweeps=QUICK_SWEEPS),
+    "smoke": Rates(sweeps={"gamma": (0.0, GAMMA, None), "alpha": (1e-4, 1e-1), "beta": (1e-6, 1e-3)}),  # each kind, fewer
     "quick": Rates(sweeps=QUICK_SWEEPS),
     "cpu": Rates(gamma=1e-3, gamma_deep=1e-3, alpha=1e-1, beta=1e-3,
                  sweeps={"gamma": (0.0, 1e-4, 1e-3, 1e-2, None), "alpha": (1e-3, 1e-2, 1e-1, 1.0),
