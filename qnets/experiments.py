@@ -18,7 +18,7 @@ __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "
 # Every preset is the authors' recipe (SGD, lr 0.1, momentum 0.9, weight decay 1e-4, batch 128,
 # crop + flip) on fewer images, epochs and layers; "deep" is the depth of notebook 04.
 PRESETS: dict[str, dict] = {
-    "smoke": {"base": dict(dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50, depth=8,
+    "smoke": {"base": dict(dataset="synthetic", n_train=100, n_test=50, epochs=1, batch_size=50, depth=8,
                            out_dir="results/smoke"), "deep": 8},
     "quick": {"base": dict(n_train=3000, n_test=None, epochs=6, depth=8, schedule="cosine", eval_every=2), "deep": 14},
     # All of CIFAR-10 on 2 CPU cores: the recipe compressed to 15 epochs (1 of warm-up, then cosine to 0),
@@ -28,7 +28,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"base": dict(epochs=200, depth=20, checkpoint_every=10), "deep": 56},
 }
 PRESET_HELP = {
-    "smoke": "synthetic data, 200 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
+    "smoke": "synthetic data, 100 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
     "quick": "3,000 CIFAR-10 training images, 6 epochs (cosine), scored on all 10,000 test images, ResNet-8/14, "
              "3 seeds: 60 runs on 2 CPU cores; shows trends, not the paper's numbers",
     "cpu": "all of CIFAR-10, 15 epochs (1 warm-up, then cosine), ResNet-8 (notebook 04: ResNet-20), rates sized "
