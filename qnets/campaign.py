@@ -46,9 +46,11 @@ PLANS = {
         # 1. the calibration pair, then the ResNet-8 core of notebooks 02 and 03
         [("02", "conventional"), ("02", "relinear-sg"), ("02", "gamma=0"), ("02", "naive"), ("03", "compact"),
          ("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("02", "gamma=lr")],
-        # 2. the notebook-05 sweep, one seed of every value first
+        # 2. the naive network at a tenth of the base rate: smaller steps everywhere, against ReLinear's
+        [("02", "naive-lr/10")],
+        # 3. the notebook-05 sweep, one seed of every value first
         [("05", "*")],
-        # 3. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero
+        # 4. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero
         [("04", "*")],
     ],
 }

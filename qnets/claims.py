@@ -243,6 +243,9 @@ def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> 
                 _better(results, "relinear-sg", "naive",
                         "ReLinear is more accurate than training the quadratic network naively",
                         quadratic=("relinear-sg",)),
+                _better(results, "relinear-sg", "naive-lr/10",
+                        "ReLinear is more accurate than the naive network trained at a tenth of the base rate "
+                        "(its gain over naive training is not smaller steps alone)", quadratic=("relinear-sg",)),
                 _better(results, "relinear-sg", "gamma=lr",
                         "Shrinking the quadratic terms' learning rate makes ReLinear's network more accurate than "
                         "letting them learn at the full rate (γ = lr)", quadratic=("relinear-sg",)),

@@ -133,6 +133,8 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
         if preset in ("quick", "cpu"):  # ReLinear's start with the quadratic terms at the full rate, no penalty:
             # what the penalties must hold back (the same run as notebook 05's gamma=lr)
             out["gamma=lr"] = quad.replace(gamma_g=None, gamma_b=None)
+        if preset == "cpu":  # the naive network with every step smaller, not only the quadratic terms' steps
+            out["naive-lr/10"] = out["naive"].replace(lr=base.lr / 10)
         return out
     if notebook == "03":
         out = {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
