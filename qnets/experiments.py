@@ -106,6 +106,26 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {tuple(PRESETS)}")
 
 
+def _notebook02(preset: str, base: Config, quad: Config, conventional: Config, rates: Rates) -> dict[str, Config]:
+    """Notebook 02's labels: conventional, naive, ReLinear (shrunken gradients, shrunken weights) and
+    the controls of the quick and cpu presets."""
+    out = {
+        "conventional": conventional,
+        "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None),
+        "relinear-sg": quad,
+        "relinear-sw-l2": quad.replace(gamma_g=None, gamma_b=None, alpha_g=rates.alpha, alpha_b=rates.alpha),
+        "relinear-sw-l1": quad.replace(gamma_g=None, gamma_b=None, beta_g=rates.beta, beta_b=rates.beta),
+    }
+    if preset == "cpu":  # the paired control: the quadratic terms frozen at their start (the conventional function)
+        out = {"conventional": conventional, "gamma=0": quad.replace(gamma_g=0.0, gamma_b=0.0)} | out
+    if preset in ("quick", "cpu"):  # ReLinear's start with the quadratic terms at the full rate, no penalty:
+        # what the penalties must hold back (the same run as notebook 05's gamma=lr)
+        out["gamma=lr"] = quad.replace(gamma_g=None, gamma_b=None)
+    if preset == "cpu":  # the naive network with every step smaller, not only the quadratic terms' steps
+        out["naive-lr/10"] = out["naive"].replace(lr=base.lr / 10)
+    return out
+
+
 def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Config]:
     """Labelled configs of one notebook's experiment at `preset`; `overrides` replace any
     Config field in every run (e.g. epochs=2)."""
@@ -121,21 +141,7 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
     if notebook == "01":
         return {}  # notebook 01 trains small MLPs, stored apart: qnets.expressivity
     if notebook == "02":
-        out = {
-            "conventional": conventional,
-            "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None),
-            "relinear-sg": quad,
-            "relinear-sw-l2": quad.replace(gamma_g=None, gamma_b=None, alpha_g=rates.alpha, alpha_b=rates.alpha),
-            "relinear-sw-l1": quad.replace(gamma_g=None, gamma_b=None, beta_g=rates.beta, beta_b=rates.beta),
-        }
-        if preset == "cpu":  # the paired control: the quadratic terms frozen at their start (the conventional function)
-            out = {"conventional": conventional, "gamma=0": quad.replace(gamma_g=0.0, gamma_b=0.0)} | out
-        if preset in ("quick", "cpu"):  # ReLinear's start with the quadratic terms at the full rate, no penalty:
-            # what the penalties must hold back (the same run as notebook 05's gamma=lr)
-            out["gamma=lr"] = quad.replace(gamma_g=None, gamma_b=None)
-        if preset == "cpu":  # the naive network with every step smaller, not only the quadratic terms' steps
-            out["naive-lr/10"] = out["naive"].replace(lr=base.lr / 10)
-        return out
+        return _notebook02(preset, base, quad, conventional, rates)
     if notebook == "03":
         out = {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
         if preset == "paper":  # the authors' compact script as it runs: ResNet-56, 99 epochs, w_b frozen at 0,
