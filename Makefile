@@ -28,7 +28,7 @@ NOTEBOOKS := $(sort $(filter-out %.running.ipynb,$(wildcard notebooks/[0-9][0-9]
 .PHONY: help venv test fast figures results data bench lab clean gpu-prepare collect readme cpu-window cpu-window-stop
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 venv: $(STAMP)  ## create .venv and install the project into it
 $(STAMP): pyproject.toml
@@ -51,9 +51,9 @@ results: $(STAMP)  ## train experiment configs without notebooks: make results P
 	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
 	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
-gpu-prepare: $(STAMP)  ## fill .device-data/, which travels to a bare GPU machine: the CIFAR-10 archive and pytest as a zip (see scripts/gpu-*.sh)
-	mkdir -p .device-data
-	cp "$${QNETS_CIFAR10:-../shared/data/cifar10/cifar10-jpeg.tar.xz}" .device-data/cifar10-jpeg.tar.xz
+gpu-prepare: $(STAMP)  ## fill .device-data/ to copy along to a GPU machine without the data: the CIFAR-10 archive (QNETS_CIFAR10, else data/cifar-10-python.tar.gz) and pytest as a zip (see scripts/gpu-*.sh)
+	@src="$${QNETS_CIFAR10:-data/cifar-10-python.tar.gz}"; test -f "$$src" || { echo "gpu-prepare: no CIFAR-10 archive at $$src: set QNETS_CIFAR10=<the .tar.gz of python batches, or an image-folder archive>"; exit 2; }; \
+		mkdir -p .device-data && cp "$$src" .device-data/cifar10-archive
 	rm -rf .device-data/pylib .device-data/pylib.zip
 	$(BIN)/python -m pip install --quiet --target .device-data/pylib pytest
 	cd .device-data/pylib && rm -rf bin && find . -name __pycache__ -prune -exec rm -rf {} + && \

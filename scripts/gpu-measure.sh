@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurements still owed on a card, as one call to a lent GPU machine (a few minutes):
+# The measurements still owed on a card, as one command on a GPU machine (a few minutes):
 #   1. tests/test_gpu.py (the compiled, graphed bf16 step against eager fp32; a replayed float32
 #      step against the eager one; runs side by side on streams against their lone runs), with
 #      pytest from .device-data/pylib.zip;
@@ -8,7 +8,7 @@
 #   3. packing by CUDA streams with every run compiled (runs of one network share one
 #      compilation), ResNet-20 and ResNet-56 quadratic, K = 2, 4, 8, 16, after the lone fast
 #      path as the baseline, merged into the committed results/bench/<gpu>-packing.json.
-#   here, before:  make gpu-prepare            (carry .device-data)
+#   here, before:  make gpu-prepare            (copy .device-data with the repository)
 #   on the GPU:    bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS=150]   (about 5 minutes in all)
 #   here, after:   copy OUT/*-packing.json and OUT/precision-*.json into results/bench/ and run make readme (it regenerates
 #                  the tables of results/bench/README.md; a new device's report needs its marker),
@@ -17,7 +17,7 @@ set -uo pipefail
 out=${1:?usage: bash scripts/gpu-measure.sh OUT [BENCH_BUDGET_SECONDS]}
 budget=${2:-150}
 export PYTHONUNBUFFERED=1
-export QNETS_CIFAR10=${QNETS_CIFAR10:-.device-data/cifar10-jpeg.tar.xz}
+export QNETS_CIFAR10=${QNETS_CIFAR10:-.device-data/cifar10-archive}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # the tests first: they decide whether the campaign may use this path
@@ -27,7 +27,7 @@ if [ -f .device-data/pylib.zip ]; then
     echo "tests/test_gpu.py: exit $? (OUT/gpu-tests.txt)"
     tail -5 "$out/gpu-tests.txt"
 else
-    echo "no .device-data/pylib.zip: run 'make gpu-prepare' here and carry .device-data" | tee "$out/gpu-tests.txt"
+    echo "no .device-data/pylib.zip: run 'make gpu-prepare' first and copy .device-data along" | tee "$out/gpu-tests.txt"
 fi
 timeout 150 python3 -m qnets precision --device cuda --out "$out" --quiet 2>&1 | grep -v Warning | tail -n 30
 cp results/bench/*-packing.json "$out"/ 2>/dev/null || true  # the bench merges its rows into these
