@@ -155,7 +155,7 @@ def test_bench_cli_writes_a_report(tmp_path):
     # (the nocompile path: the fast path without compiling, which tests/test_train.py covers)
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
                         "--paths", "reference,nocompile", "--steps", "1", "--rounds", "2", "--warmup", "1",
-                        "--workers", "1", "--data", "synthetic", "--profile", "--profile-steps", "1",
+                        "--workers", "0", "--data", "synthetic", "--profile", "--profile-steps", "1",
                         "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     report = json.loads((tmp_path / "cpu.json").read_text())
