@@ -186,7 +186,7 @@ def cmd_notebooks(args) -> int:
 
 def _add_results_parser(p: argparse.ArgumentParser) -> None:
     """`qnets results`: which runs, how (packed, forced) and where (here, or as cluster jobs)."""
-    p.add_argument("--preset", required=True, help="smoke, quick, gpu-short or paper")
+    p.add_argument("--preset", required=True, help="smoke, quick, cpu, gpu-short or paper (python -m qnets presets)")
     p.add_argument("--runs", default="all", help="comma-separated notebook numbers or run labels (default: all)")
     p.add_argument("--device", default=None, help="override the preset's device (auto, cpu, cuda)")
     p.add_argument("--compile", default=None, help="override torch.compile (auto, on, off); results are the same config")
@@ -200,7 +200,7 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
                         "one job per run (or pack) on Slurm, or as local processes where there is no Slurm")
     p.add_argument("--status", action="store_true",
                    help="train nothing; list the selected runs as done, running (by which job, since when), "
-                        "failed (why, with the job's log) or to do")
+                        "failed (why, with the job's log), partial or to do, with the time spent and left")
     g = p.add_argument_group("cluster (with --executor submitit; flags override --slurm-config)")
     g.add_argument("--slurm-config", metavar="FILE", default=None,
                    help='JSON with any of the keys below, e.g. {"partition": "gpu", "time": "8:00:00", '
