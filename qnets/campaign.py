@@ -50,7 +50,8 @@ PLANS = {
         [("02", "naive-lr/10")],
         # 3. the notebook-05 sweep, one seed of every value first
         [("05", "*")],
-        # 4. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero
+        # 4. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
+        # (with conventional and ReLinear: notebook 02's trio at depth)
         [("04", "*")],
     ],
 }

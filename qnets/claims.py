@@ -276,7 +276,11 @@ def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> 
                         "ReZero makes the deep quadratic network more accurate"),
                 _better(results, "conventional-rezero", "conventional",
                         "ReZero makes the deep conventional network more accurate (what ReZero does apart from the "
-                        "quadratic terms)")]
+                        "quadratic terms)"),
+                _better(results, "relinear", "naive",
+                        "At depth, ReLinear is more accurate than training the quadratic network naively",
+                        quadratic=("relinear",)),
+                _collapse_risk(results, "naive", "relinear")]
     elif nb == "05":
         for param, field in (("gamma", "gamma_g"), ("alpha", "alpha_g"), ("beta", "beta_g")):
             out += _figure2(results, param, field, lr)

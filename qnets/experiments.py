@@ -156,9 +156,11 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
             "relinear": quad.replace(gamma_g=rates.gamma_deep, gamma_b=rates.gamma_deep, **deep),
             "relinear-rezero": quad.replace(gamma_g=rates.gamma_deep, gamma_b=rates.gamma_deep, rezero=True, **deep),
         }
-        if preset == "cpu":  # ReZero on the conventional network too: what ReZero does apart from the quadratic terms
+        if preset == "cpu":  # ReZero on the conventional network too: what ReZero does apart from the quadratic
+            # terms; and the naive network, which with conventional and relinear makes notebook 02's trio at depth
             out = {"conventional": out["conventional"], "conventional-rezero": out["conventional"].replace(rezero=True),
-                   "relinear": out["relinear"], "relinear-rezero": out["relinear-rezero"]}
+                   "relinear": out["relinear"], "relinear-rezero": out["relinear-rezero"],
+                   "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None, **deep)}
         if preset == "paper":  # the compact ResNet-56 with ReLinear, beside the authors' configuration (03)
             out["compact"] = quad.replace(neuron="compact", gamma_g=rates.gamma_deep, gamma_b=rates.gamma_deep, **deep)
         return out

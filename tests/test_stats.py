@@ -182,3 +182,18 @@ def test_a_penalty_that_held_nothing_back_tests_no_shrinking():
     (figure,) = claims.verdicts("05", {k: v for k, v in sweep.items() if k != "gamma=lr"} | {"gamma=lr": base["gamma=lr"]}
                                 )[-1:]
     assert figure["verdict"] == "not tested" and "alpha=" not in figure["evidence"] and "0.001: 0.36" in figure["evidence"]
+
+
+def test_notebook_04_reads_the_naive_network_at_depth_against_relinear():
+    """The cpu preset's ResNet-20 trio: ReLinear against the naive network, by accuracy and by collapses."""
+    results = {"conventional": fake("c", [80.0, 80.2, 80.1]), "relinear": fake("r", [81.0, 81.3, 81.1]),
+               "naive": fake("n", [None, None, None])}
+    v = {c["claim"]: c for c in claims.verdicts("04", results)}
+    better = v["At depth, ReLinear is more accurate than training the quadratic network naively"]
+    assert better["verdict"] == "supported" and "relinear − naive" in better["evidence"]
+    collapse = next(c for k, c in v.items() if k.startswith("A quadratic network trained naively"))
+    # 3 of 3 against 0 of 3: one-sided Fisher p = 1 / C(6,3) = 0.05, not below 0.05
+    assert "3 of 3 naive seeds and 0 of 3 relinear seeds" in collapse["evidence"] and "p = 0.050" in collapse["evidence"]
+    assert collapse["verdict"] == "not resolved"
+    assert not any("naive" in c["claim"] for c in claims.verdicts("04", {k: results[k] for k in ("conventional",
+                                                                                                   "relinear")}))
