@@ -73,9 +73,10 @@ def ratio(rs) -> float | None:
 
 def _interval_text(a: str, b: str, w: dict, level: float) -> str:
     n = f"n = {w['n'][0]}" + ("" if w.get("paired") else f" and {w['n'][1]}")
+    if w["diff"] is None:
+        return f"No seed of {' or '.join(x for x, k in zip((a, b), w['n']) if not k) or f'{a} or {b}'} yet"
     if w["low"] is None:
-        return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {n}: too few seeds for an interval"
-                if w["diff"] is not None else f"No seed of {a} or {b} to compare")
+        return f"Difference {a} − {b}: {w['diff']:+.2f} points, {n}: too few seeds for an interval"
     return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {w['how']}, {100 * level:.3g}% CI "
             f"[{w['low']:+.2f}, {w['high']:+.2f}], {n}")
 
