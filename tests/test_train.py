@@ -48,8 +48,8 @@ def test_quadratic_resnet_learns_real_cifar10(tmp_path, monkeypatch):
     source = real_cifar10_source()
     if source:
         monkeypatch.setenv("QNETS_CIFAR10", source)
-    config = Config(depth=8, neuron="quadratic", n_train=2000, n_test=1000, epochs=4, batch_size=64, eval_every=4,
-                    schedule="cosine", lr=0.05, out_dir=str(tmp_path), data_root=str(ROOT / "data"))  # 37.3%
+    config = Config(depth=8, neuron="quadratic", n_train=1500, n_test=1000, epochs=4, batch_size=64, eval_every=4,
+                    schedule="cosine", lr=0.05, out_dir=str(tmp_path), data_root=str(ROOT / "data"))  # 35.0%
     r = fit(config, verbose=False)
     assert r["status"] == "completed"
     assert r["final_test_acc"] >= 0.30, [h["test_acc"] for h in r["history"]]
