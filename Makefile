@@ -34,7 +34,7 @@ venv: $(STAMP)  ## create .venv and install the project into it
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e ".[notebooks,test,lab,cluster]"  # bytecode is written on first import
+	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab,cluster]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
