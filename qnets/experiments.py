@@ -106,12 +106,13 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {tuple(PRESETS)}")
 
 
-def _notebook02(preset: str, base: Config, quad: Config, conventional: Config, rates: Rates) -> dict[str, Config]:
+def _notebook02(preset: str, base: Config, quad: Config, conventional: Config, naive: Config,
+                rates: Rates) -> dict[str, Config]:
     """Notebook 02's labels: conventional, naive, ReLinear (shrunken gradients, shrunken weights) and
     the controls of the quick and cpu presets."""
     out = {
         "conventional": conventional,
-        "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None),
+        "naive": naive,
         "relinear-sg": quad,
         "relinear-sw-l2": quad.replace(gamma_g=None, gamma_b=None, alpha_g=rates.alpha, alpha_b=rates.alpha),
         "relinear-sw-l1": quad.replace(gamma_g=None, gamma_b=None, beta_g=rates.beta, beta_b=rates.beta),
@@ -122,7 +123,7 @@ def _notebook02(preset: str, base: Config, quad: Config, conventional: Config, r
         # what the penalties must hold back (the same run as notebook 05's gamma=lr)
         out["gamma=lr"] = quad.replace(gamma_g=None, gamma_b=None)
     if preset == "cpu":  # the naive network with every step smaller, not only the quadratic terms' steps
-        out["naive-lr/10"] = out["naive"].replace(lr=base.lr / 10)
+        out["naive-lr/10"] = naive.replace(lr=base.lr / 10)
     return out
 
 
@@ -138,10 +139,11 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
     base = Config(**(p["base"] | overrides))
     quad = base.replace(neuron="quadratic", gamma_g=rates.gamma, gamma_b=rates.gamma)
     conventional = base.replace(neuron="conventional", gamma_g=None, gamma_b=None)
+    naive = quad.replace(init="naive", gamma_g=None, gamma_b=None)  # random g and b, at the full rate
     if notebook == "01":
         return {}  # notebook 01 trains small MLPs, stored apart: qnets.expressivity
     if notebook == "02":
-        return _notebook02(preset, base, quad, conventional, rates)
+        return _notebook02(preset, base, quad, conventional, naive, rates)
     if notebook == "03":
         out = {"conventional": conventional, "quadratic": quad, "compact": quad.replace(neuron="compact")}
         if preset == "paper":  # the authors' compact script as it runs: ResNet-56, 99 epochs, w_b frozen at 0,
@@ -160,7 +162,7 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
             # terms; and the naive network, which with conventional and relinear makes notebook 02's trio at depth
             out = {"conventional": out["conventional"], "conventional-rezero": out["conventional"].replace(rezero=True),
                    "relinear": out["relinear"], "relinear-rezero": out["relinear-rezero"],
-                   "naive": quad.replace(init="naive", gamma_g=None, gamma_b=None, **deep)}
+                   "naive": naive.replace(**deep)}
         if preset == "paper":  # the compact ResNet-56 with ReLinear, beside the authors' configuration (03)
             out["compact"] = quad.replace(neuron="compact", gamma_g=rates.gamma_deep, gamma_b=rates.gamma_deep, **deep)
         return out
@@ -203,6 +205,11 @@ def results(configs: dict[str, Config], train_missing: bool = True, verbose: boo
     return out
 
 
+def shared(result: dict) -> int:
+    """How many runs shared the device with the run of `result` (itself included)."""
+    return (result.get("together") or result.get("pack") or {}).get("k") or 1
+
+
 def _seconds_per_image(result: dict) -> float | None:
     """Measured wall time of one training image-epoch (its share of the test pass included):
     the run's epoch time (`train.epoch_seconds`) over the images of an epoch."""
@@ -225,8 +232,7 @@ def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, float
             continue
         spi = _seconds_per_image(r)
         if spi is not None and (r.get("device", "cpu") != "cpu") == on_gpu:
-            k = (r.get("together") or r.get("pack") or {}).get("k") or 1
-            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi / k)
+            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi / shared(r))
     rate = {key: sorted(v)[len(v) // 2] for key, v in measured.items()}
     for path in sorted((Path(folder).parent / "bench").glob("*.json")):
         try:
@@ -251,10 +257,9 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
         return None
     total, basis = 0.0, set()
     for c, epochs in zip(configs, epochs_left or [c.epochs for c in configs]):
-        key = near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))
-        if near != (c.depth, c.neuron):
-            key = (c.depth, c.neuron, f"scaled from resnet{near[0]}-{near[1]}")
-        basis.add("resnet{}-{}".format(*key[:2]) + (f" {key[2]}" if len(key) > 2 else ""))
+        near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))  # the same network, else scaled
+        basis.add(f"resnet{c.depth}-{c.neuron}" + ("" if near == (c.depth, c.neuron) else
+                                                    f" scaled from resnet{near[0]}-{near[1]}"))
         total += rate[near] * c.depth / near[0] * (c.n_train or CIFAR10_TRAIN_IMAGES) * epochs
     return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {', '.join(sorted(basis))}"
 

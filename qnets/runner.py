@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import locks
-from .experiments import plan, training_cost
+from .experiments import plan, shared, training_cost
 from .locks import RunBusy, describe_holder, read_lock, stale
 from .streams import fit_together
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, lock_path, resolve_device,
@@ -113,11 +113,6 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
 def failure_path(config: Config) -> Path:
     """Where a job that failed on a run records why (the error, the job, its log)."""
     return Path(config.out_dir) / "cluster" / "failed" / f"{run_name(config)}.json"
-
-
-def shared(result: dict) -> int:
-    """How many runs shared the device with the run of `result` (itself included)."""
-    return (result.get("together") or result.get("pack") or {}).get("k") or 1
 
 
 def run_state(config: Config, checkpoints: tuple[Path, ...] = ()) -> dict:

@@ -315,6 +315,9 @@ def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path,
     seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
     assert basis == "timed on a CPU: resnet8-quadratic" and seconds > 0
     assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
+    # a plan's status prices what is left at the pace of the runs stored beside it (here tmp_path/runs)
+    from qnets import runner
+    assert runner.status_text({"x": missing}, cpu=True).endswith("CPU-hours left (timed on a CPU: resnet8-quadratic)")
 
 
 def test_cli_converters_follow_the_annotation():
