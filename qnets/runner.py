@@ -181,11 +181,15 @@ def status_text(configs: dict[str, Config], cpu: bool, checkpoints=lambda config
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "partial", "failed", "to do")}
     done = [r["result"] for r in rows if r["state"] == "done" and (r["result"]["device"] == "cpu") == cpu]
     spent = sum(r["wall_time"] / shared(r) for r in done)
-    left = [(configs[r["label"]], r["epochs"] - r["done"]) for r in rows if r["state"] != "done"]
-    cost = training_cost([c for c, _ in left], not cpu, epochs_left=[n for _, n in left]) if left else (0.0, "")
     unit, fmt = ("CPU-hours", lambda s: f"{s / 3600:.1f}") if cpu else ("GPU-minutes", lambda s: f"{s / 60:.0f}")
+    left = [(configs[r["label"]], r["epochs"] - r["done"]) for r in rows if r["state"] != "done"]
+    if not left:
+        rest = "nothing left"
+    else:  # at the pace of the runs stored beside these ones (their results folder)
+        cost = training_cost([c for c, _ in left], not cpu, Path(left[0][0].out_dir) / "runs",
+                             epochs_left=[n for _, n in left])
+        rest = f"about {fmt(cost[0])} {unit} left ({cost[1]})" if cost else \
+            f"{unit} left unknown: no run of these networks timed yet"
     lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("done", "to do"))
-                 + f" of {len(rows)} runs; {fmt(spent)} {unit} spent on the done runs; "
-                 + (f"about {fmt(cost[0])} {unit} left ({cost[1]})" if cost and left else
-                    "nothing left" if not left else f"{unit} left unknown: no run of these networks timed yet"))
+                 + f" of {len(rows)} runs; {fmt(spent)} {unit} spent on the done runs; {rest}")
     return "\n".join(lines)

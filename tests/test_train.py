@@ -303,7 +303,7 @@ def test_progress_bar_counts_images_within_an_epoch_and_shows_the_label(tmp_path
     assert steps == [50, 50, 50, 50]
 
 
-def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path, capsys):
+def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path, capsys, monkeypatch):
     from qnets import experiments
     base = dict(dataset="synthetic", n_train=200, n_test=100, epochs=2, batch_size=50, depth=8, out_dir=str(tmp_path))
     fit(Config(**base), verbose=False)  # one stored run measures this CPU
@@ -315,8 +315,10 @@ def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path,
     seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
     assert basis == "timed on a CPU: resnet8-quadratic" and seconds > 0
     assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
-    # a plan's status prices what is left at the pace of the runs stored beside it (here tmp_path/runs)
+    # a plan's status prices what is left at the pace of the runs stored beside it (here tmp_path/runs),
+    # wherever the command runs
     from qnets import runner
+    monkeypatch.chdir(tmp_path / "runs")
     assert runner.status_text({"x": missing}, cpu=True).endswith("CPU-hours left (timed on a CPU: resnet8-quadratic)")
 
 
