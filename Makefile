@@ -48,7 +48,7 @@ figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed not
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)
 
 results: $(STAMP)  ## train experiment configs without notebooks: make results PRESET=paper RUNS=02,05 [PACK=K] [EXECUTOR=submitit SLURM=f.json]
-	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=quick, gpu-short or paper"; exit 2; }
+	@test "$(PRESET)" != auto || { echo "make results needs a preset: PRESET=smoke, quick, cpu, gpu-short or paper"; exit 2; }
 	$(BIN)/python -m qnets results --preset $(PRESET) --runs $(RUNS) --pack $(PACK) --executor $(EXECUTOR) $(if $(SLURM),--slurm-config $(SLURM))
 
 gpu-prepare: $(STAMP)  ## fill .device-data/ to copy along to a GPU machine without the data: the CIFAR-10 archive (QNETS_CIFAR10, else data/cifar-10-python.tar.gz) and pytest as a zip (see scripts/gpu-*.sh)
