@@ -48,9 +48,11 @@ PLANS = {
          ("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("02", "gamma=lr")],
         # 2. the naive network at a tenth of the base rate: smaller steps everywhere, against ReLinear's
         [("02", "naive-lr/10")],
-        # 3. the notebook-05 sweep, one seed of every value first
+        # 3. from the trained conventional networks of group 1: ReLinear against the same network trained on
+        [("02", "relinear-from-conventional"), ("02", "conventional-trained-on")],
+        # 4. the notebook-05 sweep, one seed of every value first
         [("05", "*")],
-        # 4. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
+        # 5. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
         # (with conventional and ReLinear: notebook 02's trio at depth)
         [("04", "*")],
     ],

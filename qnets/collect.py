@@ -10,8 +10,9 @@ from pathlib import Path
 
 from . import experiments
 from .campaign import MAX_FILE_BYTES, _partial_path, plan, status_file, status_text
+from .store import conventional_weights
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, config_hash, load_checkpoint_file,
-                    load_result, read_result, result_path, run_name)
+                    load_result, read_result, result_path, run_name, weights_path)
 from .utils import atomic_write
 
 __all__ = ["collect"]
@@ -102,7 +103,7 @@ def collect(folder: str | Path) -> dict:
     preset, overrides = summary["preset"], dict(summary.get("overrides", {}))
     only = overrides.pop("only", None)
     planned = plan(preset, only, **overrides)
-    checked_results, checked_partials = _checked(folder, summary, planned)
+    checked_results, checked_partials, checked_weights = _checked(folder, summary, planned)
     taken = {"results": [], "partial": [], "kept": []}
     for config, data in checked_results:
         if load_result_or_none(config) is not None:
@@ -112,6 +113,9 @@ def collect(folder: str | Path) -> dict:
         else:
             atomic_write(result_path(config), lambda f, d=data: f.write(d))
         taken["results"].append(run_name(config))
+    for config, data in checked_weights:  # a later run starts from them; never replaced once here
+        if not weights_path(config).exists():
+            atomic_write(weights_path(config), lambda f, d=data: f.write(d))
     for config, data, epoch in checked_partials:
         if load_result_or_none(config) is not None:
             taken["kept"].append(f"{run_name(config)}: finished already; its partial state is not needed")
@@ -148,6 +152,10 @@ def _checked(folder: Path, summary: dict, planned: list) -> tuple[list, list]:
         return by_name[name]
 
     results = _members(folder / "results.tar", ".json")
+    weights = _members(folder / "weights.tar", ".pt") if (folder / "weights.tar").exists() else []
+    unlisted = [n for n, _ in weights if n.rsplit(".", 1)[0] not in summary["finished"]]
+    if unlisted:
+        raise ValueError(f"{folder}: weights.tar holds {unlisted[0]}, not a run the window finished")
     partials = [m for tar_path in sorted(folder.glob("partial-*.tar")) for m in _members(tar_path, ".pt")]
     for listed, members, what in ((summary["finished"], results, "results.tar"),
                                   (summary["partial"], partials, "the partial-*.tar files")):
@@ -155,8 +163,18 @@ def _checked(folder: Path, summary: dict, planned: list) -> tuple[list, list]:
         if names != sorted(listed):
             raise ValueError(f"{folder}: {what} hold {len(names)} runs, the summary lists {len(listed)}: "
                              "the folder is incomplete or was changed; nothing collected")
-    checked_results, checked_partials = [], []
+    checked_results, checked_partials, checked_weights = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
+        for name, data in weights:
+            config, check = config_of(name), Path(tmp) / name
+            check.write_bytes(data)
+            if config.neuron != "conventional":
+                raise ValueError(f"{folder}: weights.tar holds {name}, not a conventional run")
+            try:
+                conventional_weights(check, config)
+            except ValueError as e:
+                raise ValueError(f"{folder}/weights.tar: {str(e).replace(str(check), name)}") from None
+            checked_weights.append((config, data))
         for name, data in results + partials:
             config, check = config_of(name), Path(tmp) / name
             check.write_bytes(data)
@@ -172,7 +190,7 @@ def _checked(folder: Path, summary: dict, planned: list) -> tuple[list, list]:
             if config_hash(ckpt["config"]) != config_hash(config):
                 raise ValueError(f"{folder}: {name} holds the checkpoint of another config")
             checked_partials.append((config, data, ckpt["epoch"]))
-    return checked_results, checked_partials
+    return checked_results, checked_partials, checked_weights
 
 
 def load_result_or_none(config: Config) -> dict | None:

@@ -14,12 +14,13 @@ from . import relinear
 from .layers import INITS as LAYER_INITS
 from .models import NEURONS, SHORTCUTS, valid_depth
 
-__all__ = ["Config", "config_hash", "run_name", "name_key", "lr_factor"]
+__all__ = ["Config", "config_hash", "run_name", "name_key", "lr_factor", "parent", "SAME_RECIPE"]
 
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-split")
 DEVICES = ("auto", "cpu", "cuda")
 RUN_INITS = LAYER_INITS + ("conventional",)  # a layer initialisation, or a trained conventional network
+SAME_RECIPE = "same-recipe"  # init_from: the conventional run of the same recipe and seed (`parent`), trained first
 DATASETS = ("cifar10", "synthetic")
 
 
@@ -53,7 +54,9 @@ class Config:
     shortcut: str = _f("A", "shortcut: A (subsample + zero-pad) or B (1x1 conv + BN)")
     init: str = _f("relinear", "relinear (w_g=0, b_g=1, w_b=0, c=0), naive (g, b random), or "
                                "conventional (copy a trained conventional network: --init-from)")
-    init_from: str = _f("", "checkpoint (.pt) of a conventional network of the same depth, for init=conventional")
+    init_from: str = _f("", f"for init=conventional: {SAME_RECIPE} (the conventional run of this recipe and seed, "
+                            "whose weights it leaves in <out_dir>/weights/), or a .pt of a conventional network "
+                            "of the same depth")
     # ReLinear
     gamma_g: float | None = _f(1e-5, "learning rate of w_g, b_g (absolute; scheduled like lr); None = lr (no shrinking)")
     gamma_b: float | None = _f(1e-5, "learning rate of w_b, c (absolute; scheduled like lr); None = lr (no shrinking)")
@@ -118,7 +121,9 @@ class Config:
         choice("shortcut", SHORTCUTS)
         choice("init", RUN_INITS)
         need((self.init == "conventional") == bool(self.init_from), "init_from",
-             "a checkpoint path exactly when init='conventional'")
+             f"given exactly when init='conventional' ({SAME_RECIPE!r} or a .pt file)")
+        need(self.init_from in ("", SAME_RECIPE) or self.init_from.endswith(".pt"), "init_from",
+             f"{SAME_RECIPE!r} or the path of a .pt file")
         for name in ("gamma_g", "gamma_b"):
             number(name, optional=True)
         for name in ("alpha_g", "alpha_b", "beta_g", "beta_b", "momentum", "weight_decay", "warmup_epochs"):
@@ -178,6 +183,15 @@ def config_hash(config: "Config | dict") -> str:
 def run_name(config: Config) -> str:
     rz = "-rezero" if config.rezero else ""
     return f"resnet{config.depth}-{config.neuron}{rz}-{config_hash(config)}"
+
+
+def parent(config: Config) -> Config | None:
+    """The run whose trained weights `config` starts from when its init_from is SAME_RECIPE: the same
+    recipe, data and seed with conventional neurons and no ReLinear settings (None otherwise)."""
+    if config.init_from != SAME_RECIPE:
+        return None
+    return config.replace(neuron="conventional", init="relinear", init_from="", gamma_g=None, gamma_b=None,
+                          alpha_g=0.0, alpha_b=0.0, beta_g=0.0, beta_b=0.0)
 
 
 def lr_factor(config: Config, step: int, steps_per_epoch: int) -> float:

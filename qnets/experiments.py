@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import CIFAR10_TRAIN_IMAGES
+from .config import SAME_RECIPE
 from .train import Config, capabilities, epoch_seconds, fit, load_result, read_result, resolve_device
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "committed_preset", "plan", "results"]
@@ -124,6 +125,11 @@ def _notebook02(preset: str, base: Config, quad: Config, conventional: Config, n
         out["gamma=lr"] = quad.replace(gamma_g=None, gamma_b=None)
     if preset == "cpu":  # the naive network with every step smaller, not only the quadratic terms' steps
         out["naive-lr/10"] = naive.replace(lr=base.lr / 10)
+        # the paper's other start: the trained conventional network of the same seed made quadratic, against
+        # that network trained on for as many epochs (what the quadratic terms add beyond more training)
+        trained = dict(init="conventional", init_from=SAME_RECIPE)
+        out |= {"relinear-from-conventional": quad.replace(**trained),
+                "conventional-trained-on": conventional.replace(**trained)}
     return out
 
 

@@ -18,7 +18,7 @@ from .experiments import plan, shared, training_cost
 from .locks import RunBusy, describe_holder, read_lock, stale
 from .streams import fit_together
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_result, lock_path, resolve_device,
-                    result_path, run_name)
+                    result_path, run_name, waiting_for)
 
 __all__ = ["pack_groups", "train_group", "train_plan", "failure_path", "run_state", "status", "status_text"]
 
@@ -119,7 +119,8 @@ def run_state(config: Config, checkpoints: tuple[Path, ...] = ()) -> dict:
     """Where one run stands: name, epochs, `done` (epochs trained: the result's, else the first
     checkpoint found here or in `checkpoints`) and `state`: done (with `result`), running (a live
     lock's `holder`), failed (`error`: a stored result that fails its checks, or a job's failure
-    record), partial or to do (with `stale` when the lock's last holder stopped)."""
+    record), partial, waiting (`for`: the run whose trained weights it starts from) or to do (with
+    `stale` when the lock's last holder stopped)."""
     row = {"name": run_name(config), "epochs": config.epochs, "done": 0}
     try:
         r = load_result(config)
@@ -142,6 +143,8 @@ def run_state(config: Config, checkpoints: tuple[Path, ...] = ()) -> dict:
             failure = json.loads(failure_path(config).read_text())
     if isinstance(failure, dict) and failure.get("error"):
         row |= {"state": "failed", "error": str(failure["error"]), "failure": failure}
+    elif not row["done"] and waiting_for(config):
+        row |= {"state": "waiting", "for": waiting_for(config)}
     else:
         row["state"] = "partial" if row["done"] else "to do"
     return row | ({"stale": {"holder": holder, "why": why_stale}} if holder is not None else {})
@@ -167,6 +170,8 @@ def _details(r: dict) -> str:
         f = r.get("failure") or {}
         return r["error"] + (f" ({describe_holder(f | {'since': f.get('time')})})" if f else "") + (
             f"; log {f['log']}" if f.get("log") else "")
+    if r["state"] == "waiting":
+        return f"starts from the trained weights of {r['for']}"
     return f"last holder {describe_holder(r['stale']['holder'])} stopped: {r['stale']['why']}" if r.get("stale") else ""
 
 
@@ -175,10 +180,11 @@ def status_text(configs: dict[str, Config], cpu: bool, checkpoints=lambda config
     or with `cpu` False GPU-minutes; a run trained beside k − 1 others counts 1/k) and what the runs
     not done would take at the pace measured on that kind of device."""
     rows = status(configs, checkpoints)
-    lines = [f"{'run':28s} {'state':8s} {'epochs':>9s}  details"]
-    lines += [f"{r['label']:28s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {_details(r)}".rstrip()
+    w = max([28] + [len(r["label"]) for r in rows])
+    lines = [f"{'run':{w}s} {'state':8s} {'epochs':>9s}  details"]
+    lines += [f"{r['label']:{w}s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {_details(r)}".rstrip()
               for r in rows]
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "partial", "failed", "to do")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "partial", "failed", "waiting", "to do")}
     done = [r["result"] for r in rows if r["state"] == "done" and (r["result"]["device"] == "cpu") == cpu]
     spent = sum(r["wall_time"] / shared(r) for r in done)
     unit, fmt = ("CPU-hours", lambda s: f"{s / 3600:.1f}") if cpu else ("GPU-minutes", lambda s: f"{s / 60:.0f}")

@@ -15,11 +15,13 @@ import torch
 
 from . import data as qdata
 from . import relinear
-from .config import Config, config_hash, run_name
+from .config import SAME_RECIPE, Config, config_hash, parent, run_name
+from .models import resnet
 from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, versions
 
 __all__ = ["result_path", "checkpoint_path", "lock_path", "StoreError", "read_result", "load_result", "write_result",
-           "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES"]
+           "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES", "weights_path",
+           "write_weights", "start_weights", "waiting_for", "conventional_weights", "conventional_state"]
 
 # stopped: three early gpu-short runs, stopped by an old rule that also reacted to a non-finite test loss
 # while training was healthy (they record why, in stop_reason); shown as they are, to be re-run
@@ -32,6 +34,11 @@ def result_path(config: Config) -> Path:
 
 def checkpoint_path(config: Config) -> Path:
     return Path(config.out_dir) / "checkpoints" / f"{run_name(config)}.pt"
+
+
+def weights_path(config: Config) -> Path:
+    """The trained weights of a finished conventional run (committed: later runs start from them)."""
+    return Path(config.out_dir) / "weights" / f"{run_name(config)}.pt"
 
 
 def lock_path(config: Config) -> Path:
@@ -322,3 +329,85 @@ def epoch_seconds(history: list[dict]) -> float | None:
     """A run's mean epoch time (test pass included) after its first epoch, which holds compilation."""
     times = [h["epoch_time"] for h in history[1:] if h.get("epoch_time")]
     return sum(times) / len(times) if times else None
+
+
+# ----------------------------------------------------------------------------- trained weights
+
+def write_weights(config: Config, model_state: dict, fingerprint: str | None) -> Path:
+    """Keep a finished conventional run's weights (tensors only) and the data they were trained on."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    return atomic_save({"run": run_name(config), "model": state, "data_fingerprint": fingerprint},
+                       weights_path(config))
+
+
+def conventional_weights(path: Path, config: Config) -> tuple[dict, str | None]:
+    """(state dict, data fingerprint or None) of a conventional network of `config`'s shape read
+    from `path` (weights, a checkpoint or a bare state dict), as untrusted data: tensors only, the
+    exact names and shapes of that network, finite. Raises ValueError naming the file."""
+    shape = f"conventional ResNet-{config.depth}{' with ReZero' if config.rezero else ''}"
+
+    def bad(what):
+        raise ValueError(f"Config.init_from: {path} is not the checkpoint of a {shape} ({what}); give the weights "
+                         f"a conventional run of the same depth left in <out_dir>/weights/") from None
+    try:
+        if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+            bad("too large")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError:
+        raise
+    except Exception as e:
+        bad(type(e).__name__)
+    state = loaded.get("model", loaded) if isinstance(loaded, dict) else None
+    fingerprint = loaded.get("data_fingerprint") if isinstance(loaded, dict) else None
+    want = resnet(config.depth, "conventional", config.rezero, config.shortcut).state_dict()
+    if not isinstance(state, dict) or set(state) != set(want):
+        bad("other layers")
+    for k, v in want.items():
+        if not torch.is_tensor(state[k]) or state[k].shape != v.shape or state[k].dtype != v.dtype:
+            bad(f"{k} differs")
+        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
+            bad(f"{k} is not finite")
+    return state, fingerprint if isinstance(fingerprint, str) else None
+
+
+def start_weights(config: Config) -> Path | None:
+    """Where the trained conventional weights of an init='conventional' run are: its init_from file,
+    or for SAME_RECIPE its `parent`'s weights (written from the parent's final checkpoint when only
+    that is here); None where they are not (yet)."""
+    p = parent(config)
+    if p is None:
+        return Path(config.init_from) if Path(config.init_from).is_file() else None
+    if weights_path(p).is_file():
+        return weights_path(p)
+    try:
+        ckpt = load_checkpoint_file(checkpoint_path(p)) if checkpoint_path(p).is_file() else None
+    except StoreError:
+        ckpt = None
+    if ckpt is None or ckpt["epoch"] != p.epochs - 1 or config_hash(ckpt["config"]) != config_hash(p) \
+            or load_result(p) is None:
+        return None
+    return write_weights(p, ckpt["model"], ckpt.get("data_fingerprint"))
+
+
+def waiting_for(config: Config) -> str | None:
+    """The run whose weights `config` needs and cannot find yet (None: it can start)."""
+    if config.init != "conventional" or start_weights(config) is not None:
+        return None
+    return run_name(parent(config)) if parent(config) else config.init_from
+
+
+def conventional_state(config: Config, fingerprint: str | None = None) -> dict:
+    """The state dict an init='conventional' run copies (`relinear.from_conventional`), checked; with
+    a data `fingerprint`, weights recorded as trained on other data are refused."""
+    path = start_weights(config)
+    if path is None:
+        p = parent(config)
+        raise FileNotFoundError(
+            f"Config.init_from: no checkpoint at {config.init_from}" if p is None else
+            f"Config.init_from={SAME_RECIPE!r}: the weights of {run_name(p)} (the conventional run of this recipe "
+            f"and seed) are not in {weights_path(p).parent}: train that run first, and it leaves them there")
+    state, trained_on = conventional_weights(path, config)
+    if fingerprint is not None and trained_on is not None and trained_on != fingerprint:
+        raise ValueError(f"Config.init_from: {path} was trained on other data (fingerprint {trained_on}, the data "
+                         f"now: {fingerprint}); train the conventional run on this data first")
+    return state

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -23,8 +22,9 @@ from .fastpath import (CPU_COMPILE_MIN_STEPS, Trainer, capabilities, channels_la
                        resolve_device)
 from .models import resnet
 from .store import (COLLAPSE_RULE, STATUSES, StoreError, checkpoint_epoch, checkpoint_path, collapse_reason,
-                    epoch_seconds, load_checkpoint_file, load_result, lock_path, prepare,
-                    read_checkpoint, read_result, result_path, reusable, write_checkpoint, write_result)
+                    conventional_state, epoch_seconds, load_checkpoint_file, load_result, lock_path, prepare,
+                    read_checkpoint, read_result, result_path, reusable, waiting_for, weights_path, write_checkpoint,
+                    write_result, write_weights)
 from .utils import DiskFull, timestamp
 
 # The run in one place: its config (`qnets.config`), its step (`qnets.fastpath`), its store
@@ -34,7 +34,7 @@ __all__ = ["Config", "fit", "Lane", "Run", "build_model", "make_loaders", "load_
            "read_result", "read_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "write_result",
            "write_checkpoint", "StoreError", "STATUSES", "COLLAPSE_RULE", "collapse_reason",
            "epoch_seconds", "prepare", "reusable", "Trainer", "capabilities", "precision_for", "describe_runtime",
-           "channels_last_for", "resolve_device", "CPU_COMPILE_MIN_STEPS", "_f"]
+           "channels_last_for", "resolve_device", "CPU_COMPILE_MIN_STEPS", "_f", "weights_path", "waiting_for"]
 
 def load_data(config: Config, read: dict | None = None) -> "qdata.CIFAR10":
     """The dataset of `config`. `read` (data_root -> the full CIFAR-10) keeps what was read, so
@@ -54,24 +54,16 @@ def load_datasets(configs, read: dict | None = None) -> list:
     return [load_data(c, read) for c in configs]
 
 
-def build_model(config: Config) -> torch.nn.Module:
+def build_model(config: Config, fingerprint: str | None = None) -> torch.nn.Module:
+    """The run's network, initialised (with the data `fingerprint`, trained weights it starts from
+    must have been trained on the same data)."""
     torch.manual_seed(config.seed)
     model = resnet(config.depth, config.neuron, config.rezero, config.shortcut)
     if config.init == "naive":
         relinear.naive_init(model)
     elif config.init == "conventional":
-        path = Path(config.init_from)
-        if not path.exists():
-            raise FileNotFoundError(f"Config.init_from: no checkpoint at {path} (train the conventional "
-                                    "network first; its weights are in <out_dir>/checkpoints/)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            conv = resnet(config.depth, "conventional", config.rezero, config.shortcut)
-            conv.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-        except Exception as e:
-            raise ValueError(f"Config.init_from: {path} is not the checkpoint of a conventional ResNet-{config.depth}"
-                             f"{' with ReZero' if config.rezero else ''} ({type(e).__name__}); give the .pt that a "
-                             "conventional run of the same depth left in <out_dir>/checkpoints/") from None
+        conv = resnet(config.depth, "conventional", config.rezero, config.shortcut)
+        conv.load_state_dict(conventional_state(config, fingerprint))
         relinear.from_conventional(model, conv)
     return model
 
@@ -222,10 +214,10 @@ class Lane:
 
     def _start(self, verbose: bool, label: str | None) -> None:
         config, dataset, device = self.config, self.dataset, self.device
-        model = build_model(config)  # before the loaders: the same random draws as every stored run
+        fingerprint = qdata.fingerprint(dataset)
+        model = build_model(config, fingerprint)  # before the loaders: the same random draws as every stored run
         self.train_loader, self.test_loader = make_loaders(config, dataset, device)
-        self.run = Run(config, Trainer(config, model, device, len(self.train_loader)),
-                       fingerprint=qdata.fingerprint(dataset)).resume()
+        self.run = Run(config, Trainer(config, model, device, len(self.train_loader)), fingerprint=fingerprint).resume()
         self.measured: list[dict] = []  # epochs timed in this process
         self.bar = progress(config, verbose, self.run.start, len(self.train_loader), label)
         self.run.trainer.model.train()
@@ -267,6 +259,8 @@ class Lane:
         r = self.run
         self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
                                    self.device, r.trainer, self.dataset, **self.extra)
+        if status == "completed" and self.config.neuron == "conventional":  # where init=conventional runs start
+            write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint)
         if status == "completed" and r.saved < self.config.epochs - 1:
             # after the result: the final weights (init_from of a later run) are worth less than the result
             try:

@@ -1,6 +1,6 @@
 """One budgeted window of a campaign (`qnets.campaign`): `run` trains the plan's next runs until its
 budget is nearly spent (never an epoch it cannot finish), checkpoints what is in flight and writes
-its output folder: results.tar, partial-N.tar and summary.json, at most MAX_FILES files.
+its output folder: results.tar, weights.tar, partial-N.tar and summary.json, at most MAX_FILES files.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from .campaign import (MARGIN_S, MAX_BYTES, MAX_FILES, MAX_FILE_BYTES, PARTIAL_B
 from .experiments import training_cost
 from .locks import RunBusy
 from .runner import train_group
-from .train import Config, checkpoint_epoch, checkpoint_path, load_result, result_path, run_name
+from .train import (Config, checkpoint_epoch, checkpoint_path, load_result, result_path, run_name, waiting_for,
+                    weights_path)
 from .utils import atomic_write
 
 __all__ = ["run", "WindowStopped"]
@@ -128,9 +129,12 @@ class _Loop:
 
     def next_group(self) -> tuple[list, str | None]:
         """The next runs to train side by side, or why none can start (partial state, budget)."""
-        group = _fitting(_next_group(self.todo, self.pack), PARTIAL_BUDGET - self.partial_bytes)
+        ready = [(k, c) for k, c in self.todo if _epochs_done(c) or not waiting_for(c)]
+        if not ready:
+            return [], f"the runs left start from trained weights not here yet (first: {waiting_for(self.todo[0][1])})"
+        group = _fitting(_next_group(ready, self.pack), PARTIAL_BUDGET - self.partial_bytes)
         if not group:
-            key, first = self.todo[0]
+            key, first = ready[0]
             return [], (f"starting {key} could leave {_checkpoint_bytes(first) / 2**20:.0f} MiB of partial state "
                         f"beside {self.partial_bytes / 2**20:.0f} MiB, over the {PARTIAL_BUDGET / 2**20:.0f} MiB "
                         "that travels")
@@ -148,7 +152,7 @@ class _Loop:
         beside what is in flight and its first epoch, beside the runs still training, ends in time."""
         def refill(live: list[Config]) -> tuple[Config, str] | None:
             taken = {run_name(c) for _, c in group}
-            following = [(k, c) for k, c in self.todo if run_name(c) not in taken][:1]
+            following = [(k, c) for k, c in self.todo if run_name(c) not in taken and not waiting_for(c)][:1]
             in_flight = sum(_checkpoint_bytes(c) for c in fresh)
             if not following or not _fitting(following, PARTIAL_BUDGET - self.partial_bytes - in_flight):
                 return None
@@ -275,12 +279,16 @@ def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
 
 def _write_out(out: Path, finished: list[Config], partial: list[Config], summary: dict, preset: str,
                overrides: dict) -> None:
-    """results.tar (finished results), partial-N.tar (checkpoints, each file under MAX_FILE_BYTES)
-    and summary.json: at most MAX_FILES files in all."""
+    """results.tar (finished results), weights.tar (the trained weights finished conventional runs
+    left), partial-N.tar (checkpoints, each file under MAX_FILE_BYTES) and summary.json: at most
+    MAX_FILES files in all."""
     for old in out.glob("*"):
-        if old.is_file() and (old.name.startswith(("results", "partial-")) or old.name == "summary.json"):
+        if old.is_file() and (old.name.startswith(("results", "partial-", "weights")) or old.name == "summary.json"):
             old.unlink()
     files = {"results.tar": _tar_bytes([(result_path(c).name, result_path(c).read_bytes()) for c in finished])}
+    weights = [weights_path(c) for c in finished if weights_path(c).is_file()]  # where later runs start
+    if weights:
+        files["weights.tar"] = _tar_bytes([(w.name, w.read_bytes()) for w in weights])
     chunk, chunks = [], []
     for c in partial:
         data = checkpoint_path(c).read_bytes()

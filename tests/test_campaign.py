@@ -9,6 +9,7 @@ import pytest
 from qnets import campaign, experiments, window
 from qnets.collect import collect
 from qnets.__main__ import main
+from qnets.config import parent
 from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
 from conftest import ROOT, kill_after_checkpoint, untimed
 
@@ -49,11 +50,16 @@ def test_the_cpu_plan_starts_with_the_calibration_then_the_resnet8_core_on_all_o
     configs = [c for _, c in planned]
     assert len(configs) == len(set(configs))
     assert all(c.n_train is None and c.n_test is None and c.epochs == 15 and c.schedule == "cosine" for c in configs)
-    assert {c.depth for c in configs[:27]} == {8}
-    # then the naive network at a tenth of the rate (all three seeds), the sweep, the depth pilot
+    assert {c.depth for c in configs[:33]} == {8}
+    # then the naive network at a tenth of the rate (all three seeds), the runs from the trained conventional
+    # networks, the sweep, the depth pilot
     assert keys[24:27] == ["02:naive-lr/10", "02:naive-lr/10#1", "02:naive-lr/10#2"]
     assert configs[24] == configs[3].replace(lr=configs[3].lr / 10) and configs[3].init == "naive"
-    assert keys[27].startswith("05:") and keys[-1].startswith("04:")
+    assert [k.split("#")[0] for k in keys[27:33]] == ["02:relinear-from-conventional", "02:conventional-trained-on"] * 3
+    assert [parent(c) for c in configs[27:33]] == [configs[0], configs[0], configs[8], configs[8], configs[16],
+                                                     configs[16]]  # each seed's own conventional network
+    assert configs[27].replace(init="relinear", init_from="") == configs[1]  # relinear-sg's settings
+    assert keys[33].startswith("05:") and keys[-1].startswith("04:")
     assert "05:gamma=lr" not in keys  # the same run as 02:gamma=lr, planned once
     assert {c.depth for k, c in planned if k.startswith("04:")} == {20}
     sweep = [k for k in keys if k.startswith("05:") and "#" not in k]  # one seed of every value first

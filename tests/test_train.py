@@ -145,6 +145,58 @@ def test_conventional_initialisation_from_checkpoint(tmp_path):
         fit(missing, verbose=False)
 
 
+def test_a_run_starts_from_the_trained_conventional_network_of_its_recipe_and_seed(tmp_path):
+    from qnets.config import SAME_RECIPE, parent, run_name
+    from qnets.runner import run_state
+    from qnets.train import build_model, weights_path
+    conv = synthetic(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None, epochs=1)
+    child = synthetic(tmp_path, init="conventional", init_from=SAME_RECIPE, gamma_g=1e-3, gamma_b=1e-3, epochs=1)
+    on = conv.replace(init="conventional", init_from=SAME_RECIPE)
+    assert parent(child) == conv and parent(on) == conv and parent(conv) is None
+    with pytest.raises(FileNotFoundError, match=f"the weights of {run_name(conv)} .* train that run first"):
+        fit(child, verbose=False)
+    assert run_state(child) | {"for": run_name(conv)} == run_state(child) and run_state(child)["state"] == "waiting"
+    r = fit(conv, verbose=False)  # a finished conventional run leaves its weights where later runs start
+    kept = torch.load(weights_path(conv), weights_only=True)
+    assert kept["run"] == run_name(conv) and kept["data_fingerprint"] == r["data_fingerprint"]
+    assert run_state(child)["state"] == "to do"
+    trained = build_model(conv)
+    trained.load_state_dict(kept["model"])
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():  # both start as the trained network computes (the quadratic terms at ReLinear's start)
+        want = trained.eval()(x)
+        assert torch.allclose(build_model(child).eval()(x), want, atol=1e-5)
+        assert torch.equal(build_model(on).eval()(x), want)
+    assert fit(child, verbose=False)["status"] == "completed" and fit(on, verbose=False)["status"] == "completed"
+    # only the parent's final checkpoint here: the weights are taken from it
+    weights_path(conv).unlink()
+    assert build_model(on).state_dict()["fc.weight"].equal(kept["model"]["fc.weight"]) and weights_path(conv).exists()
+
+
+def test_trained_weights_are_read_as_untrusted_and_must_match_the_data(tmp_path):
+    from qnets.config import SAME_RECIPE
+    from qnets.train import build_model, weights_path
+    conv = synthetic(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None, epochs=1)
+    child = synthetic(tmp_path, init="conventional", init_from=SAME_RECIPE, epochs=1)
+    fit(conv, verbose=False)
+    good = torch.load(weights_path(conv), weights_only=True)
+    with pytest.raises(ValueError, match="trained on other data"):
+        build_model(child, fingerprint="f" * 16)
+    target = tmp_path / "pwned"
+
+    class Boom:
+        def __reduce__(self):
+            return (Path.touch, (target,))
+    bad_shape = good | {"model": good["model"] | {"fc.weight": torch.zeros(3, 64)}}
+    not_finite = good | {"model": good["model"] | {"fc.weight": torch.full_like(good["model"]["fc.weight"], float("nan"))}}
+    for tampered, what in ((bad_shape, "fc.weight differs"), (not_finite, "fc.weight is not finite"),
+                           ({"model": Boom()}, "UnpicklingError")):
+        torch.save(tampered, weights_path(conv))
+        with pytest.raises(ValueError, match=f"is not the checkpoint of a conventional ResNet-8 \\({what}"):
+            build_model(child)
+    assert not target.exists()
+
+
 def run_cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "qnets", *args], capture_output=True, text=True, cwd=cwd)
 

@@ -16,7 +16,7 @@ from qnets import campaign
 from qnets import window as windows
 from qnets.collect import collect
 from qnets.train import (Config, StoreError, checkpoint_epoch, checkpoint_path, fit, load_checkpoint_file, read_result,
-                         result_path)
+                         result_path, weights_path)
 
 SCOPE = dict(preset="smoke", only=2, epochs=2, eval_every=1)
 
@@ -86,6 +86,27 @@ def members(path: Path) -> list[tuple[str, bytes]]:
 def test_the_untouched_window_collects(here):
     taken = collect("out")
     assert len(taken["results"]) == 1 and len(taken["partial"]) == 1 and taken["kept"] == []
+
+
+def test_trained_weights_travel_checked(here):
+    """The finished conventional run's weights (where later runs start) come back with its result; a
+    tampered or stray member stops the collection before anything is written."""
+    done = campaign.plan(**SCOPE)[0][1]
+    (name, data), = members(here / "out" / "weights.tar")
+    assert name == f"{campaign.run_name(done)}.pt"
+    broken = io.BytesIO()
+    state = torch.load(io.BytesIO(data), weights_only=True)
+    torch.save(state | {"model": {k: v.float() * float("nan") for k, v in state["model"].items()}}, broken)
+    for tampered, message in (([(name, broken.getvalue())], "is not finite"),
+                              ([(name, data), ("resnet8-conventional-000000000000.pt", data)],
+                               "not a run the window finished")):
+        retar(here / "out" / "weights.tar", tampered)
+        with pytest.raises(ValueError, match=message):
+            collect("out")
+        assert not (here / "results").exists()
+    retar(here / "out" / "weights.tar", [(name, data)])
+    collect("out")
+    assert (here / weights_path(done)).read_bytes() == data and weights_path(done).parts[0] == "results"
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_everywhere(here):
