@@ -138,7 +138,8 @@ def cmd_campaign(args) -> int:
         taken = collect.collect(args.folder)
         for line in taken["kept"]:
             print(f"kept: {line}")
-        print(f"collected {len(taken['results'])} results and {len(taken['partial'])} partial runs "
+        print(f"collected {len(taken['results'])} results, {len(taken['weights'])} trained weights and "
+              f"{len(taken['partial'])} partial runs "
               f"(from {taken['device']}); status in {taken['status_file']}")
     return 0
 

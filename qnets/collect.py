@@ -104,7 +104,7 @@ def collect(folder: str | Path) -> dict:
     only = overrides.pop("only", None)
     planned = plan(preset, only, **overrides)
     checked_results, checked_partials, checked_weights = _checked(folder, summary, planned)
-    taken = {"results": [], "partial": [], "kept": []}
+    taken = {"results": [], "partial": [], "weights": [], "kept": []}
     for config, data in checked_results:
         if load_result_or_none(config) is not None:
             if result_path(config).read_bytes() != data:  # (the same file: a window on this machine wrote it)
@@ -116,6 +116,7 @@ def collect(folder: str | Path) -> dict:
     for config, data in checked_weights:  # a later run starts from them; never replaced once here
         if not weights_path(config).exists():
             atomic_write(weights_path(config), lambda f, d=data: f.write(d))
+            taken["weights"].append(run_name(config))
     for config, data, epoch in checked_partials:
         if load_result_or_none(config) is not None:
             taken["kept"].append(f"{run_name(config)}: finished already; its partial state is not needed")
