@@ -65,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="also train both paths briefly and compare test accuracy")
     p.add_argument("--check-epochs", type=int, default=3, help="epochs of the --check runs (default: 3)")
     p.add_argument("--check-train", type=int, default=5000, help="training images of the --check runs")
+    p.add_argument("--check-test", type=int, default=2000, help="test images the --check runs are scored on")
 
 
 def _settings(args, gpu: bool) -> tuple[int, int, int]:
@@ -74,7 +75,8 @@ def _settings(args, gpu: bool) -> tuple[int, int, int]:
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 2)
     for name, value, least in (("--steps", steps, 1), ("--rounds", rounds, 1), ("--warmup", warmup, 0),
                                ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
-                               ("--profile-steps", args.profile_steps, 1)):
+                               ("--profile-steps", args.profile_steps, 1), ("--check-epochs", args.check_epochs, 1),
+                               ("--check-train", args.check_train, 10), ("--check-test", args.check_test, 10)):
         if value < least:
             raise ValueError(f"{name} must be at least {least}, got {value}")
     if args.data not in ("auto", "cifar10", "synthetic"):
@@ -237,7 +239,7 @@ def accuracy_check(dataset, device, args) -> dict:
     subset and seed through both paths for a few epochs; their test accuracies should agree within
     run-to-run noise."""
     depth = int(args.depths.split(",")[0])
-    n_test = min(2000, len(dataset.test))
+    n_test = min(args.check_test, len(dataset.test))
     data = qdata.take(dataset, min(args.check_train, len(dataset.train)), n_test, seed=0)
     out = {"epochs": args.check_epochs, "n_train": len(data.train), "n_test": len(data.test),
            "batch_size": args.batch_size}

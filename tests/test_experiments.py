@@ -155,6 +155,7 @@ def test_bench_cli_writes_a_report(tmp_path):
     # (the nocompile path: the fast path without compiling, which tests/test_train.py covers)
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--depths", "8", "--neurons", "quadratic",
                         "--paths", "reference,nocompile", "--steps", "1", "--rounds", "2", "--warmup", "1",
+                        "--batch-size", "32",
                         "--workers", "0", "--data", "synthetic", "--profile", "--profile-steps", "1",
                         "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
@@ -164,7 +165,7 @@ def test_bench_cli_writes_a_report(tmp_path):
     fast = rows["nocompile"]
     assert fast["rounds"] == 2 and fast["fast_path"]["channels_last"]
     assert not fast["fast_path"]["compile"] and fast["fast_path"]["graphs_compiled"] == 0
-    assert fast["images_per_s"] == pytest.approx(128_000 / fast["ms_per_step"])
+    assert fast["images_per_s"] == pytest.approx(32_000 / fast["ms_per_step"])
     assert "2 interleaved rounds of 1 timed steps" in p.stdout
     # The profile accounts for the step by kind of work; convolutions dominate a ResNet step.
     prof = fast["profile"]
@@ -177,12 +178,6 @@ def test_bench_cli_writes_a_report(tmp_path):
     assert prof["top"][0]["name"].startswith("aten::") and "resnet8-quadratic: fast path" in p.stdout
     assert fast["flops_per_image"] == rows["reference"]["flops_per_image"] > 1e8
     assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
-    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "warp"], capture_output=True,
-                         text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "--paths: unknown ['warp']" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "qnets", "bench", "--rounds", "0"], capture_output=True,
-                         text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "--rounds must be at least 1, got 0" in bad.stderr
 
 
 @pytest.mark.parametrize("rounds", [1, 3])
@@ -323,10 +318,11 @@ def test_schedule_steps_where_the_readme_says():
 @pytest.mark.slow
 def test_bench_check_runs_on_synthetic_data_at_the_batch_size_asked(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "bench", "--paths", "", "--check", "--check-epochs", "1",
-                        "--check-train", "200", "--batch-size", "50", "--data", "synthetic", "--depths", "8",
+                        "--check-train", "200", "--check-test", "200", "--batch-size", "50", "--workers", "0",
+                        "--data", "synthetic", "--depths", "8",
                         "--neurons", "quadratic", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                        timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     check = json.loads((tmp_path / "cpu.json").read_text())["check"]
-    assert check["n_train"] == 200 and check["batch_size"] == 50
+    assert check["n_train"] == 200 and check["n_test"] == 200 and check["batch_size"] == 50
     assert 0 <= check["fast"] <= 1 and 0 <= check["reference"] <= 1

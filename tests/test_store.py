@@ -214,6 +214,9 @@ def test_results_force_trains_again(tmp_path, monkeypatch, capsys):
     (["train", "--out-dir", ""], "Config.out_dir must be a folder name"),
     (["results", "--preset", "smoke", "--runs", ",,,"], "no runs named in ',,,'"),
     (["bench", "--data", "bogus"], "--data must be auto, cifar10 or synthetic"),
+    (["bench", "--paths", "warp"], "--paths: unknown ['warp']"),
+    (["bench", "--rounds", "0"], "--rounds must be at least 1, got 0"),
+    (["bench", "--check", "--check-test", "5"], "--check-test must be at least 10, got 5"),
 ])
 def test_bad_command_lines_get_one_line(capsys, argv, message):
     assert message in one_line_error(capsys, argv)
