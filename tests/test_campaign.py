@@ -10,7 +10,7 @@ from qnets import campaign, experiments, window
 from qnets.collect import collect
 from qnets.__main__ import main
 from qnets.config import parent
-from qnets.train import checkpoint_path, epoch_seconds, load_result, read_result, result_path
+from qnets.train import checkpoint_path, epoch_seconds, fit, load_result, read_result, result_path, weights_path
 from conftest import ROOT, kill_after_checkpoint, untimed
 
 SCOPE = dict(preset="smoke", only=4, epochs=3, eval_every=1)  # four small runs of three epochs
@@ -173,6 +173,24 @@ def test_a_budget_too_small_to_start_says_why(tmp_path, monkeypatch):
     assert "needs about 30 s for its first epoch" in summary["stopped_because"]
     check_output(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["stopped_because"] == summary["stopped_because"]
+
+
+def test_a_window_passes_over_runs_whose_trained_weights_are_not_here(tmp_path, monkeypatch):
+    """A run that starts from a conventional run's weights waits while they are missing (its parent
+    stored before runs kept weights, say): the window trains what can start and says why it stopped."""
+    monkeypatch.chdir(tmp_path)
+    (k0, conv), (k1, other) = campaign.plan(**SCOPE)[:2]
+    child = other.replace(init="conventional", init_from="same-recipe")
+    assert parent(child) == conv
+    fit(conv, verbose=False)
+    weights_path(conv).unlink()  # a parent stored without its weights, and no final checkpoint either
+    checkpoint_path(conv).unlink()
+    monkeypatch.setattr(window, "plan", lambda *a, **k: [("02:child", child), (k0, conv), (k1, other)])
+    summary = window.run(600, tmp_path / "out", verbose=False, **SCOPE)
+    assert summary["finished"] == [campaign.run_name(other)] and summary["partial"] == []
+    assert summary["stopped_because"] == ("the runs left start from trained weights not here yet (first: "
+                                          f"{campaign.run_name(conv)})")
+    assert load_result(child) is None and not checkpoint_path(child).exists()
 
 
 @pytest.mark.slow
