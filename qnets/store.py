@@ -333,11 +333,12 @@ def epoch_seconds(history: list[dict]) -> float | None:
 
 # ----------------------------------------------------------------------------- trained weights
 
-def write_weights(config: Config, model_state: dict, fingerprint: str | None) -> Path:
-    """Keep a finished conventional run's weights (tensors only) and the data they were trained on."""
+def write_weights(config: Config, model_state: dict, fingerprint: str | None, test_acc: float | None) -> Path:
+    """Keep a finished conventional run's weights (tensors only), the data they were trained on and
+    the test accuracy they reached."""
     state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-    return atomic_save({"run": run_name(config), "model": state, "data_fingerprint": fingerprint},
-                       weights_path(config))
+    return atomic_save({"run": run_name(config), "model": state, "data_fingerprint": fingerprint,
+                        "final_test_acc": test_acc}, weights_path(config))
 
 
 def conventional_weights(path: Path, config: Config) -> tuple[dict, str | None]:
@@ -383,10 +384,10 @@ def start_weights(config: Config) -> Path | None:
         ckpt = load_checkpoint_file(checkpoint_path(p)) if checkpoint_path(p).is_file() else None
     except StoreError:
         ckpt = None
-    if ckpt is None or ckpt["epoch"] != p.epochs - 1 or config_hash(ckpt["config"]) != config_hash(p) \
-            or load_result(p) is None:
+    stored = load_result(p) if ckpt is not None else None
+    if stored is None or ckpt["epoch"] != p.epochs - 1 or config_hash(ckpt["config"]) != config_hash(p):
         return None
-    return write_weights(p, ckpt["model"], ckpt.get("data_fingerprint"))
+    return write_weights(p, ckpt["model"], ckpt.get("data_fingerprint"), stored["final_test_acc"])
 
 
 def waiting_for(config: Config) -> str | None:

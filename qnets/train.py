@@ -260,7 +260,7 @@ class Lane:
         self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
                                    self.device, r.trainer, self.dataset, **self.extra)
         if status == "completed" and self.config.neuron == "conventional":  # where init=conventional runs start
-            write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint)
+            write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint, self.result["final_test_acc"])
         if status == "completed" and r.saved < self.config.epochs - 1:
             # after the result: the final weights (init_from of a later run) are worth less than the result
             try:

@@ -159,6 +159,7 @@ def test_a_run_starts_from_the_trained_conventional_network_of_its_recipe_and_se
     r = fit(conv, verbose=False)  # a finished conventional run leaves its weights where later runs start
     kept = torch.load(weights_path(conv), weights_only=True)
     assert kept["run"] == run_name(conv) and kept["data_fingerprint"] == r["data_fingerprint"]
+    assert kept["final_test_acc"] == r["final_test_acc"]
     assert run_state(child)["state"] == "to do"
     trained = build_model(conv)
     trained.load_state_dict(kept["model"])
