@@ -112,8 +112,10 @@ def cmd_results(args) -> int:
         outcomes = cluster.wait(submission, configs, poll_s=1.0 if submission["executor"] == "local" else 10.0)
         failed = [o["label"] for o in outcomes if o["outcome"] == "failed"]
         held = [o["label"] for o in outcomes if o["outcome"] == "held"]
-        print(f"{len(outcomes) - len(failed) - len(held)} runs done, {len(held)} left to the jobs that hold them, "
-              f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+        waiting = [o["label"] for o in outcomes if o["outcome"] == "waiting"]
+        print(f"{len(outcomes) - len(failed) - len(held) - len(waiting)} runs done, {len(held)} left to the jobs "
+              f"that hold them, " + (f"{len(waiting)} waiting for trained weights, " if waiting else "")
+              + f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
         return 1 if failed else 0
     from .runner import train_plan
     train_plan(args.preset, args.runs, verbose=not args.quiet, pack=args.pack, force=args.force,

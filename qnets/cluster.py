@@ -43,7 +43,7 @@ from . import locks, runner
 from .runner import failure_path
 from .locks import HEARTBEAT_S, STALE_AFTER_S, RunLock, describe_holder as _holder, read_lock, stale
 from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, load_result, lock_path, result_path,
-                    run_name)
+                    run_name, waiting_for)
 from .utils import atomic_json, timestamp
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
@@ -189,6 +189,8 @@ def describe(o: dict) -> str:
         return f"{o['label']:24s} held      by {_holder(o['holder'])}: left to it{log}"
     if o["outcome"] == "failed":
         return f"{o['label']:24s} failed    {o['error']}{log}"
+    if o["outcome"] == "waiting":
+        return f"{o['label']:24s} waiting   for the trained weights of {o['for']}: send the plan again once that run is done"
     acc = o["final_test_acc"]
     how = f"trained in {o['seconds']:.0f} s" if o["outcome"] == "trained" else o["outcome"]  # or stored, done
     if o.get("pack"):
@@ -300,7 +302,7 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
            verbose: bool = True, executor=None) -> dict:
     """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
     (runner.pack_groups). A run with a stored result is not sent (unless `force`), and
-    neither is a run that another job holds. Returns {"jobs": [(job, labels)], "skipped":
+    neither is a run that another job holds or one whose trained start is missing (waiting). Returns {"jobs": [(job, labels)], "skipped":
     {label: outcome}, "executor": its name, "folder": where the logs are}."""
     if len({c.out_dir for c in configs.values()}) > 1:
         raise ValueError("submit: the runs of one submission must share one out_dir")
@@ -318,6 +320,8 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
                                      "final_test_acc": r["final_test_acc"]}
         elif holder is not None and stale(holder) is None:
             skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
+        elif waiting_for(config) and not checkpoint_epoch(checkpoint_path(config)):  # its start is not trained yet
+            skipped[label] = base | {"outcome": "waiting", "for": waiting_for(config)}
         else:
             todo[label] = config
     groups = runner.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]

@@ -311,6 +311,24 @@ def test_submit_sends_neither_stored_runs_nor_runs_another_job_holds():
     assert [list(job.runs) for job in recorder.sent] == [labels[1:]] and recorder.sent[0].pack == 2
 
 
+def test_submit_holds_back_runs_whose_trained_start_is_missing():
+    """A run that starts from its conventional run's weights is not sent before they exist (a job
+    beside the parent's would fail): it waits, and is sent once they are there."""
+    runs = smoke()
+    labels = list(runs)
+    child = runs[labels[0]].replace(neuron="quadratic", init="conventional", init_from="same-recipe")
+    recorder = Recorder()
+    submission = cluster.submit({"child": child} | runs, executor=recorder)
+    assert [list(job.runs) for job in recorder.sent] == [[label] for label in labels]
+    assert submission["skipped"]["child"]["outcome"] == "waiting"
+    assert cluster.describe(submission["skipped"]["child"]).startswith(
+        f"child                    waiting   for the trained weights of {cluster.run_name(runs[labels[0]])}")
+    fit(runs[labels[0]], verbose=False)
+    recorder = Recorder()
+    cluster.submit({"child": child}, executor=recorder)
+    assert [list(job.runs) for job in recorder.sent] == [["child"]]
+
+
 def test_without_submitit_the_command_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     assert main(["results", "--preset", "smoke", "--runs", "02:conventional", "--executor", "submitit"]) == 2
