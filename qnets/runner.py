@@ -93,6 +93,10 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
                 report(label, None)
         return {label: out[label] for label in configs if label in out}
     for label, config in configs.items():
+        if label not in stored and not checkpoint_epoch(checkpoint_path(config)) and waiting_for(config):
+            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} waiting   for the trained weights of "
+                  f"{waiting_for(config)}", flush=True)
+            continue
         try:  # decided under the run's lock: stored (perhaps by another process), or trained here
             lock = locks.hold(lock_path(config), run_name(config))
         except RunBusy as e:

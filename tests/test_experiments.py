@@ -80,6 +80,18 @@ def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     assert "stored" in capsys.readouterr().out
 
 
+def test_train_plan_passes_over_a_run_whose_trained_start_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    conv = experiments.plan("smoke", "02:conventional")["02:conventional"]
+    child = conv.replace(neuron="quadratic", init="conventional", init_from="same-recipe")
+    monkeypatch.setattr(runner, "plan", lambda *a: {"child": child, "02:conventional": conv})
+    out = runner.train_plan("smoke", verbose=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert list(out) == ["02:conventional"] and "waiting   for the trained weights of resnet8-conventional-" in lines[0]
+    out = runner.train_plan("smoke", verbose=False)  # its parent is trained now: the run starts from it
+    assert out["child"]["status"] == "completed" and "trained in" in capsys.readouterr().out.splitlines()[0]
+
+
 def test_setup_checks_values_and_resolves_the_auto_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ok = {"preset": "quick", "overrides": {}, "PRESETS": {}, "json": json}
