@@ -331,6 +331,9 @@ def flops_per_image(depth: int, neuron: str) -> float:
 
 
 def device_name(device) -> str:
-    return torch.cuda.getdevice_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    """The card's name, or the CPU's kind and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 

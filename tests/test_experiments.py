@@ -192,6 +192,13 @@ def test_bench_cli_writes_a_report(tmp_path):
     assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
 
 
+def test_bench_names_the_device_it_ran_on(monkeypatch):
+    from qnets.timing import device_name
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert device_name(torch.device("cuda")) == "NVIDIA H200"
+    assert device_name(torch.device("cpu")).startswith("cpu (") and "threads)" in device_name(torch.device("cpu"))
+
+
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_bench_measure_takes_turns_and_reports_the_median_round(monkeypatch, rounds):
     """Several rounds interleave the paths (a drifting machine slows them alike) and each path's
