@@ -192,6 +192,23 @@ def test_bench_cli_writes_a_report(tmp_path):
     assert "resnet8-quadratic" in p.stdout and "x ref" in p.stdout
 
 
+def test_bench_pack_times_runs_side_by_side_and_keeps_every_row(tmp_path):
+    """`bench --pack` (what scripts/gpu-measure.sh runs on a card) end to end on the CPU, where the
+    runs simply take turns: one row per K, written as measured, rendered as the README's table."""
+    from qnets import packbench
+    from qnets.__main__ import main
+    argv = ["bench", "--pack", "1,2", "--mechanisms", "streams", "--pack-compile", "off", "--pack-lone", "off",
+            "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1", "--warmup", "0",
+            "--batch-size", "8", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "cpu-packing.json").read_text())
+    assert report["kind"] == "packing" and [r["k"] for r in report["rows"]] == [1, 2]
+    assert all(r["images_per_s"] > 0 and r["mechanism"] == "streams" and not r["compile"] for r in report["rows"])
+    table = packbench.markdown(report)
+    assert table.count("| ResNet-8 quadratic | streams |") == 2
+    assert main(argv[:2] + ["0,2"] + argv[3:]) == 2  # K = 0: one line, nothing measured
+
+
 def test_bench_names_the_device_it_ran_on(monkeypatch):
     from qnets.timing import device_name
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
