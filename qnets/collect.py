@@ -172,7 +172,7 @@ def _checked(folder: Path, summary: dict, planned: list) -> tuple[list, list]:
             if config.neuron != "conventional":
                 raise ValueError(f"{folder}: weights.tar holds {name}, not a conventional run")
             try:
-                conventional_weights(check, config)
+                conventional_weights(check, config, run_name(config))
             except ValueError as e:
                 raise ValueError(f"{folder}/weights.tar: {str(e).replace(str(check), name)}") from None
             checked_weights.append((config, data))

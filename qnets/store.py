@@ -341,10 +341,11 @@ def write_weights(config: Config, model_state: dict, fingerprint: str | None, te
                         "final_test_acc": test_acc}, weights_path(config))
 
 
-def conventional_weights(path: Path, config: Config) -> tuple[dict, str | None]:
+def conventional_weights(path: Path, config: Config, name: str | None = None) -> tuple[dict, str | None]:
     """(state dict, data fingerprint or None) of a conventional network of `config`'s shape read
     from `path` (weights, a checkpoint or a bare state dict), as untrusted data: tensors only, the
-    exact names and shapes of that network, finite. Raises ValueError naming the file."""
+    exact names and shapes of that network, finite, and where `name` is given the weights of that
+    run. Raises ValueError naming the file."""
     shape = f"conventional ResNet-{config.depth}{' with ReZero' if config.rezero else ''}"
 
     def bad(what):
@@ -358,6 +359,8 @@ def conventional_weights(path: Path, config: Config) -> tuple[dict, str | None]:
         raise
     except Exception as e:
         bad(type(e).__name__)
+    if name is not None and (not isinstance(loaded, dict) or loaded.get("run") != name):
+        bad(f"not the weights of {name}")
     state = loaded.get("model", loaded) if isinstance(loaded, dict) else None
     fingerprint = loaded.get("data_fingerprint") if isinstance(loaded, dict) else None
     want = resnet(config.depth, "conventional", config.rezero, config.shortcut).state_dict()
@@ -384,7 +387,10 @@ def start_weights(config: Config) -> Path | None:
         ckpt = load_checkpoint_file(checkpoint_path(p)) if checkpoint_path(p).is_file() else None
     except StoreError:
         ckpt = None
-    stored = load_result(p) if ckpt is not None else None
+    try:
+        stored = load_result(p) if ckpt is not None else None
+    except StoreError:
+        stored = None
     if stored is None or ckpt["epoch"] != p.epochs - 1 or config_hash(ckpt["config"]) != config_hash(p):
         return None
     return write_weights(p, ckpt["model"], ckpt.get("data_fingerprint"), stored["final_test_acc"])
@@ -402,12 +408,13 @@ def conventional_state(config: Config, fingerprint: str | None = None) -> dict:
     a data `fingerprint`, weights recorded as trained on other data are refused."""
     path = start_weights(config)
     if path is None:
-        p = parent(config)
+        p = parent(config)  # (None: init_from names a file)
         raise FileNotFoundError(
             f"Config.init_from: no checkpoint at {config.init_from}" if p is None else
             f"Config.init_from={SAME_RECIPE!r}: the weights of {run_name(p)} (the conventional run of this recipe "
             f"and seed) are not in {weights_path(p).parent}: train that run first, and it leaves them there")
-    state, trained_on = conventional_weights(path, config)
+    p = parent(config)
+    state, trained_on = conventional_weights(path, config, run_name(p) if p else None)
     if fingerprint is not None and trained_on is not None and trained_on != fingerprint:
         raise ValueError(f"Config.init_from: {path} was trained on other data (fingerprint {trained_on}, the data "
                          f"now: {fingerprint}); train the conventional run on this data first")

@@ -191,6 +191,7 @@ def test_trained_weights_are_read_as_untrusted_and_must_match_the_data(tmp_path)
     bad_shape = good | {"model": good["model"] | {"fc.weight": torch.zeros(3, 64)}}
     not_finite = good | {"model": good["model"] | {"fc.weight": torch.full_like(good["model"]["fc.weight"], float("nan"))}}
     for tampered, what in ((bad_shape, "fc.weight differs"), (not_finite, "fc.weight is not finite"),
+                           (good | {"run": "resnet8-conventional-000000000000"}, "not the weights of resnet8-"),
                            ({"model": Boom()}, "UnpicklingError")):
         torch.save(tampered, weights_path(conv))
         with pytest.raises(ValueError, match=f"is not the checkpoint of a conventional ResNet-8 \\({what}"):
