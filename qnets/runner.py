@@ -49,28 +49,33 @@ def _how(r: dict) -> str:
 
 def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: int = 1, force: bool = False,
                **runtime) -> dict:
-    """Train the selected configs in order; each result is written as soon as it finishes, so an
-    interruption loses only the runs in flight (which resume from their checkpoints). With `pack`
-    > 1, up to `pack` runs train side by side (`qnets.streams`; a run that ends makes room for the
-    next in plan order); results and names are those of lone runs. Prints one summary line per run.
-    `runtime` overrides runtime fields (device, compile, ...); `force` trains every selected run again."""
+    """Train the selected configs in order, each result written as it finishes (an interruption loses
+    only the runs in flight, which resume from their checkpoints); runs whose trained start is missing
+    wait. With `pack` > 1, up to `pack` runs train side by side (`qnets.streams`), with the results of
+    lone runs. One line per run; `runtime` overrides runtime fields, `force` trains every run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
     out, t0, began = {}, time.time(), {}  # began: when each run side by side started
 
+    def line(label, text):
+        print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {text}", flush=True)
+
     def report(label, r, found=None):
         if r is None:  # another process holds the run's lock (fit_together warned)
-            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      another process is training it: left to it",
-                  flush=True)
-            return
+            return line(label, "busy      another process is training it: left to it")
         acc, start, path = r["final_test_acc"], began.get(label, t0), result_path(configs[label])
         if found is None:  # side by side: stored before the run started (here, or by another process)
             found = label in stored or (path.exists() and path.stat().st_mtime < start)
         how = "stored" if found else f"trained in {time.time() - start:.0f}s" + _how(r)
-        print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {r['status']:9s} "
-              f"test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
-              f"{result_path(configs[label])}", flush=True)
+        line(label, f"{r['status']:9s} test acc {acc if acc is None else f'{acc:.4f}'}  ({how}, {r['device']}) -> "
+                    f"{result_path(configs[label])}")
         out[label] = r
+
+    def waits(label) -> bool:  # a run whose trained start is missing: said, and passed over
+        why = None if label in stored else _waiting(configs[label])
+        if why:
+            line(label, f"waiting   {why}")
+        return bool(why)
 
     todo = [label for label in configs if label not in stored]
     if pack > 1 and len(todo) > 1:  # K runs at a time; each that ends makes room for the next
@@ -78,38 +83,50 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
             print(f"--pack {pack} on a CPU: the runs take turns, no faster than one after another", flush=True)
         for label in (label for label in configs if label in stored):
             report(label, fit(configs[label], verbose=verbose, label=label))
+        todo = [label for label in todo if not waits(label)]
         queue = todo[pack:]
 
         def refill(live):
+            while queue and waits(queue[0]):
+                queue.pop(0)
             if not queue:
                 return None
             began[queue[0]] = time.time()
             return configs[queue[0]], queue.pop(0)
         began |= {label: time.time() for label in todo[:pack]}
         results = train_group([configs[label] for label in todo[:pack]], labels=todo[:pack], refill=refill,
-                              on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force)
+                              on_end=lambda c, label, r: report(label, r), verbose=verbose, force=force) if todo else []
         for label, r in zip(todo, results):
             if r is None:
                 report(label, None)
-        return {label: out[label] for label in configs if label in out}
-    for label, config in configs.items():
-        if label not in stored and not checkpoint_epoch(checkpoint_path(config)) and waiting_for(config):
-            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} waiting   for the trained weights of "
-                  f"{waiting_for(config)}", flush=True)
-            continue
-        try:  # decided under the run's lock: stored (perhaps by another process), or trained here
-            lock = locks.hold(lock_path(config), run_name(config))
-        except RunBusy as e:
-            print(f"[{len(out) + 1}/{len(configs)}] {label:24s} busy      {e}", flush=True)
-            continue
-        try:
-            before, t0 = None if force else load_result(config), time.time()
-            r = fit(config, force=force, verbose=verbose, label=label)
-        finally:
-            if lock is not None:
-                lock.release()
-        report(label, r, found=before is not None and r == before)
+    else:
+        for label in configs:
+            try:
+                if not waits(label):
+                    report(label, *_locked_fit(label, configs[label], force, verbose))
+            except RunBusy as e:
+                line(label, f"busy      {e}")
     return {label: out[label] for label in configs if label in out}
+
+
+def _waiting(config: Config) -> str | None:
+    """Why a run cannot start yet (its trained start is missing), or None."""
+    if checkpoint_epoch(checkpoint_path(config)) is not None or not waiting_for(config):
+        return None
+    return f"for the trained weights of {waiting_for(config)}"
+
+
+def _locked_fit(label: str, config: Config, force: bool, verbose: bool) -> tuple[dict, bool]:
+    """Train one run of a plan under its lock: (its result, whether it was stored already, perhaps
+    by another process). Raises RunBusy where another process holds the run."""
+    lock = locks.hold(lock_path(config), run_name(config))
+    try:
+        before = None if force else load_result(config)
+        r = fit(config, force=force, verbose=verbose, label=label)
+    finally:
+        if lock is not None:
+            lock.release()
+    return r, before is not None and r == before
 
 
 # ----------------------------------------------------------------------------- where a plan stands
@@ -160,6 +177,9 @@ def status(configs: dict[str, Config], checkpoints=lambda config: ()) -> list[di
     return [{"label": label} | run_state(c, tuple(checkpoints(c))) for label, c in configs.items()]
 
 
+STATES = ("done", "running", "partial", "failed", "waiting", "to do")  # where a run of a plan stands
+
+
 def _details(r: dict) -> str:
     if r["state"] == "done":
         res = r["result"]
@@ -188,7 +208,7 @@ def status_text(configs: dict[str, Config], cpu: bool, checkpoints=lambda config
     lines = [f"{'run':{w}s} {'state':8s} {'epochs':>9s}  details"]
     lines += [f"{r['label']:{w}s} {r['state']:8s} {r['done']:>4d}/{r['epochs']:<4d}  {_details(r)}".rstrip()
               for r in rows]
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "partial", "failed", "waiting", "to do")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     done = [r["result"] for r in rows if r["state"] == "done" and (r["result"]["device"] == "cpu") == cpu]
     spent = sum(r["wall_time"] / shared(r) for r in done)
     unit, fmt = ("CPU-hours", lambda s: f"{s / 3600:.1f}") if cpu else ("GPU-minutes", lambda s: f"{s / 60:.0f}")

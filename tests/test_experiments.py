@@ -90,6 +90,11 @@ def test_train_plan_passes_over_a_run_whose_trained_start_is_missing(tmp_path, m
     assert list(out) == ["02:conventional"] and "waiting   for the trained weights of resnet8-conventional-" in lines[0]
     out = runner.train_plan("smoke", verbose=False)  # its parent is trained now: the run starts from it
     assert out["child"]["status"] == "completed" and "trained in" in capsys.readouterr().out.splitlines()[0]
+    (tmp_path / "packed").mkdir()
+    monkeypatch.chdir(tmp_path / "packed")  # side by side, the same: it waits, the rest trains
+    out = runner.train_plan("smoke", verbose=False, pack=2)
+    assert list(out) == ["02:conventional"] and "child                    waiting   for the trained weights" in \
+        capsys.readouterr().out
 
 
 def test_setup_checks_values_and_resolves_the_auto_preset(tmp_path, monkeypatch):
