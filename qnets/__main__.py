@@ -203,7 +203,8 @@ def _add_results_parser(p: argparse.ArgumentParser) -> None:
                         "one job per run (or pack) on Slurm, or as local processes where there is no Slurm")
     p.add_argument("--status", action="store_true",
                    help="train nothing; list the selected runs as done, running (by which job, since when), "
-                        "failed (why, with the job's log), partial or to do, with the time spent and left")
+                        "failed (why, with the job's log), partial, waiting (for trained weights) or to do, with the "
+                        "time spent and left")
     g = p.add_argument_group("cluster (with --executor submitit; flags override --slurm-config)")
     g.add_argument("--slurm-config", metavar="FILE", default=None,
                    help='JSON with any of the keys below, e.g. {"partition": "gpu", "time": "8:00:00", '

@@ -22,7 +22,7 @@ what `make results` would leave. Many jobs on many nodes can share one store:
   and its log, and the job then fails.
 
 `status` reports each run of a plan as done, running (by whom, since when), failed (why, and
-the log) or to do.
+the log), partial, waiting (for trained weights) or to do.
 
     python -m qnets results --preset paper --runs all --executor submitit --partition gpu --time 8:00:00
     python -m qnets results --preset paper --runs all --status
@@ -388,7 +388,7 @@ def wait(submission: dict, configs: dict[str, Config], poll_s: float = 10.0, pri
 
 def status(configs: dict[str, Config]) -> list[dict]:
     """`qnets.runner.status`: one row per run of `configs`: done, running (by whom, its heartbeat),
-    failed (why, the job's log), partial or to do."""
+    failed (why, the job's log), partial, waiting or to do."""
     return runner.status(configs)
 
 
