@@ -347,13 +347,15 @@ def conventional_weights(path: Path, config: Config, name: str | None = None) ->
     exact names and shapes of that network, finite, and where `name` is given the weights of that
     run. Raises ValueError naming the file."""
     shape = f"conventional ResNet-{config.depth}{' with ReZero' if config.rezero else ''}"
+    want = resnet(config.depth, "conventional", config.rezero, config.shortcut).state_dict()
+    most = 4 * sum(v.numel() * v.element_size() for v in want.values()) + 2**20  # weights, momentum, history
 
     def bad(what):
         raise ValueError(f"Config.init_from: {path} is not the checkpoint of a {shape} ({what}); give the weights "
                          f"a conventional run of the same depth left in <out_dir>/weights/") from None
     try:
-        if path.stat().st_size > MAX_CHECKPOINT_BYTES:
-            bad("too large")
+        if path.stat().st_size > most:
+            bad(f"{path.stat().st_size / 2**20:.1f} MiB, more than such a checkpoint holds")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except ValueError:
         raise
@@ -363,7 +365,6 @@ def conventional_weights(path: Path, config: Config, name: str | None = None) ->
         bad(f"not the weights of {name}")
     state = loaded.get("model", loaded) if isinstance(loaded, dict) else None
     fingerprint = loaded.get("data_fingerprint") if isinstance(loaded, dict) else None
-    want = resnet(config.depth, "conventional", config.rezero, config.shortcut).state_dict()
     if not isinstance(state, dict) or set(state) != set(want):
         bad("other layers")
     for k, v in want.items():
