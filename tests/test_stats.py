@@ -197,3 +197,20 @@ def test_notebook_04_reads_the_naive_network_at_depth_against_relinear():
     assert collapse["verdict"] == "not resolved"
     assert not any("naive" in c["claim"] for c in claims.verdicts("04", {k: results[k] for k in ("conventional",
                                                                                                    "relinear")}))
+
+
+def test_relinear_from_a_trained_conventional_network_is_read_against_that_network_trained_on():
+    """The cpu preset's pair started from each seed's trained conventional network: paired by seed,
+    and not tested where ReLinear's terms did not move."""
+    from qnets import experiments
+    a, b = "relinear-from-conventional", "conventional-trained-on"
+    configs = experiments.labelled_configs("02", "cpu")
+    assert configs[a].init == configs[b].init == "conventional" and configs[a].neuron == "quadratic"
+
+    def claim(results):
+        return next(c for c in claims.verdicts("02", results) if c["claim"].startswith("Started from a trained"))
+    trained_on = fake(b, [79.5, 79.8, 79.6])
+    got = claim({a: with_ratio(fake(a, [80.0, 80.4, 80.2]), 0.03), b: trained_on})
+    assert got["verdict"] == "supported" and f"Difference {a} − {b}: +0.57 points, paired by seed" in got["evidence"]
+    assert got["evidence"].endswith(f"{a} max(‖w_g‖, ‖w_b‖)/‖w_r‖ = 0.03")
+    assert claim({a: with_ratio(fake(a, [80.0, 80.4, 80.2]), 1e-4), b: trained_on})["verdict"] == "not tested"
