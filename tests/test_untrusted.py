@@ -105,8 +105,10 @@ def test_trained_weights_travel_checked(here):
             collect("out")
         assert not (here / "results").exists()
     retar(here / "out" / "weights.tar", [(name, data)])
-    collect("out")
+    assert collect("out")["weights"] == [campaign.run_name(done)]
     assert (here / weights_path(done)).read_bytes() == data and weights_path(done).parts[0] == "results"
+    weights_path(done).write_bytes(b"kept")  # weights already here are never replaced by a window's
+    assert collect("out")["weights"] == [] and weights_path(done).read_bytes() == b"kept"
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_everywhere(here):
