@@ -55,7 +55,7 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
     lone runs. One line per run; `runtime` overrides runtime fields, `force` trains every run again."""
     configs = {k: c.replace(**runtime) for k, c in plan(preset, selection).items()}
     stored = set() if force else {label for label, c in configs.items() if result_path(c).exists()}
-    out, t0, began = {}, time.time(), {}  # began: when each run side by side started
+    out, t0, began = {}, time.time(), {}  # began: when each run started
 
     def line(label, text):
         print(f"[{len(out) + 1}/{len(configs)}] {label:24s} {text}", flush=True)
@@ -100,10 +100,10 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
             if r is None:
                 report(label, None)
     else:
-        for label in configs:
+        for label in (label for label in configs if not waits(label)):  # (asked as each comes up)
             try:
-                if not waits(label):
-                    report(label, *_locked_fit(label, configs[label], force, verbose))
+                began[label] = time.time()
+                report(label, *_locked_fit(label, configs[label], force, verbose))
             except RunBusy as e:
                 line(label, f"busy      {e}")
     return {label: out[label] for label in configs if label in out}

@@ -80,6 +80,20 @@ def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     assert "stored" in capsys.readouterr().out
 
 
+def test_train_plan_reports_each_runs_own_time(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    clock = [1000.0]
+
+    def took_100_s(label, config, force, verbose):
+        clock[0] += 100
+        return {"status": "completed", "final_test_acc": 0.5, "device": "cpu"}, False
+    monkeypatch.setattr(runner, "_locked_fit", took_100_s)
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    runner.train_plan("smoke", "02:conventional", verbose=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("(trained in 100s, cpu)" in line for line in lines)
+
+
 def test_train_plan_passes_over_a_run_whose_trained_start_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     conv = experiments.plan("smoke", "02:conventional")["02:conventional"]
