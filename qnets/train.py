@@ -259,14 +259,15 @@ class Lane:
         r = self.run
         self.result = write_result(self.config, status, reason, r.history, r.trainer.model, r.elapsed, r.started,
                                    self.device, r.trainer, self.dataset, **self.extra)
-        if status == "completed" and self.config.neuron == "conventional":  # where init=conventional runs start
-            write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint, self.result["final_test_acc"])
-        if status == "completed" and r.saved < self.config.epochs - 1:
-            # after the result: the final weights (init_from of a later run) are worth less than the result
-            try:
+        # after the result, which is worth more: the weights later runs start from, the final checkpoint
+        try:
+            if status == "completed" and self.config.neuron == "conventional":  # where init=conventional runs start
+                write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint, self.result["final_test_acc"])
+            if status == "completed" and r.saved < self.config.epochs - 1:
                 r.checkpoint(self.config.epochs - 1)
-            except DiskFull as e:
-                warnings.warn(f"{run_name(self.config)}: result stored, final checkpoint not: {e.strerror}")
+        except DiskFull as e:
+            warnings.warn(f"{run_name(self.config)}: result stored, trained weights or final checkpoint not: "
+                          f"{e.strerror}")
 
     def close(self) -> None:
         """Close the progress bar and release the run's lock (also when a lane stops early)."""

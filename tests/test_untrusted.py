@@ -323,9 +323,17 @@ def test_a_finished_run_writes_its_result_before_its_final_checkpoint(tmp_path, 
             raise T.DiskFull(checkpoint_path(config), 1 << 20)
         return real(run, epoch)
     monkeypatch.setattr(T.Run, "checkpoint", full_at_the_end)
-    with pytest.warns(UserWarning, match="result stored, final checkpoint not: no space left"):
+    with pytest.warns(UserWarning, match="result stored, trained weights or final checkpoint not: no space left"):
         r = fit(config, verbose=False)
     assert r["status"] == "completed" and read_result(result_path(config))["epochs_run"] == 2
+    conventional = config.replace(neuron="conventional", gamma_g=None, gamma_b=None)  # its weights do not fit either
+
+    def no_room(c, *a):
+        raise T.DiskFull(weights_path(c), 1 << 20)
+    monkeypatch.setattr(T, "write_weights", no_room)
+    with pytest.warns(UserWarning, match="result stored, trained weights or final checkpoint not: no space left"):
+        assert fit(conventional, verbose=False)["status"] == "completed"
+    assert read_result(result_path(conventional))["epochs_run"] == 2 and not weights_path(conventional).exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
