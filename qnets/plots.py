@@ -49,13 +49,14 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
     each seed's value, the quadratic terms' final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds), and
     with `baseline` the difference to it with its 95% interval, paired by seed where the runs share
     their data order (`claims.difference`); then what happened to seeds that did not complete."""
-    head = (f"{'run':18s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
+    col = max([18] + [len(label) for label in results])  # the label column
+    head = (f"{'run':{col}s} {'network':28s} {'params':>9s} {'n':>3s} {'final % (mean ± sd)':>20s}  {'per seed':24s}"
             f" {'max(wg,wb)/wr':>13s}")
     head += f" {'vs ' + baseline + ' [95% CI]':>26s}" if baseline in results else ""
     lines, notes = [head, "-" * len(head)], []
     for label, rs in results.items():
         if not rs:
-            lines.append(f"{label:18s} (no results)")
+            lines.append(f"{label:{col}s} (no results)")
             continue
         c = rs[0]["config"]
         net = f"ResNet-{c['depth']} {c['neuron']}" + ("+rz" if c["rezero"] else "")
@@ -64,7 +65,7 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
         acc = "-" if not vals else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         seeds = " ".join(f"{v:.2f}" for v in vals) or "-"
         q = ratio(rs)
-        row = f"{label:18s} {net:28s} {rs[0]['params']:9,d} {len(rs):3d} {acc:>20s}  {seeds:24s} " \
+        row = f"{label:{col}s} {net:28s} {rs[0]['params']:9,d} {len(rs):3d} {acc:>20s}  {seeds:24s} " \
               f"{'-' if q is None else f'{q:.2g}':>13s}"
         if baseline in results and label != baseline:
             w = difference(results, label, baseline)
@@ -334,6 +335,7 @@ def describe(configs: dict, base=None) -> str:
               if f.name in ("depth", "epochs", "batch_size", "lr", "schedule", "n_train", "n_test", "dataset")]
     lines = ["recipe: " + ", ".join(common)]
     rates = ("gamma_g", "gamma_b")  # shown for every quadratic run: None means the base rate, no shrinking
+    col = max([18] + [len(label) for label in configs])
 
     def shown(c, name):
         v = getattr(c, name)
@@ -342,5 +344,5 @@ def describe(configs: dict, base=None) -> str:
         quadratic = c.neuron != "conventional"
         diff = [f"{f.name}={shown(c, f.name)}" for f in dataclasses.fields(c) if f.name not in skip
                 and (getattr(c, f.name) != getattr(base, f.name) or (quadratic and f.name in rates))]
-        lines.append(f"  {label:18s} {', '.join(diff) or '(the recipe)'}")
+        lines.append(f"  {label:{col}s} {', '.join(diff) or '(the recipe)'}")
     return "\n".join(lines)

@@ -381,3 +381,19 @@ def test_bench_check_runs_on_synthetic_data_at_the_batch_size_asked(tmp_path):
     check = json.loads((tmp_path / "cpu.json").read_text())["check"]
     assert check["n_train"] == 200 and check["n_test"] == 200 and check["batch_size"] == 50
     assert 0 <= check["fast"] <= 1 and 0 <= check["reference"] <= 1
+
+
+def test_tables_keep_their_columns_for_long_labels():
+    """The cpu preset's labels run to 26 characters: the label column widens, every row stays aligned."""
+    configs = experiments.labelled_configs("02", "cpu")
+    results = {label: [stored_result(c, 0.7)] for label, c in configs.items() if label != "naive-lr/10"}
+    results["naive-lr/10"] = []
+    lines = plots.table(results, baseline="conventional").splitlines()
+    at = lines[0].index("network")
+    rows = [line for line in lines[2:] if "ResNet-8" in line]
+    assert len(rows) == len(configs) - 1 and all(line.index("ResNet-8") == at for line in rows)
+    assert any(line.startswith("naive-lr/10 ") and line.endswith("(no results)") for line in lines)
+    described = plots.describe(configs).splitlines()[1:]
+    starts = {line.index("(the recipe)") if "(the recipe)" in line else line.index("neuron=") if "neuron=" in line
+              else line.index("init=") for line in described}
+    assert len(starts) == 1  # every label's differences start in one column
