@@ -100,6 +100,7 @@ def setup(namespace: dict, notebook: str, **allowed) -> dict:
     `train_missing = None` means: train missing runs, except on Colab, where Run All would otherwise
     start hours of training on whatever runtime is attached. Resolved values are written back into
     `namespace`. Returns the parameters as a dict."""
+    os.chdir(project_root())  # first: the stored results are found from the project root
     if namespace.get("preset") == "auto":
         namespace["preset"] = committed_preset(notebook)
     if "train_missing" in allowed and namespace.get("train_missing") is None:
@@ -112,7 +113,6 @@ def setup(namespace: dict, notebook: str, **allowed) -> dict:
             raise ValueError(f"notebook parameter {name}={value!r} is not allowed; expected "
                              f"{'one of ' + repr(rule) if isinstance(rule, tuple) else rule.__name__}")
         params[name] = value
-    os.chdir(project_root())
     return params
 
 

@@ -111,6 +111,18 @@ def test_train_plan_passes_over_a_run_whose_trained_start_is_missing(tmp_path, m
         capsys.readouterr().out
 
 
+def test_the_auto_preset_is_read_from_the_project_whatever_the_notebook_folder(monkeypatch):
+    """A kernel starts in notebooks/ (JupyterLab, papermill --cwd): `preset = "auto"` must still find
+    the stored results of the project, as `make figures` does when it names the preset it runs."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    expected = experiments.committed_preset("03")
+    monkeypatch.chdir(root / "notebooks")
+    ns = {"preset": "auto"}
+    setup(ns, "03", preset=tuple(experiments.PRESETS))
+    assert ns["preset"] == expected and Path.cwd() == root
+
+
 def test_setup_checks_values_and_resolves_the_auto_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ok = {"preset": "quick", "overrides": {}, "PRESETS": {}, "json": json}
