@@ -33,7 +33,7 @@ PRESET_HELP = {
     "quick": "3,000 CIFAR-10 training images, 6 epochs (cosine), scored on all 10,000 test images, ResNet-8/14, "
              "3 seeds: 60 runs on 2 CPU cores; shows trends, not the paper's numbers",
     "cpu": "all of CIFAR-10, 15 epochs (1 warm-up, then cosine), ResNet-8 (notebook 04: ResNet-20), rates sized "
-           "to the run, 3 seeds: about 45 minutes a quadratic run on 2 CPU cores",
+           "to the run, 3 seeds: about 25 minutes a quadratic ResNet-8 run on 2 CPU cores",
     "gpu-short": "full CIFAR-10, the authors' recipe shortened to 50 epochs (steps at 25/38), ResNet-20/56, GPU",
     "paper": "full CIFAR-10, the authors' recipe: 200 epochs, batch 128, lr x0.1 at 100/150, ResNet-20/56, GPU",
 }
