@@ -181,14 +181,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
 
     def bad(what):
         raise StoreError(f"{path}: not a usable qnets checkpoint ({what}); delete it, and the run starts from epoch 0")
-    try:
-        if path.stat().st_size > MAX_CHECKPOINT_BYTES:
-            bad(f"{path.stat().st_size / 2**20:.0f} MiB, over {MAX_CHECKPOINT_BYTES / 2**20:.0f} MiB")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except StoreError:
-        raise
-    except Exception as e:
-        bad(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+    ckpt = _tensors(path, MAX_CHECKPOINT_BYTES, bad)
     if not isinstance(ckpt, dict):
         bad("not a dictionary")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
@@ -212,6 +205,20 @@ def load_checkpoint_file(path: str | Path) -> dict:
     if not is_finite(ckpt["elapsed"]) or ckpt["elapsed"] < 0:
         bad(f"elapsed is {ckpt['elapsed']!r}")
     return ckpt
+
+
+def _tensors(path: Path, most: int, bad):
+    """An untrusted .pt loaded as tensors and plain containers only (`weights_only`: no code in it
+    runs), refused unread above `most` bytes; `bad(what)` raises the caller's error."""
+    try:
+        size = path.stat().st_size
+        if size > most:
+            bad(f"{size / 2**20:.1f} MiB, more than such a file holds ({most / 2**20:.1f} MiB)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError:  # (bad's own, StoreError included)
+        raise
+    except Exception as e:
+        bad(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
 
 
 def read_checkpoint(config: Config, fingerprint: str | None = None) -> dict | None:
@@ -353,14 +360,7 @@ def conventional_weights(path: Path, config: Config, name: str | None = None) ->
     def bad(what):
         raise ValueError(f"Config.init_from: {path} is not the checkpoint of a {shape} ({what}); give the weights "
                          f"a conventional run of the same depth left in <out_dir>/weights/") from None
-    try:
-        if path.stat().st_size > most:
-            bad(f"{path.stat().st_size / 2**20:.1f} MiB, more than such a checkpoint holds")
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except ValueError:
-        raise
-    except Exception as e:
-        bad(type(e).__name__)
+    loaded = _tensors(path, most, bad)
     if name is not None and (not isinstance(loaded, dict) or loaded.get("run") != name):
         bad(f"not the weights of {name}")
     state = loaded.get("model", loaded) if isinstance(loaded, dict) else None

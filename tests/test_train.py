@@ -192,7 +192,7 @@ def test_trained_weights_are_read_as_untrusted_and_must_match_the_data(tmp_path)
     not_finite = good | {"model": good["model"] | {"fc.weight": torch.full_like(good["model"]["fc.weight"], float("nan"))}}
     padded = good | {"padding": torch.zeros(2**20)}  # 4 MiB more than a ResNet-8's weights and momentum
     for tampered, what in ((bad_shape, "fc.weight differs"), (not_finite, "fc.weight is not finite"),
-                           (padded, "[0-9.]+ MiB, more than such a checkpoint holds"),
+                           (padded, "[0-9.]+ MiB, more than such a file holds"),
                            (good | {"run": "resnet8-conventional-000000000000"}, "not the weights of resnet8-"),
                            ({"model": Boom()}, "UnpicklingError")):
         torch.save(tampered, weights_path(conv))
