@@ -190,7 +190,8 @@ def describe(o: dict) -> str:
     if o["outcome"] == "failed":
         return f"{o['label']:24s} failed    {o['error']}{log}"
     if o["outcome"] == "waiting":
-        return f"{o['label']:24s} waiting   for the trained weights of {o['for']}: send the plan again once that run is done"
+        return (f"{o['label']:24s} waiting   for the trained weights of {o['for']}: send the plan again once that "
+                "run is done")
     acc = o["final_test_acc"]
     how = f"trained in {o['seconds']:.0f} s" if o["outcome"] == "trained" else o["outcome"]  # or stored, done
     if o.get("pack"):
@@ -302,8 +303,9 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
            verbose: bool = True, executor=None) -> dict:
     """Send the runs of `configs` as jobs: one per run, or per pack with `pack` > 1
     (runner.pack_groups). A run with a stored result is not sent (unless `force`), and
-    neither is a run that another job holds or one whose trained start is missing (waiting). Returns {"jobs": [(job, labels)], "skipped":
-    {label: outcome}, "executor": its name, "folder": where the logs are}."""
+    neither is a run that another job holds or one whose trained start is missing (waiting).
+    Returns {"jobs": [(job, labels)], "skipped": {label: outcome}, "executor": its name, "folder":
+    where the logs are}."""
     if len({c.out_dir for c in configs.values()}) > 1:
         raise ValueError("submit: the runs of one submission must share one out_dir")
     out_dir = next(iter(configs.values())).out_dir
@@ -320,8 +322,8 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
                                      "final_test_acc": r["final_test_acc"]}
         elif holder is not None and stale(holder) is None:
             skipped[label] = base | {"outcome": "held", "holder": holder, "log": holder.get("log")}
-        elif waiting_for(config) and not checkpoint_epoch(checkpoint_path(config)):  # its start is not trained yet
-            skipped[label] = base | {"outcome": "waiting", "for": waiting_for(config)}
+        elif why := waiting_for(config):  # the trained weights it starts from are not there yet
+            skipped[label] = base | {"outcome": "waiting", "for": why}
         else:
             todo[label] = config
     groups = runner.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]

@@ -72,9 +72,9 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
         out[label] = r
 
     def waits(label) -> bool:  # a run whose trained start is missing: said, and passed over
-        why = None if label in stored else _waiting(configs[label])
+        why = None if label in stored else waiting_for(configs[label])
         if why:
-            line(label, f"waiting   {why}")
+            line(label, f"waiting   for the trained weights of {why}")
         return bool(why)
 
     todo = [label for label in configs if label not in stored]
@@ -107,13 +107,6 @@ def train_plan(preset: str, selection: str = "all", verbose: bool = True, pack: 
             except RunBusy as e:
                 line(label, f"busy      {e}")
     return {label: out[label] for label in configs if label in out}
-
-
-def _waiting(config: Config) -> str | None:
-    """Why a run cannot start yet (its trained start is missing), or None."""
-    if checkpoint_epoch(checkpoint_path(config)) is not None or not waiting_for(config):
-        return None
-    return f"for the trained weights of {waiting_for(config)}"
 
 
 def _locked_fit(label: str, config: Config, force: bool, verbose: bool) -> tuple[dict, bool]:
@@ -164,8 +157,8 @@ def run_state(config: Config, checkpoints: tuple[Path, ...] = ()) -> dict:
             failure = json.loads(failure_path(config).read_text())
     if isinstance(failure, dict) and failure.get("error"):
         row |= {"state": "failed", "error": str(failure["error"]), "failure": failure}
-    elif not row["done"] and waiting_for(config):
-        row |= {"state": "waiting", "for": waiting_for(config)}
+    elif why := waiting_for(config):  # (a checkpoint does not help: the run is built from those weights first)
+        row |= {"state": "waiting", "for": why}
     else:
         row["state"] = "partial" if row["done"] else "to do"
     return row | ({"stale": {"holder": holder, "why": why_stale}} if holder is not None else {})

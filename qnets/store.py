@@ -20,8 +20,9 @@ from .models import resnet
 from .utils import atomic_json, atomic_save, is_finite, provenance, remove_orphans, timestamp, versions
 
 __all__ = ["result_path", "checkpoint_path", "lock_path", "StoreError", "read_result", "load_result", "write_result",
-           "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES", "weights_path",
-           "write_weights", "start_weights", "waiting_for", "conventional_weights", "conventional_state"]
+           "read_checkpoint", "write_checkpoint", "checkpoint_epoch", "load_checkpoint_file", "STATUSES",
+           "weights_path", "write_weights", "start_weights", "waiting_for", "conventional_weights",
+           "conventional_state"]
 
 # stopped: three early gpu-short runs, stopped by an old rule that also reacted to a non-finite test loss
 # while training was healthy (they record why, in stop_reason); shown as they are, to be re-run

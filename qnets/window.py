@@ -129,7 +129,7 @@ class _Loop:
 
     def next_group(self) -> tuple[list, str | None]:
         """The next runs to train side by side, or why none can start (partial state, budget)."""
-        ready = [(k, c) for k, c in self.todo if _epochs_done(c) or not waiting_for(c)]
+        ready = [(k, c) for k, c in self.todo if not waiting_for(c)]
         if not ready:
             return [], f"the runs left start from trained weights not here yet (first: {waiting_for(self.todo[0][1])})"
         group = _fitting(_next_group(ready, self.pack), PARTIAL_BUDGET - self.partial_bytes)
