@@ -8,7 +8,7 @@ resolved", "contradicted" or "not tested", see `qnets.stats`) and the numbers be
   and augmentation (the same seeds on the same data) are compared seed by seed (`stats.paired`),
   otherwise with Welch's interval; 95% intervals, or Bonferroni-corrected ones (level 1 − 0.05/k)
   for the best of k values. A collapsed seed stays in: it counts with its last test accuracy (chance,
-  10%, where it was never evaluated). A seed stopped by an old rule (to be re-run) is left out.
+  10%, where it was never evaluated).
 - "Comparable accuracy" is an equivalence test with a margin stated in advance
   (EQUIVALENCE_MARGIN points): the 90% interval of the difference within ±margin.
 - A claim about what the quadratic terms do is **not tested** where the runs' terms did not move:
@@ -30,23 +30,21 @@ EQUIVALENCE_MARGIN = 1.0  # points of test accuracy: "comparable" means within t
 CHANCE = 10.0  # % on CIFAR-10: a collapsed run never evaluated counts as guessing
 
 
-def accuracy(r: dict) -> float | None:
+def accuracy(r: dict) -> float:
     """A seed's final test accuracy in %: a completed run's; a collapsed run's last evaluation (or
-    chance); None for a run stopped by an old rule, which is to be re-run."""
+    chance)."""
     if r["status"] == "completed":
         return 100 * r["final_test_acc"]
-    if r["status"] == "collapsed":
-        tested = [h["test_acc"] for h in r.get("history", []) if h.get("test_acc") is not None]
-        return 100 * tested[-1] if tested else CHANCE
-    return None
+    tested = [h["test_acc"] for h in r.get("history", []) if h.get("test_acc") is not None]
+    return 100 * tested[-1] if tested else CHANCE
 
 
 def _finals(rs) -> list[float]:
-    return [a for a in map(accuracy, rs) if a is not None]
+    return [accuracy(r) for r in rs]
 
 
 def _by_seed(rs) -> dict[int, float]:
-    return {r["config"]["seed"]: a for r in rs for a in [accuracy(r)] if a is not None}
+    return {r["config"]["seed"]: accuracy(r) for r in rs}
 
 
 def _data_order(rs) -> set:
@@ -151,10 +149,6 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
                 f"exact test, one-sided p = {p_more:.3f}")
     if best >= 0.05:
         evidence += f" (with {nn} and {nr} seeds even {nn} of {nn} against 0 gives p = {best:.3f}: the test cannot decide)"
-    stopped = sum(r["status"] == "stopped" for label in (naive, relinear) for r in results[label])
-    if stopped:
-        evidence += (f"; {stopped} {'seed was' if stopped == 1 else 'seeds were'} stopped by the old rule and "
-                     f"{'is' if stopped == 1 else 'are'} to be re-run")
     return {"claim": "A quadratic network trained naively (random g and b at the full learning rate) is at risk "
                      "of collapse; ReLinear avoids it", "verdict": v, "evidence": evidence}
 

@@ -34,10 +34,6 @@ def _finals(rs: list[dict]) -> list[float]:
     return [100 * r["final_test_acc"] for r in rs if r["status"] == "completed" and r["final_test_acc"] is not None]
 
 
-def _accuracy(r: dict) -> float | None:
-    return accuracy(r)
-
-
 def _axes(ax):
     import matplotlib.pyplot as plt
     return plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax
@@ -60,7 +56,7 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
             continue
         c = rs[0]["config"]
         net = f"ResNet-{c['depth']} {c['neuron']}" + ("+rz" if c["rezero"] else "")
-        vals = [a for a in map(accuracy, rs) if a is not None]
+        vals = [accuracy(r) for r in rs]
         s = summary(vals)
         acc = "-" if not vals else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         seeds = " ".join(f"{v:.2f}" for v in vals) or "-"
@@ -76,9 +72,8 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
         for r in rs:
             if r["status"] != "completed":
                 seed = r["config"]["seed"]
-                why = (r.get("collapse_reason") if r["status"] == "collapsed"
-                       else "old rule: non-finite test loss, training healthy")
-                notes.append(f"  {label} seed {seed}: {r['status']} after {r['epochs_run']} epochs ({why})")
+                notes.append(f"  {label} seed {seed}: {r['status']} after {r['epochs_run']} epochs "
+                             f"({r.get('collapse_reason')})")
     if baseline in results:
         notes.append("differences paired by seed where runs share their data order; max(wg,wb)/wr below "
                      "1e-3 means the quadratic terms did not move (nearly the conventional function)")
@@ -86,16 +81,12 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
 
 
 def collapse_count(results: dict[str, list[dict]]) -> str:
-    """How many runs collapsed (training broke down), which; runs stopped by the old rule, whose
-    training was healthy, apart; and how many evaluations met non-finite outputs."""
+    """How many runs collapsed (training broke down), which, and how many evaluations met non-finite
+    outputs."""
     runs = [(label, r) for label, rs in results.items() for r in rs]
     collapsed = [f"{label} seed {r['config']['seed']} ({r['collapse_reason']})" for label, r in runs
                  if r["status"] == "collapsed"]
     text = f"{len(collapsed)} of {len(runs)} runs collapsed" + (": " + "; ".join(collapsed) if collapsed else "")
-    stopped = [f"{label} seed {r['config']['seed']}" for label, r in runs if r["status"] == "stopped"]
-    if stopped:
-        text += (f"\n{len(stopped)} stopped early by the old rule (non-finite test loss, healthy training), "
-                 f"to be re-run: {', '.join(stopped)}")
     overflow = [f"{label} seed {r['config']['seed']} (from epoch {first}, up to {most} images)" for label, r in runs
                 for first, most in [_overflow(r)] if first is not None]
     if overflow:
@@ -118,7 +109,7 @@ def _long(results: dict[str, list[dict]], metric: str):
 
 def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, title: str | None = None):
     """`metric` against epochs: the mean over seeds with a band of ± one sd; a cross marks the
-    last epoch of a collapsed seed, an open circle that of a seed stopped by the old rule."""
+    last epoch of a collapsed seed."""
     import seaborn as sns
     ax = _axes(ax)
     df = _long(results, metric)
@@ -131,8 +122,6 @@ def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, ti
             pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if is_finite(h.get(metric))]
             if pts and r["status"] == "collapsed":
                 ax.plot(*pts[-1], "x", color=colour(label), ms=9, mew=2)
-            elif pts and r["status"] == "stopped":
-                ax.plot(*pts[-1], "o", mfc="none", color=colour(label), ms=8, mew=1.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)",
                    "train_loss": "training loss"}.get(metric, metric))
@@ -243,7 +232,7 @@ def _sweep_points(results: dict[str, list[dict]], param: str) -> list[list]:
         if rs:
             v = rs[0]["config"][SWEEP_FIELDS[param]]
             points.append([ratio(rs) or 0.0, "lr" if v is None and param == "gamma" else f"{v:g}", label,
-                           [a for a in map(_accuracy, rs) if a is not None],
+                           [accuracy(r) for r in rs],
                            sum(r["status"] != "completed" for r in rs)])
     moved = [q for q, *_ in points if q > 0]
     zero_at = min(moved + [RATIO_FLOOR]) / 10
@@ -260,7 +249,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     value is starred only when its difference to the baseline (paired by seed where possible; 95%,
     Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted."""
     ax, points = _axes(ax), _sweep_points(results, param)
-    base = [a for a in map(_accuracy, baseline or []) if a is not None]
+    base = [accuracy(r) for r in baseline or []]
     if len(base) >= 2:
         s = summary(base)
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)

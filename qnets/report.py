@@ -18,9 +18,7 @@ __all__ = ["markdown_table", "claims_markdown", "paper_markdown", "render_readme
 
 
 def _outcome(r: dict) -> str:
-    return {"completed": lambda: f"{100 * r['final_test_acc']:.2f}",
-            "collapsed": lambda: f"collapsed in epoch {r['epochs_run']}",
-            "stopped": lambda: f"stopped in epoch {r['epochs_run']} by the old rule (training healthy)"}[r["status"]]()
+    return f"{100 * r['final_test_acc']:.2f}" if r["status"] == "completed" else f"collapsed in epoch {r['epochs_run']}"
 
 
 def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -> str:
@@ -40,7 +38,7 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
         if not rs:
             continue
         c = Config(**rs[0]["config"])
-        s = summary([a for a in map(accuracy, rs) if a is not None])
+        s = summary([accuracy(r) for r in rs])
         acc = "-" if s["n"] == 0 else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         diff = "-"
         if label != baseline and labelled.get(baseline):

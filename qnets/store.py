@@ -24,9 +24,7 @@ __all__ = ["result_path", "checkpoint_path", "lock_path", "StoreError", "read_re
            "weights_path", "write_weights", "start_weights", "waiting_for", "conventional_weights",
            "conventional_state"]
 
-# stopped: three early gpu-short runs, stopped by an old rule that also reacted to a non-finite test loss
-# while training was healthy (they record why, in stop_reason); shown as they are, to be re-run
-STATUSES = ("completed", "collapsed", "stopped")
+STATUSES = ("completed", "collapsed")
 
 
 def result_path(config: Config) -> Path:
@@ -153,7 +151,7 @@ def load_result(config: Config) -> dict | None:
 # network in evaluation mode can overflow on a few images) never stops a run: it is recorded.
 COLLAPSE_RISEN = 0.10
 COLLAPSE_FALLEN = 0.02
-COLLAPSE_RULE = 2  # recorded in results; the three "stopped" runs were made under rule 1
+COLLAPSE_RULE = 2  # recorded in results (rule 1 also stopped a run on a non-finite test loss)
 
 
 def collapse_reason(history: list[dict]) -> str | None:
