@@ -51,8 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile (default: 5)")
     p.add_argument("--pack", default=None, metavar="K,K,...",
                    help="packing mode: aggregate throughput of K runs trained at once, for each K (e.g. 1,2,4,8,16)")
-    p.add_argument("--mechanisms", default="streams",
-                   help="packing mechanism to time: streams (K trainers on K CUDA streams)")
     p.add_argument("--pack-compile", default="off,on", help="packing: torch.compile settings to time (default: off,on)")
     p.add_argument("--pack-lone", type=parse_bool, default=True, metavar="on|off",
                    help="packing: time the lone fast path first as the baseline (default: on)")

@@ -25,8 +25,6 @@ from .timing import flops_per_image, measure, profile_fast, sync
 from .train import Config, Trainer, build_model, channels_last_for, make_loaders
 from .utils import atomic_json, timestamp, versions
 
-MECHANISMS = ("streams",)
-
 
 def _configs(depth, neuron, k, batch_size, device, compile_, channels_last, precision):
     return [Config(depth=depth, neuron=neuron, seed=i, batch_size=batch_size, device=device.type, compile=compile_,
@@ -72,11 +70,8 @@ class _Streams:
                 "precision": "bf16" if t.bf16 else "fp32", "notes": t.notes}
 
 
-BUILDERS = {"streams": _Streams}
-
-
-def measure_pack(mechanism, configs, dataset, device, warmup, steps, profile_steps=0) -> dict:
-    """Build `mechanism` for `configs`, run `warmup` steps, time `steps` steps; one row."""
+def measure_pack(configs, dataset, device, warmup, steps, profile_steps=0) -> dict:
+    """Build the streams of `configs`, run `warmup` steps, time `steps` steps; one row."""
     gpu = device.type == "cuda"
     gc.collect()
     if gpu:
@@ -84,7 +79,7 @@ def measure_pack(mechanism, configs, dataset, device, warmup, steps, profile_ste
         torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() if gpu else 0
     t0 = time.perf_counter()
-    timed = BUILDERS[mechanism](configs, dataset, device)
+    timed = _Streams(configs, dataset, device)
     timed.steps(warmup)
     sync(device)
     build_s = time.perf_counter() - t0
@@ -116,19 +111,15 @@ def _key(r: dict) -> tuple:
             r["batch_size"])
 
 
-def _choices(args, device) -> tuple[list[int], list[str], list[str]]:
-    """The K values, mechanisms and compile settings asked for, checked up front."""
+def _choices(args) -> tuple[list[int], list[str]]:
+    """The K values and compile settings asked for, checked up front."""
     ks = [int(k) for k in args.pack.split(",")]
-    mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
-    bad = set(mechanisms) - set(MECHANISMS)
-    if bad or not mechanisms:
-        raise ValueError(f"--mechanisms: unknown {sorted(bad)}; choose from {MECHANISMS}")
     if any(k < 1 for k in ks):
         raise ValueError(f"--pack: every K must be at least 1, got {args.pack}")
     compiles = [c.strip() for c in args.pack_compile.split(",") if c.strip()]
     if not compiles or set(compiles) - {"on", "off"}:
         raise ValueError(f"--pack-compile: expected on, off or both, got {args.pack_compile!r}")
-    return ks, mechanisms, compiles
+    return ks, compiles
 
 
 class _Report:
@@ -168,15 +159,15 @@ def _lone_row(args, depth, neuron, flops, dataset, device, peak, warmup, steps) 
             "bf16_utilisation": ips * flops / peak if peak else None, "flops_per_image": flops} | measured
 
 
-def _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, device, peak, warmup, steps) -> dict:
+def _pack_row(args, depth, neuron, k, compile_, flops, dataset, device, peak, warmup, steps) -> dict:
     configs = _configs(depth, neuron, k, args.batch_size, device, compile_, args.channels_last, args.precision)
-    head = {"mechanism": mechanism, "depth": depth, "neuron": neuron, "k": k, "batch_size": args.batch_size,
+    head = {"mechanism": "streams", "depth": depth, "neuron": neuron, "k": k, "batch_size": args.batch_size,
             "compile": compile_ == "on",
             "channels_last": channels_last_for(configs[0], device),
             "precision": configs[0].precision if configs[0].precision != "auto" else
             ("bf16" if device.type == "cuda" else "fp32")}
     try:
-        row = head | measure_pack(mechanism, configs, dataset, device, warmup, steps,
+        row = head | measure_pack(configs, dataset, device, warmup, steps,
                                   args.profile_steps if args.profile else 0)
         row["flops_per_image"] = flops
         row["bf16_utilisation"] = row["images_per_s"] * flops / peak if peak else None
@@ -185,37 +176,29 @@ def _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, devic
     return row
 
 
-def run(args, dataset, device, name, peak, flops_of) -> tuple[dict, Path]:
-    """Measure every (network, compile setting, mechanism, K) and write the report after each row;
-    returns it and where it was written."""
-    ks, mechanisms, compiles = _choices(args, device)
+def main(args, dataset, device, name, peak) -> int:
+    """`bench --pack`: every (network, compile setting, K) measured, the report written after each row."""
+    ks, compiles = _choices(args)
     out = _Report(args, dataset, device, name, peak)
     steps, warmup = args.steps or 50, 10 if args.warmup is None else args.warmup
     print(f"packing: {name}; batch {args.batch_size}; {warmup} warm-up steps, then {steps} timed steps")
     for depth in [int(d) for d in args.depths.split(",")]:
         for neuron in [n.strip() for n in args.neurons.split(",")]:
-            flops = flops_of(depth, neuron)
+            flops = flops_per_image(depth, neuron)
             if args.pack_lone and not out.spent():
                 row = _lone_row(args, depth, neuron, flops, dataset, device, peak, warmup, steps)
                 if row is not None:
                     out.lone[(depth, neuron)] = row
                 out.save()
-            for compile_, mechanism, k in ((c, m, k) for c in compiles for m in mechanisms for k in ks):
+            for compile_, k in ((c, k) for c in compiles for k in ks):
                 if out.spent():
                     out.save()
-                    return out.report, out.path
-                row = _pack_row(args, mechanism, depth, neuron, k, compile_, flops, dataset, device, peak, warmup,
-                                steps)
+                    return 0
+                row = _pack_row(args, depth, neuron, k, compile_, flops, dataset, device, peak, warmup, steps)
                 out.rows[_key(row)] = row
                 print(format_row(row, out.lone.get((depth, neuron))), flush=True)
                 out.save()
     out.save()
-    return out.report, out.path
-
-
-def main(args, dataset, device, name, peak) -> int:
-    """`bench --pack`: the measurements."""
-    run(args, dataset, device, name, peak, flops_per_image)
     return 0
 
 

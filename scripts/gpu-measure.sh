@@ -31,5 +31,5 @@ else
 fi
 timeout 150 python3 -m qnets precision --device cuda --out "$out" --quiet 2>&1 | grep -v Warning | tail -n 30
 cp results/bench/*-packing.json "$out"/ 2>/dev/null || true  # the bench merges its rows into these
-python3 -m qnets bench --pack 2,4,8,16 --mechanisms streams --pack-compile on --depths 20,56 \
+python3 -m qnets bench --pack 2,4,8,16 --pack-compile on --depths 20,56 \
     --neurons quadratic --data synthetic --out "$out" --budget "$budget" 2>&1 | grep --line-buffered -v Warning

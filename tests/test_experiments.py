@@ -228,7 +228,7 @@ def test_bench_pack_times_runs_side_by_side_and_keeps_every_row(tmp_path):
     runs simply take turns: one row per K, written as measured, rendered as the README's table."""
     from qnets import packbench
     from qnets.__main__ import main
-    argv = ["bench", "--pack", "1,2", "--mechanisms", "streams", "--pack-compile", "off", "--pack-lone", "off",
+    argv = ["bench", "--pack", "1,2", "--pack-compile", "off", "--pack-lone", "off",
             "--depths", "8", "--neurons", "quadratic", "--data", "synthetic", "--steps", "1", "--warmup", "0",
             "--batch-size", "8", "--out", str(tmp_path)]
     assert main(argv) == 0
