@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 
 from . import experiments, runner
+from .experiments import PLANS
 from .models import resnet
 from .train import Config, checkpoint_epoch, checkpoint_path, epoch_seconds, run_name
 
@@ -28,35 +29,6 @@ CAMPAIGN = "campaign"  # under the plan's results folder: partial/ (checkpoints 
 MAX_FILES, MAX_FILE_BYTES, MAX_BYTES = 8, 16 * 2**20, 64 * 2**20  # a window's output, small enough to carry
 PARTIAL_BUDGET = 32 * 2**20  # the committed partial state, carried to every window beside the data
 MARGIN_S = 20.0  # left free at the end of a budget: writing the output folder, shutting down
-
-
-# Each preset's plan: groups of (notebook, label), in priority order; within a group every label's
-# first seed comes before any label's second. A preset without a plan of its own follows the paper's.
-PLANS = {
-    "paper": [
-        # 1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive
-        [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")],
-        # 2. ResNet-56: conventional, quadratic + ReLinear (γ = 1e-3), + ReZero, compact (ours, the authors')
-        [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
-         ("03", "compact-authors")],
-        # 3. the ResNet-20 shrunken-weight runs, then the notebook-05 sweep
-        [("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("05", "*")],
-    ],
-    "cpu": [
-        # 1. the calibration pair, then the ResNet-8 core of notebooks 02 and 03
-        [("02", "conventional"), ("02", "relinear-sg"), ("02", "gamma=0"), ("02", "naive"), ("03", "compact"),
-         ("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("02", "gamma=lr")],
-        # 2. the naive network at a tenth of the base rate: smaller steps everywhere, against ReLinear's
-        [("02", "naive-lr/10")],
-        # 3. from the trained conventional networks of group 1: ReLinear against the same network trained on
-        [("02", "relinear-from-conventional"), ("02", "conventional-trained-on")],
-        # 4. the notebook-05 sweep, one seed of every value first
-        [("05", "*")],
-        # 5. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
-        # (with conventional and ReLinear: notebook 02's trio at depth)
-        [("04", "*")],
-    ],
-}
 
 
 def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tuple[str, Config]]:

@@ -42,6 +42,35 @@ CPU_PRESETS = ("smoke", "quick", "cpu")  # presets whose runs train on a CPU: st
 NOTEBOOKS = ("01", "02", "03", "04", "05")
 
 SEEDS = 3  # every experiment label runs with seeds 0, 1, 2 at every preset
+
+# Each preset's plan: groups of (notebook, label), in priority order; within a group every label's
+# first seed comes before any label's second. A preset without a plan of its own follows the paper's.
+PLANS = {
+    "paper": [
+        # 1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive
+        [("02", "conventional"), ("02", "relinear-sg"), ("03", "compact"), ("02", "naive")],
+        # 2. ResNet-56: conventional, quadratic + ReLinear (γ = 1e-3), + ReZero, compact (ours, the authors')
+        [("04", "conventional"), ("04", "relinear"), ("04", "relinear-rezero"), ("04", "compact"),
+         ("03", "compact-authors")],
+        # 3. the ResNet-20 shrunken-weight runs, then the notebook-05 sweep
+        [("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("05", "*")],
+    ],
+    "cpu": [
+        # 1. the calibration pair, then the ResNet-8 core of notebooks 02 and 03
+        [("02", "conventional"), ("02", "relinear-sg"), ("02", "gamma=0"), ("02", "naive"), ("03", "compact"),
+         ("02", "relinear-sw-l2"), ("02", "relinear-sw-l1"), ("02", "gamma=lr")],
+        # 2. the naive network at a tenth of the base rate: smaller steps everywhere, against ReLinear's
+        [("02", "naive-lr/10")],
+        # 3. from the trained conventional networks of group 1: ReLinear against the same network trained on
+        [("02", "relinear-from-conventional"), ("02", "conventional-trained-on")],
+        # 4. the notebook-05 sweep, one seed of every value first
+        [("05", "*")],
+        # 5. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
+        # (with conventional and ReLinear: notebook 02's trio at depth)
+        [("04", "*")],
+    ],
+}
+
 GAMMA = 1e-5  # the authors' shrunken rate for the full quadratic ResNet-20
 GAMMA_DEEP = 1e-3  # and for (ReZero) ResNet-56
 SWEEPS = {  # notebook 05: each regulariser alone (None = the base learning rate: no shrinking)
@@ -288,14 +317,24 @@ def missing_message(missing: list[Config], device: str = "auto") -> str:
 
 
 def committed_preset(notebook: str | None = None) -> str:
-    """The largest preset whose results for `notebook` (every notebook when None), every seed,
-    are all stored; "quick" when none is complete (its missing runs are then trained)."""
+    """The largest preset at which `notebook` (every notebook when None) is read from stored results:
+    every seed of its runs stored or, at a preset with a plan of its own (`PLANS`), every seed of
+    those of its runs in the plan's first group, its core (the runs still to come are then left out,
+    and the notebook says so); "quick" when there is none (its missing runs are then trained)."""
     books = NOTEBOOKS if notebook is None else (str(notebook)[:2],)
     for preset in ORDER[:-1]:
-        configs = [s for nb in books for c in labelled_configs(nb, preset).values() for s in seeds(c)]
-        if configs and all(load_result(c) is not None for c in configs):
+        core = set(_core(preset))
+        needed = [(runs & core) or runs for runs in ({s for c in labelled_configs(nb, preset).values()
+                                                       for s in seeds(c)} for nb in books) if runs]
+        if needed and all(load_result(c) is not None for runs in needed for c in runs):
             return preset
     return "quick"
+
+
+def _core(preset: str) -> list[Config]:
+    """Every seed of the runs in the first group of `preset`'s own plan (none without one)."""
+    runs = {nb: labelled_configs(nb, preset) for nb in NOTEBOOKS[1:]}
+    return [s for nb, label in PLANS.get(preset, [[]])[0] if label in runs[nb] for s in seeds(runs[nb][label])]
 
 
 def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str, Config]:

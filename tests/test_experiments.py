@@ -70,6 +70,24 @@ def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch
     assert experiments.committed_preset("04") == "quick"
 
 
+def test_a_notebook_is_read_at_a_preset_once_its_core_is_stored(tmp_path, monkeypatch):
+    """At a preset with a plan of its own, a notebook is read there once every seed of its runs in the
+    plan's first group is stored; a notebook with no run in that group waits for all of its runs."""
+    monkeypatch.chdir(tmp_path)
+    core = experiments._core("cpu")
+    labels = {nb: {s: label for label, c in experiments.labelled_configs(nb, "cpu").items()
+                   for s in experiments.seeds(c)} for nb in ("02", "04", "05")}
+    assert {labels["02"][c] for c in core if c in labels["02"]} >= {"conventional", "relinear-sg", "gamma=0", "naive"}
+    assert not set(core) & set(labels["04"]) and "naive-lr/10" not in {labels["02"].get(c) for c in core}
+    for config in core[:-1]:
+        result_path(config).parent.mkdir(parents=True, exist_ok=True)
+        result_path(config).write_text(json.dumps(stored_result(config)))
+    assert experiments.committed_preset("02") == "quick"  # one seed of the core is missing
+    result_path(core[-1]).write_text(json.dumps(stored_result(core[-1])))
+    assert experiments.committed_preset("02") == experiments.committed_preset("05") == "cpu"
+    assert experiments.committed_preset("04") == experiments.committed_preset() == "quick"
+
+
 def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = runner.train_plan("smoke", "02:conventional,02:relinear-sg", verbose=False)
