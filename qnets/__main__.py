@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("presets", help="list the experiment presets")
-    p.add_argument("--committed", action="store_true", help="print the largest preset whose results are all committed")
+    p.add_argument("--committed", action="store_true", help="print the largest preset each notebook is read at "
+                   "(every run stored, or the core of its plan)")
     p.add_argument("--notebook", default=None, help="with --committed: for this notebook only (e.g. 02)")
     p.set_defaults(run=cmd_presets)
 

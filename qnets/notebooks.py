@@ -96,15 +96,17 @@ def setup(namespace: dict, notebook: str, **allowed) -> dict:
 
     `allowed` maps each parameter name to its allowed values (a tuple) or type; a bad value raises
     ValueError here, in the notebook's first cell after its parameters. `preset = "auto"` means the
-    largest preset whose runs of `notebook` ("02") are all stored (what `make figures` shows);
-    `train_missing = None` means: train missing runs, except on Colab, where Run All would otherwise
-    start hours of training on whatever runtime is attached. Resolved values are written back into
-    `namespace`. Returns the parameters as a dict."""
+    largest preset at which `notebook` ("02") is read from stored results (`committed_preset`: what
+    `make figures` shows); `train_missing = None` means: train missing runs, except on Colab, where
+    Run All would otherwise start hours of training on whatever runtime is attached, and except where
+    "auto" chose a preset above quick (its runs still to come are its campaign's, hours each).
+    Resolved values are written back into `namespace`. Returns the parameters as a dict."""
     os.chdir(project_root())  # first: the stored results are found from the project root
-    if namespace.get("preset") == "auto":
+    auto = namespace.get("preset") == "auto"
+    if auto:
         namespace["preset"] = committed_preset(notebook)
     if "train_missing" in allowed and namespace.get("train_missing") is None:
-        namespace["train_missing"] = not on_colab()
+        namespace["train_missing"] = not on_colab() and not (auto and namespace["preset"] != "quick")
     params = {}
     for name, rule in allowed.items():
         value = namespace.get(name)

@@ -158,7 +158,8 @@ def _interval(ax, x, vals, colour_, width=0.25):
 def finals(results: dict[str, list[dict]], baseline: str | None = "conventional", ax=None, title: str | None = None):
     """Final test accuracy of every seed (points) with each label's mean (bar) and 95% interval
     of the mean (line); the baseline's mean and interval as a grey band across the plot. Seeds
-    that did not complete are counted at the foot of their column, not drawn."""
+    that did not complete are counted at the foot of their column, not drawn; a label with no
+    stored run yet keeps its column, marked "not run yet"."""
     ax = _axes(ax)
     labels = list(results)
     base = _finals(results.get(baseline, [])) if baseline else []
@@ -180,9 +181,13 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
         if missing:
             ax.annotate(f"{len(missing)} {'/'.join(sorted({r['status'] for r in missing}))}", (i, 0.03),
                         xycoords=("data", "axes fraction"), ha="center", fontsize=7, color="0.3")
+        elif not results[label]:
+            ax.annotate("not run yet", (i, 0.5), xycoords=("data", "axes fraction"), ha="center", va="center",
+                        rotation=90, fontsize=8, color="0.45")
     _honest_limits(ax, [v for label in labels for v in _finals(results[label])] + base)
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
                   fontsize=8)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_xlabel("")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3, axis="y")

@@ -179,6 +179,22 @@ def test_train_missing_defaults_to_false_on_colab(tmp_path, monkeypatch, colab, 
     assert setup(ns, "02", preset=("quick",), train_missing=bool)["train_missing"] is True
 
 
+@pytest.mark.parametrize("committed, expected", [("quick", True), ("cpu", False)])
+def test_preset_auto_above_quick_reads_and_never_trains(monkeypatch, committed, expected):
+    """preset auto reads the committed preset: above quick its runs still to come are its campaign's (hours
+    each), so they are left out unless asked for; at quick (the fallback) missing runs train as before."""
+    import sys
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr("qnets.notebooks.committed_preset", lambda nb: committed)
+    ns = {"preset": "auto", "train_missing": None}
+    assert setup(ns, "02", preset=("quick", "cpu"), train_missing=bool) == {"preset": committed,
+                                                                           "train_missing": expected}
+    ns = {"preset": "auto", "train_missing": True}
+    assert setup(ns, "02", preset=("quick", "cpu"), train_missing=bool)["train_missing"] is True
+    ns = {"preset": "cpu", "train_missing": None}  # a preset named by hand: its missing runs train
+    assert setup(ns, "02", preset=("quick", "cpu"), train_missing=bool)["train_missing"] is True
+
+
 @pytest.mark.slow
 def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     base = dict(depth=8, dataset="synthetic", n_train=200, n_test=100, epochs=1, batch_size=50,
@@ -204,7 +220,9 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     from qnets.claims import RATIO_FLOOR, ratio
     assert x0 < RATIO_FLOOR and x1 == ratio(results["gamma=lr"]) > 0
     for draw in (plots.finals, plots.curves, plots.scatter):
-        draw(results, ax=matplotlib.pyplot.subplots()[1])
+        draw(results | {"naive": []}, ax=matplotlib.pyplot.subplots()[1])
+    ax = plots.finals(results | {"naive": []}, ax=matplotlib.pyplot.subplots()[1])
+    assert [t.get_text() for t in ax.texts] == ["not run yet"]  # a label still to come keeps its column
     assert plots.colour("naive") == plots.colour("naive") != plots.colour("conventional")
     assert "gamma_g=0.0, gamma_b=0.0" in plots.describe(configs) and "(the recipe)" in plots.describe(configs)
     assert "gamma_g=lr (no shrinking)" in plots.describe(configs)

@@ -1,11 +1,14 @@
 """Precision and ReLinear's small quadratic terms: what plain bf16 loses and bf16-split keeps."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from qnets import precision
 from qnets.layers import QuadraticConv2d
-from qnets.train import Config, Trainer, build_model, precision_for
+from qnets.train import Config, Trainer, build_model, precision_for, read_result
 
+ROOT = Path(__file__).resolve().parents[1]
 CAPS_CPU = {"bf16": False}
 CAPS_NATIVE_BF16 = {"bf16": True}
 
@@ -101,13 +104,18 @@ def test_the_campaign_trains_no_quadratic_network_in_plain_bf16(tmp_path):
 
 
 def test_stored_results_trained_in_plain_bf16_with_small_terms_say_so():
-    """The committed gpu-short runs trained in plain bf16: ReLinear's (ratio 8e-4) is marked, the naive
-    network's (ratio about 1, where bf16 keeps the terms) is not, and the table says what that means."""
+    """The committed gpu-short runs trained in plain bf16: ReLinear's (ratio 8e-4) is marked, a network
+    whose terms grew to about 1 (where bf16 keeps them) would not be, and the table says what that means."""
+    import copy
+
     from qnets import report
     table = report.markdown_table("02", "gpu-short")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert "ResNet-20 quadratic (bf16)" in rows["relinear-sg"]
-    assert "(bf16)" not in rows["naive"] and "(bf16)" not in rows["conventional"]
+    assert "ResNet-20 quadratic (bf16)" in rows["relinear-sg"] and "(bf16)" not in rows["conventional"]
+    stored = read_result(ROOT / "results/runs/resnet20-quadratic-6f905d98ef5e.json")
+    grown = copy.deepcopy(stored)
+    grown["history"][-1]["quadratic"] |= {"w_g": 1.1, "w_b": 0.9}
+    assert report._plain_bf16(stored) and not report._plain_bf16(grown)
     assert table.endswith(report.BF16_NOTE)
     assert "ResNet-20 compact (bf16)" in report.markdown_table("03", "gpu-short")
     assert "(bf16)" not in report.markdown_table("02", "quick")  # CPU runs: float32

@@ -67,6 +67,10 @@ def test_a_sweep_optimum_must_clear_a_corrected_interval():
     assert "98.3% CI" in v[0]["evidence"]
     noisy = results | {"gamma=1e-05": fake("g", [93.0, 89.0, 91.0])}
     assert claims.verdicts("05", noisy)[0]["verdict"] == "not resolved"
+    # one value that moved the terms: its own 95% interval, no correction, named as the one
+    v = claims.verdicts("05", {"conventional": base, "gamma=1e-05": results["gamma=1e-05"]})[0]
+    assert v["claim"].endswith("(the one value that tested something, gamma=1e-05)")
+    assert "paired by seed, 95% CI [+1.00, +1.00]" in v["evidence"] and "Bonferroni" not in v["evidence"]
 
 
 def test_the_conventional_resnet20_is_read_against_he_et_al():
