@@ -106,15 +106,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def drain(steps):
-    """Run a generator to its end and return what it returns."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as end:
-            return end.value
-
-
 class Trainer:
     """Holds the model, optimiser and the compiled/graphed step for one run."""
 
@@ -207,30 +198,9 @@ class Trainer:
         self.loss_sum += loss.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(1) == y).sum()
 
-    def train_epoch(self, loader, epoch: int, on_step=None) -> tuple[int, list]:
-        """Every training step of `epoch`. Returns the images each run saw and the rates of the
-        epoch's first step; losses and correct counts accumulate in loss_sum and correct on the
-        device, to be read once afterwards. `on_step(images)` is called after each step (host
-        side only: a progress bar)."""
-        return drain(self.train_steps(loader, epoch, on_step))
-
-    def train_steps(self, loader, epoch: int, on_step=None):
-        """`train_epoch` one step at a time: a generator that yields after each step and returns
-        what `train_epoch` returns (so several runs can take turns, see `qnets.streams`)."""
-        self.loss_sum.zero_()
-        self.correct.zero_()
-        seen, rates = 0, None
-        for i, (x, y) in enumerate(loader.epoch(epoch)):
-            now = self.set_lr(epoch * len(loader) + i)
-            rates = rates or now
-            self.train_step(x, y)
-            seen += y.shape[0]
-            if on_step is not None:
-                on_step(y.shape[0])
-            yield
-        return seen, rates
-
     def train_step(self, x, y):
+        """One training step on the fast path: the loss and correct count accumulate in loss_sum and
+        correct on the device (read once an epoch, `qnets.train.Lane.training`)."""
         if not self.use_graphs:
             if self.compiled and not self._compiled_ok:
                 return self._first_compiled_step(x, y)

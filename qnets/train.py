@@ -91,7 +91,7 @@ def evaluates(config: Config, epoch: int) -> bool:
 def progress(config: Config, verbose: bool, start_epoch: int, steps_per_epoch: int, label: str | None = None):
     """A progress bar counted in training images (so it moves within an epoch and shows images per
     second), labelled by the run's label (else its name). It is advanced from the host once per step
-    (`Trainer.train_epoch`'s `on_step`) and never reads a device value, so it adds no GPU sync."""
+    (`Lane.training`) and never reads a device value, so it adds no GPU sync."""
     from tqdm.auto import tqdm
     per_epoch = steps_per_epoch * config.batch_size
     return tqdm(total=config.epochs * per_epoch, initial=start_epoch * per_epoch, disable=not verbose,
@@ -164,24 +164,6 @@ class Run:
                          self.started, t.device.type == "cuda", self.fingerprint)
         self.saved = epoch
 
-    def epoch_steps(self, epoch: int, train_loader, test_loader, bar):
-        """Train one epoch, score the test set when due: a generator that yields after each
-        training step and returns the epoch's history entry (also appended to the history)."""
-        t, config = self.trainer, self.config
-        sync(t.device)
-        t0 = time.perf_counter()
-        seen, rates = yield from t.train_steps(train_loader, epoch, on_step=bar.update)
-        train_loss, train_acc = t.loss_sum.item() / seen, t.correct.item() / seen
-        train_time = time.perf_counter() - t0
-        test = t.evaluate(test_loader) if evaluates(config, epoch) else None
-        epoch_time = time.perf_counter() - t0
-        self.elapsed += epoch_time
-        self.history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time, seen,
-                                          t.model))
-        show_epoch(bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
-                   test=f"{test['test_acc']:.3f}" if test else "-")
-        return self.history[-1]
-
 
 def sync(device: torch.device) -> None:
     """Wait for the work queued on the current CUDA stream (only this run's, when runs share the
@@ -226,16 +208,35 @@ class Lane:
     def training(self):
         """The run's loop, one training step per `next` (`fit` drains it; `qnets.streams` interleaves
         several): for each epoch left, stop checkpointed where the deadline would pass within it,
-        train its steps (the fast path's, `Run.epoch_steps`), score the test set when due, end on a
-        collapse, checkpoint when due; then store the result."""
-        run, config = self.run, self.config
+        train its steps on the fast path (`Trainer.train_step`: compiled, graphed), score the test set
+        when due, end on a collapse, checkpoint when due; then store the result."""
+        run, config, t, steps = self.run, self.config, self.run.trainer, len(self.train_loader)
         for epoch in range(run.start, config.epochs):
             if out_of_time(self.deadline, self.measured):
                 if run.saved != epoch - 1:
                     run.checkpoint(epoch - 1)
                 self.result = partial(config, run.history)
                 return
-            self.measured.append((yield from run.epoch_steps(epoch, self.train_loader, self.test_loader, self.bar)))
+            sync(t.device)
+            t0, seen, rates = time.perf_counter(), 0, None
+            t.loss_sum.zero_()
+            t.correct.zero_()
+            for i, (x, y) in enumerate(self.train_loader.epoch(epoch)):
+                now = t.set_lr(epoch * steps + i)
+                rates = rates or now  # the rates of the epoch's first step go into its history
+                t.train_step(x, y)
+                seen += y.shape[0]
+                self.bar.update(y.shape[0])  # host side only: no device sync
+                yield
+            train_loss, train_acc = t.loss_sum.item() / seen, t.correct.item() / seen  # the epoch's one sync
+            train_time = time.perf_counter() - t0
+            test = t.evaluate(self.test_loader) if evaluates(config, epoch) else None
+            run.elapsed += (epoch_time := time.perf_counter() - t0)
+            run.history.append(history_entry(epoch, train_loss, train_acc, test, rates, epoch_time, train_time,
+                                             seen, t.model))
+            self.measured.append(run.history[-1])
+            show_epoch(self.bar, epoch, config.epochs, loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}",
+                       test=f"{test['test_acc']:.3f}" if test else "-")
             reason = collapse_reason(run.history)
             if reason:
                 return self._end("collapsed", reason)

@@ -15,7 +15,11 @@ STEPS = 4  # training steps compared: enough for the rates, momentum and BN stat
 def _trained(config: Config, model: torch.nn.Module, device: torch.device, loader) -> tuple[Trainer, float]:
     trainer = Trainer(config, model, device, len(loader))
     trainer.model.train()
-    seen, _ = trainer.train_epoch(loader, 0)
+    seen = 0
+    for i, (x, y) in enumerate(loader.epoch(0)):
+        trainer.set_lr(i)
+        trainer.train_step(x, y)
+        seen += y.shape[0]
     return trainer, trainer.loss_sum.item() / seen
 
 

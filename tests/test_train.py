@@ -345,18 +345,19 @@ def test_the_collapse_rule_reads_training_only():
 
 
 def test_progress_bar_counts_images_within_an_epoch_and_shows_the_label(tmp_path, capsys):
-    from qnets.train import Trainer, build_model, load_data, make_loaders
+    from qnets.train import Lane, load_data
     config = Config(dataset="synthetic", n_train=200, n_test=100, epochs=2, batch_size=50, depth=8,
                     out_dir=str(tmp_path))
     fit(config, verbose=True, label="02:naive seed 0")
     err = capsys.readouterr().err
     assert "02:naive seed 0" in err and "400/400" in err and "img/s" in err and "epoch 2/2" in err
     # the bar moves once per step (4 steps of 50 images here), not once per epoch
-    train_loader, _ = make_loaders(config, load_data(config), torch.device("cpu"))
-    trainer = Trainer(config, build_model(config), torch.device("cpu"), len(train_loader))
-    steps = []
-    trainer.train_epoch(train_loader, 0, on_step=steps.append)
-    assert steps == [50, 50, 50, 50]
+    lane = Lane(config.replace(out_dir=str(tmp_path / "again")), load_data(config), torch.device("cpu"), verbose=True)
+    seen = []
+    while lane.advance() and len(seen) < 5:
+        seen.append(lane.bar.n)
+    lane.close()
+    assert seen == [50, 100, 150, 200, 250]
 
 
 def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path, capsys, monkeypatch):
