@@ -99,3 +99,28 @@ def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
     assert text.startswith("2 of the campaign's 4 runs are done (4 GPU-minutes) and 1 partial;")
     assert text.endswith("\n\nNotebook 03:\n\n<table 03 paper>\n\n<claims 03 paper>")
     assert "Notebook 02" not in text  # notebook 02 has no compact run
+
+
+NOTEBOOK_TEXTS = {f"notebooks/{p.name}": p.read_text() for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+READING = r"<!-- reading (\d\d) ([\w-]+): (\d+) runs -->"
+READINGS = [(where, nb, preset, int(n)) for where, text in (BOTH | NOTEBOOK_TEXTS).items()
+            for nb, preset, n in re.findall(READING, text)]
+
+
+@pytest.mark.parametrize("where, notebook, preset, written_for", READINGS)
+def test_each_written_reading_is_of_the_runs_stored_now(where, notebook, preset, written_for):
+    """Prose that reads a table (marked `<!-- reading NN preset: N runs -->`) was written for the runs then
+    stored: once more are committed it must be read again, or its sentences may no longer follow."""
+    configs = experiments.labelled_configs(notebook, preset)
+    stored = sum(map(len, experiments.results(configs, train_missing=False, verbose=False).values()))
+    assert stored == written_for, (f"{where}: the reading of notebook {notebook} at {preset} was written for "
+                                   f"{written_for} runs and {stored} are stored now: read the tables again, "
+                                   "rewrite it and set its count")
+
+
+def test_every_written_reading_is_marked():
+    unmarked = [where for where, text in NOTEBOOK_TEXTS.items()
+                if "What the committed" in text and not re.search(READING, text)]
+    paragraphs = [p for p in RESULTS.split("\n\n") if p.startswith("Read from the table")]
+    assert not unmarked and not paragraphs, unmarked + paragraphs[:1]
+    assert READINGS
