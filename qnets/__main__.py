@@ -90,10 +90,10 @@ def cmd_results(args) -> int:
     from . import experiments
     runtime = {k: getattr(args, k) for k in ("device", "compile") if getattr(args, k)}
     if args.status or args.executor == "submitit":
-        from . import cluster
+        from . import cluster, runner
         configs = {k: c.replace(**runtime) for k, c in experiments.plan(args.preset, args.runs).items()}
         if args.status:
-            print(cluster.status_text(configs, cpu=args.preset in experiments.CPU_PRESETS))
+            print(runner.status_text(configs, cpu=args.preset in experiments.CPU_PRESETS))
             return 0
         chosen = cluster.options(args.slurm_config, cluster=args.cluster, partition=args.partition,
                                  account=args.account, gpus=args.gpus, cpus=args.cpus, time=args.time,

@@ -47,8 +47,7 @@ from .train import (Config, StoreError, checkpoint_epoch, checkpoint_path, load_
 from .utils import atomic_json, timestamp
 
 __all__ = ["HEARTBEAT_S", "STALE_AFTER_S", "INSTALL", "MissingSubmitit", "RunLock", "TrainJob", "take", "read_lock",
-           "stale", "lock_path", "failure_path", "jobs_dir", "options", "make_executor", "submit", "wait", "status",
-           "status_text"]
+           "stale", "lock_path", "failure_path", "jobs_dir", "options", "make_executor", "submit", "wait"]
 
 INSTALL = 'pip install -e ".[cluster]"'
 
@@ -387,13 +386,3 @@ def wait(submission: dict, configs: dict[str, Config], poll_s: float = 10.0, pri
 
 
 # ----------------------------------------------------------------------------- status
-
-def status(configs: dict[str, Config]) -> list[dict]:
-    """`qnets.runner.status`: one row per run of `configs`: done, running (by whom, its heartbeat),
-    failed (why, the job's log), partial, waiting or to do."""
-    return runner.status(configs)
-
-
-def status_text(configs: dict[str, Config], cpu: bool = False) -> str:
-    """`qnets.runner.status_text` of `configs`: device time in GPU-minutes, or with `cpu` CPU-hours."""
-    return runner.status_text(configs, cpu)

@@ -229,16 +229,16 @@ def test_a_failing_run_is_recorded_with_why_and_log_and_the_job_goes_on(tmp_path
     assert record["job_id"] == "4242" and record["log"] == "/logs/4242_0_log.out" and "Traceback" in record["traceback"]
     assert all(result_path(runs[k]).exists() for k in ("02:conventional#1", "02:conventional#2"))
     assert not list(Path("results/smoke/cluster/locks").glob("*.lock"))  # every lock released
-    rows = {r["label"]: r for r in cluster.status(runs)}
+    rows = {r["label"]: r for r in runner.status(runs)}
     assert [rows[k]["state"] for k in runs] == ["failed", "done", "done"]
     assert "is not the checkpoint of a conventional ResNet-8" in rows["02:conventional"]["error"]
-    text = cluster.status_text(runs)
+    text = runner.status_text(runs, cpu=False)
     assert "job 4242 on node3" in text and "log /logs/4242_0_log.out" in text
     # the cause mended (the weights it starts from now exist), the same run trains and its record goes
     torch.save({"model": resnet(8, "conventional").state_dict()}, weights)
     fixed = cluster.TrainJob({"02:conventional": bad}, os.getcwd(), verbose=False)()
     assert fixed[0]["outcome"] == "trained" and not cluster.failure_path(bad).exists()
-    assert cluster.status({"02:conventional": bad})[0]["state"] == "done"
+    assert runner.status({"02:conventional": bad})[0]["state"] == "done"
 
 
 def test_status_lists_done_running_failed_and_to_do(capsys):
@@ -263,7 +263,7 @@ def test_status_lists_done_running_failed_and_to_do(capsys):
     # a holder that died: the run is to do, from the epochs its checkpoint holds
     path.unlink()
     other_holder(runs[labels[2]], host=socket.gethostname(), pid=dead_pid())
-    row = cluster.status({labels[2]: runs[labels[2]]})[0]
+    row = runner.status({labels[2]: runs[labels[2]]})[0]
     assert row["state"] == "to do" and "is gone" in row["stale"]["why"]
 
 
@@ -458,7 +458,7 @@ def test_a_job_killed_mid_run_and_sent_again_resumes_to_the_uninterrupted_result
     until(killed.done, what="the killed job to end")
     saved = torch.load(checkpoint_path(config), weights_only=False)
     assert 1 <= saved["epoch"] < 5 and not result_path(config).exists()
-    row = cluster.status({"02:conventional": config})[0]
+    row = runner.status({"02:conventional": config})[0]
     assert row["state"] == "partial" and row["done"] == saved["epoch"] + 1 and "is gone" in row["stale"]["why"]
 
     again = send({"02:conventional": config}).result()[0]
