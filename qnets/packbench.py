@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .streams import stream_for
-from .timing import flops_per_image, measure, profile_fast, sync
-from .train import Config, Trainer, build_model, channels_last_for, make_loaders
+from .timing import flops_per_image, measure, profile_fast
+from .train import Config, Trainer, build_model, channels_last_for, make_loaders, sync
 from .utils import atomic_json, timestamp, versions
 
 

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from . import data as qdata
 from . import relinear
 from .models import resnet
-from .train import Config, Trainer, make_loaders
+from .train import Config, Trainer, make_loaders, sync
 
 __all__ = ["TIMERS", "load", "measure", "profile_fast", "format_profile", "flops_per_image", "reference_loader",
-           "reference_steps", "device_name", "sync"]
+           "reference_steps", "device_name"]
 
 
 def load(kind: str) -> qdata.CIFAR10:
@@ -63,11 +63,6 @@ def reference_loader(split: qdata.Split, batch_size: int, workers: int, train: b
         _PILDataset(split, transform), batch_size=batch_size, shuffle=train, num_workers=workers,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=train,
         generator=torch.Generator().manual_seed(seed))
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def reference_steps(model, opt, loader, device, n, sched=None):
