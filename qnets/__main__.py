@@ -170,12 +170,12 @@ def cmd_precision(args) -> int:
     from pathlib import Path
 
     from . import precision
+    from .timing import device_slug
     from .utils import atomic_json
     with tempfile.TemporaryDirectory() as runs:
         report = precision.measure(args.runs or runs, args.device, args.epochs, tuple(range(args.seeds)),
                                    verbose=not args.quiet)
-    slug = "".join(c if c.isalnum() else "-" for c in report["device"].split(" (")[0]).strip("-").lower()
-    path = Path(args.out) / f"precision-{slug}.json"
+    path = Path(args.out) / f"precision-{device_slug(report['device'])}.json"
     atomic_json(report, path)
     print(precision.markdown(report))
     print(f"written to {path}")

@@ -22,7 +22,7 @@ from . import data as qdata
 from . import packbench, relinear
 from .models import resnet
 from .precision import markdown as precision_markdown
-from .timing import (TIMERS, device_name, flops_per_image, format_profile, load, measure, reference_loader,
+from .timing import (TIMERS, device_name, device_slug, flops_per_image, format_profile, load, measure, reference_loader,
                      reference_steps)
 from .train import Config, fit
 from .utils import atomic_json, fill_blocks, parse_bool, timestamp, tune_cpu_allocator, versions
@@ -153,8 +153,7 @@ def main(args) -> int:
           + f"; data: {dataset.source}")
     print(_HEADER)
     rows = _rows(args, selection, dataset, device, settings, peak)
-    slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if gpu else "cpu")).strip("-").lower()
-    path = Path(args.out) / f"{slug}.json"
+    path = Path(args.out) / f"{device_slug(name)}.json"
     report = _merged_report(path, rows, name, peak, dataset.source)
     if allocator:
         report["cpu_allocator"] = allocator

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .streams import stream_for
-from .timing import flops_per_image, measure, profile_fast
+from .timing import device_slug, flops_per_image, measure, profile_fast
 from .train import Config, Trainer, build_model, channels_last_for, make_loaders, sync
 from .utils import atomic_json, timestamp, versions
 
@@ -126,8 +126,7 @@ class _Report:
     """The packing report of one device, merged into an earlier one and saved after every row."""
 
     def __init__(self, args, dataset, device, name, peak):
-        slug = "".join(c if c.isalnum() else "-" for c in (name.split(" (")[0] if device.type == "cuda" else "cpu"))
-        self.path = Path(args.out) / f"{slug.strip('-').lower()}-packing.json"
+        self.path = Path(args.out) / f"{device_slug(name)}-packing.json"
         self.report = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.report |= {"kind": "packing", "device": name, "peak_bf16_flops": peak, "versions": versions(),
                         "data": dataset.source}

@@ -25,7 +25,7 @@ from .models import resnet
 from .train import Config, Trainer, make_loaders, sync
 
 __all__ = ["TIMERS", "load", "measure", "profile_fast", "format_profile", "flops_per_image", "reference_loader",
-           "reference_steps", "device_name"]
+           "reference_steps", "device_name", "device_slug"]
 
 
 def load(kind: str) -> qdata.CIFAR10:
@@ -323,6 +323,11 @@ def flops_per_image(depth: int, neuron: str) -> float:
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
     return counter.get_total_flops() / 2
+
+
+def device_slug(name: str) -> str:
+    """A device name (`device_name`) as a file name: "NVIDIA H200" -> "nvidia-h200", a CPU -> "cpu"."""
+    return "".join(c if c.isalnum() else "-" for c in name.split(" (")[0]).strip("-").lower()
 
 
 def device_name(device) -> str:
