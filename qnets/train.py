@@ -262,7 +262,8 @@ class Lane:
                                    self.device, r.trainer, self.dataset, **self.extra)
         # after the result, which is worth more: the weights later runs start from, the final checkpoint
         try:
-            if status == "completed" and self.config.neuron == "conventional":  # where init=conventional runs start
+            if status == "completed" and self.config.neuron == "conventional" and not self.config.init_from:
+                # where init=conventional runs start (a network that itself started from weights is no one's start)
                 write_weights(self.config, r.trainer.model.state_dict(), r.fingerprint, self.result["final_test_acc"])
             if status == "completed" and r.saved < self.config.epochs - 1:
                 r.checkpoint(self.config.epochs - 1)

@@ -169,6 +169,7 @@ def test_a_run_starts_from_the_trained_conventional_network_of_its_recipe_and_se
         assert torch.allclose(build_model(child).eval()(x), want, atol=1e-5)
         assert torch.equal(build_model(on).eval()(x), want)
     assert fit(child, verbose=False)["status"] == "completed" and fit(on, verbose=False)["status"] == "completed"
+    assert not weights_path(on).exists()  # trained on from weights: no run starts from it, so none are kept
     # only the parent's final checkpoint here: the weights are taken from it
     weights_path(conv).unlink()
     assert build_model(on).state_dict()["fc.weight"].equal(kept["model"]["fc.weight"]) and weights_path(conv).exists()
