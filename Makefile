@@ -66,14 +66,14 @@ collect: $(STAMP)  ## after a GPU window: make collect DIR=<folder it returned>;
 	$(MAKE) figures
 	$(BIN)/python -m qnets readme
 
-cpu-window: $(STAMP)  ## train the cpu plan in the background, niced, for BUDGET (default 4h), then collect: make cpu-window BUDGET=5h
+cpu-window: $(STAMP)  ## train the cpu plan in the background, niced, for BUDGET (default 4h), then collect and re-render: make cpu-window BUDGET=5h
 	@if [ -f $(WINDOW).pid ] && kill -0 $$(cat $(WINDOW).pid) 2>/dev/null; then \
 		echo "a CPU window is already running (pid $$(cat $(WINDOW).pid)); make cpu-window-stop ends it"; exit 2; fi
 	@mkdir -p results/campaign
 	@PYTHON=$(BIN)/python nohup setsid bash scripts/cpu-window.sh "$(BUDGET)" > $(WINDOW).log 2>&1 < /dev/null & \
 		echo $$! > $(WINDOW).pid
 	@echo "CPU window started (pid $$(cat $(WINDOW).pid), budget $(BUDGET)): log in $(WINDOW).log;" \
-		"progress: $(BIN)/python -m qnets campaign status --preset cpu; then commit results/runs and results/campaign"
+		"progress: $(BIN)/python -m qnets campaign status --preset cpu; then commit results/, notebooks/, figures/ and the READMEs"
 
 cpu-window-stop:  ## end the running CPU window now: the epoch in flight is lost, every finished epoch collected
 	@test -f $(WINDOW).pid && kill -0 $$(cat $(WINDOW).pid) 2>/dev/null || { echo "no CPU window is running"; exit 0; }

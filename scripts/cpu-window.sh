@@ -2,7 +2,8 @@
 # One CPU window of the campaign's cpu plan (python -m qnets campaign --preset cpu), on this machine:
 # trains the next runs, niced so that other work keeps priority, until BUDGET is nearly spent, then
 # collects them (finished results into results/runs/, the checkpoints of unfinished runs into
-# results/campaign/partial/, both committed) and prints where the plan stands. `make cpu-window`
+# results/campaign/partial/, both committed), prints where the plan stands and, when it finished a
+# run, re-renders the notebooks and READMEs from the results. `make cpu-window`
 # starts it in the background; `make cpu-window-stop` (SIGTERM) ends it early, keeping every epoch
 # but the one in flight.
 #   bash scripts/cpu-window.sh BUDGET      (seconds, or 90m, 5h, 1h30m)
@@ -41,7 +42,12 @@ done
 if [ -f "$out/summary.json" ]; then
     "$python" -m qnets campaign collect "$out"
     "$python" -m qnets campaign status --preset cpu | tail -n 1
+    # notebooks read at the cpu preset change with every run it finished: re-render them and the READMEs
+    if "$python" -c "import json, sys; sys.exit(not json.load(open('$out/summary.json'))['finished'])"; then
+        nice -n 19 "$python" -m qnets notebooks --execute --preset auto notebooks/[0-9][0-9]_*.ipynb > "$out.render.log" 2>&1 \
+            && "$python" -m qnets readme > /dev/null || echo "cpu-window: re-rendering failed: see $out.render.log"
+    fi
 fi
 rm -f "$out.pid"
-echo "cpu-window: ended $(date -u +%FT%TZ); commit results/runs and results/campaign"
+echo "cpu-window: ended $(date -u +%FT%TZ); commit results/, notebooks/, figures/ and the READMEs"
 exit "$status"

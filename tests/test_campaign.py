@@ -326,3 +326,29 @@ def test_experiments_give_the_paper_preset_its_extra_runs():
     authors = experiments.labelled_configs("03", "paper")["compact-authors"]
     assert (authors.depth, authors.epochs, authors.schedule, authors.gamma_b) == (56, 99, "constant", 0.0)
     assert experiments.labelled_configs("04", "paper")["compact"].depth == 56
+
+
+@pytest.mark.parametrize("finished", [["resnet8-quadratic-0123456789ab"], []])
+def test_the_cpu_window_script_collects_then_renders_what_it_finished(tmp_path, finished):
+    """The script's own steps, with a stand-in for python that records each call: the window, its
+    collection and status, then (only when it finished a run) the notebooks and READMEs re-rendered."""
+    import subprocess
+    import sys
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar10-uint8.pt").write_bytes(b"")
+    stub = tmp_path / "python"
+    stub.write_text(f"""#!/bin/bash
+if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
+echo "$*" >> calls.log
+if [ "$4" = run ]; then mkdir -p results/campaign/cpu-window
+    echo '{json.dumps({"finished": finished})}' > results/campaign/cpu-window/summary.json; fi
+""")
+    stub.chmod(0o755)
+    p = subprocess.run(["bash", str(ROOT / "scripts/cpu-window.sh"), "1m"], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHON": str(stub)})
+    assert p.returncode == 0, p.stderr
+    calls = [line.split()[:3] for line in (tmp_path / "calls.log").read_text().splitlines()]
+    steps = [["-m", "qnets", "campaign"]] * 3 + ([["-m", "qnets", "notebooks"], ["-m", "qnets", "readme"]]
+                                                  if finished else [])
+    assert calls == steps
+    assert "commit results/, notebooks/, figures/ and the READMEs" in p.stdout
