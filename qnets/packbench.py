@@ -125,7 +125,7 @@ def _choices(args) -> tuple[list[int], list[str]]:
 class _Report:
     """The packing report of one device, merged into an earlier one and saved after every row."""
 
-    def __init__(self, args, dataset, device, name, peak):
+    def __init__(self, args, dataset, name, peak):
         self.path = Path(args.out) / f"{device_slug(name)}-packing.json"
         self.report = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.report |= {"kind": "packing", "device": name, "peak_bf16_flops": peak, "versions": versions(),
@@ -178,7 +178,7 @@ def _pack_row(args, depth, neuron, k, compile_, flops, dataset, device, peak, wa
 def main(args, dataset, device, name, peak) -> int:
     """`bench --pack`: every (network, compile setting, K) measured, the report written after each row."""
     ks, compiles = _choices(args)
-    out = _Report(args, dataset, device, name, peak)
+    out = _Report(args, dataset, name, peak)
     steps, warmup = args.steps or 50, 10 if args.warmup is None else args.warmup
     print(f"packing: {name}; batch {args.batch_size}; {warmup} warm-up steps, then {steps} timed steps")
     for depth in [int(d) for d in args.depths.split(",")]:
