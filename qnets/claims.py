@@ -176,10 +176,10 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     best = max(testable, key=lambda l: summary(_finals(results[l]))["mean"])
     tried = ", ".join(l.split("=", 1)[1] for l in testable)
     left = f"; {len(labels) - k} more tried tested nothing" if k < len(labels) else ""
-    which = f"best of the {k} values that tested something, {tried}" if k > 1 else \
-        f"the one value that tested something, {best}"
-    out = [_better(results, best, baseline, f"{claim} ({which}: {best})" if k > 1 else f"{claim} ({which})",
-                   level=1 - 0.05 / k, note=(f"; Bonferroni-corrected for the {k} values" if k > 1 else "") + left,
+    which, corrected = ((f"best of the {k} values that tested something, {tried}: {best}",
+                         f"; Bonferroni-corrected for the {k} values") if k > 1 else
+                        (f"the one value that tested something, {best}", ""))
+    out = [_better(results, best, baseline, f"{claim} ({which})", level=1 - 0.05 / k, note=corrected + left,
                    quadratic=(best,))]
     falls = "Accuracy falls again once the quadratic terms learn at the full rate"
     if param == "gamma" and "gamma=lr" in results and best != "gamma=lr":
