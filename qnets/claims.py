@@ -39,7 +39,8 @@ def accuracy(r: dict) -> float:
     return 100 * tested[-1] if tested else CHANCE
 
 
-def _finals(rs) -> list[float]:
+def accuracies(rs) -> list[float]:
+    """Each seed's accuracy as every claim, table and figure counts it (`accuracy`)."""
     return [accuracy(r) for r in rs]
 
 
@@ -58,7 +59,7 @@ def difference(results, a: str, b: str, level: float = 0.95) -> dict:
     ra, rb = results.get(a, []), results.get(b, [])
     if len(_data_order(ra) | _data_order(rb)) == 1 and len(set(_by_seed(ra)) & set(_by_seed(rb))) >= 2:
         return paired(_by_seed(ra), _by_seed(rb), level) | {"how": "paired by seed"}
-    return welch(_finals(ra), _finals(rb), level) | {"paired": False, "how": "Welch"}
+    return welch(accuracies(ra), accuracies(rb), level) | {"paired": False, "how": "Welch"}
 
 
 def ratio(rs) -> float | None:
@@ -159,7 +160,7 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     end γ = lr falls below that best; where the best is γ = lr itself, that second claim is
     contradicted, not dropped. A value tests something where its quadratic terms moved (ratio at
     least RATIO_FLOOR) and, for a penalty, were held back (below HELD_BACK of γ = lr's)."""
-    labels = [l for l in results if l.startswith(f"{param}=") and _finals(results[l])]
+    labels = [l for l in results if l.startswith(f"{param}=") and accuracies(results[l])]
     if not labels or baseline not in results:
         return []
     testable = [l for l in labels if not _unmoved(results, (l,))
@@ -173,7 +174,7 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
                              f"{HELD_BACK:g} of γ = lr's)" if param in ("alpha", "beta") else "") +
                              f"; their ratios: {moved}"}]
     k = len(testable)
-    best = max(testable, key=lambda l: summary(_finals(results[l]))["mean"])
+    best = max(testable, key=lambda l: summary(accuracies(results[l]))["mean"])
     tried = ", ".join(l.split("=", 1)[1] for l in testable)
     left = f"; {len(labels) - k} more tried tested nothing" if k < len(labels) else ""
     which, corrected = ((f"best of the {k} values that tested something, {tried}: {best}",
@@ -185,7 +186,7 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     if param == "gamma" and "gamma=lr" in results and best != "gamma=lr":
         out.append(_better(results, best, "gamma=lr", f"{falls} (best γ, {best}, above γ = lr)"))
     elif param == "gamma" and best == "gamma=lr":
-        mean = summary(_finals(results[best]))["mean"]
+        mean = summary(accuracies(results[best]))["mean"]
         out.append({"claim": falls, "verdict": "contradicted",
                     "evidence": f"The best γ of the {k} tried is lr itself ({mean:.2f}%): accuracy does not fall "
                                 "there (the claim's precondition, a best γ below lr, fails)"})
@@ -208,7 +209,7 @@ def _reference(results, label: str = "conventional") -> dict | None:
     rs = [r for r in results.get(label, []) if recipe(r["config"])]
     if not rs:
         return None
-    s = summary(_finals(rs))
+    s = summary(accuracies(rs))
     lo, hi = HE_RESNET20 - REFERENCE_MARGIN, HE_RESNET20 + REFERENCE_MARGIN
     if s["low"] is None:
         v = "not resolved"

@@ -8,7 +8,7 @@ one colour across all figures (`colour`). Intervals are 95% t-intervals of the m
 from __future__ import annotations
 
 
-from .claims import RATIO_FLOOR, accuracy, difference, ratio
+from .claims import RATIO_FLOOR, accuracies, difference, ratio
 from .stats import summary
 from .utils import is_finite
 
@@ -28,10 +28,6 @@ def colour(label: str):
     if label in _ORDER:
         return palette[_ORDER.index(label)]
     return palette[10 + sum(map(ord, label)) % 20]  # sweep labels: stable, away from the named ones
-
-
-def _finals(rs: list[dict]) -> list[float]:
-    return [100 * r["final_test_acc"] for r in rs if r["status"] == "completed" and r["final_test_acc"] is not None]
 
 
 def _axes(ax):
@@ -56,7 +52,7 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
             continue
         c = rs[0]["config"]
         net = f"ResNet-{c['depth']} {c['neuron']}" + ("+rz" if c["rezero"] else "")
-        vals = [accuracy(r) for r in rs]
+        vals = accuracies(rs)
         s = summary(vals)
         acc = "-" if not vals else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         seeds = " ".join(f"{v:.2f}" for v in vals) or "-"
@@ -157,12 +153,13 @@ def _interval(ax, x, vals, colour_, width=0.25):
 
 def finals(results: dict[str, list[dict]], baseline: str | None = "conventional", ax=None, title: str | None = None):
     """Final test accuracy of every seed (points) with each label's mean (bar) and 95% interval
-    of the mean (line); the baseline's mean and interval as a grey band across the plot. Seeds
-    that did not complete are counted at the foot of their column, not drawn; a label with no
-    stored run yet keeps its column, marked "not run yet"."""
+    of the mean (line); the baseline's mean and interval as a grey band across the plot. A seed
+    that did not complete is drawn and counted at its last test accuracy, as the claims count it,
+    and named at the foot of its column; a label with no stored run yet keeps its column, marked
+    "not run yet"."""
     ax = _axes(ax)
     labels = list(results)
-    base = _finals(results.get(baseline, [])) if baseline else []
+    base = accuracies(results.get(baseline, [])) if baseline else []
     if len(base) >= 2:
         s = summary(base)
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: 95% CI")
@@ -170,13 +167,13 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, zorder=1)
     import pandas as pd
     import seaborn as sns
-    df = pd.DataFrame([{"run": label, "acc": v} for label in labels for v in _finals(results[label])],
+    df = pd.DataFrame([{"run": label, "acc": v} for label in labels for v in accuracies(results[label])],
                       columns=["run", "acc"])
     if len(df):  # a swarm places the seeds side by side without random jitter: the same figure every time
         sns.swarmplot(df, x="run", y="acc", hue="run", order=labels, palette={l: colour(l) for l in labels},
                       size=6, ax=ax, legend=False, zorder=3)
     for i, label in enumerate(labels):
-        _interval(ax, i, _finals(results[label]), colour(label))
+        _interval(ax, i, accuracies(results[label]), colour(label))
         missing = [r for r in results[label] if r["status"] != "completed"]
         if missing:
             ax.annotate(f"{len(missing)} {'/'.join(sorted({r['status'] for r in missing}))}", (i, 0.03),
@@ -184,7 +181,7 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
         elif not results[label]:
             ax.annotate("not run yet", (i, 0.5), xycoords=("data", "axes fraction"), ha="center", va="center",
                         rotation=90, fontsize=8, color="0.45")
-    _honest_limits(ax, [v for label in labels for v in _finals(results[label])] + base)
+    _honest_limits(ax, [v for label in labels for v in accuracies(results[label])] + base)
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
                   fontsize=8)
     ax.set_xlim(-0.5, len(labels) - 0.5)
@@ -237,7 +234,7 @@ def _sweep_points(results: dict[str, list[dict]], param: str) -> list[list]:
         if rs:
             v = rs[0]["config"][SWEEP_FIELDS[param]]
             points.append([ratio(rs) or 0.0, "lr" if v is None and param == "gamma" else f"{v:g}", label,
-                           [accuracy(r) for r in rs],
+                           accuracies(rs),
                            sum(r["status"] != "completed" for r in rs)])
     moved = [q for q, *_ in points if q > 0]
     zero_at = min(moved + [RATIO_FLOOR]) / 10
@@ -254,7 +251,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     value is starred only when its difference to the baseline (paired by seed where possible; 95%,
     Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted."""
     ax, points = _axes(ax), _sweep_points(results, param)
-    base = [accuracy(r) for r in baseline or []]
+    base = accuracies(baseline or [])
     if len(base) >= 2:
         s = summary(base)
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)
@@ -299,14 +296,14 @@ def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: s
     (`x="params"`) or training time (`x="wall_time"`, minutes, mean over seeds)."""
     ax = _axes(ax)
     for label, rs in results.items():
-        vals = _finals(rs)
+        vals = accuracies(rs)
         if not vals:
             continue
         s = summary(vals)
         xv = rs[0]["params"] / 1e6 if x == "params" else sum(r["wall_time"] for r in rs) / len(rs) / 60
         err = None if s["low"] is None else [[s["mean"] - s["low"]], [s["high"] - s["mean"]]]
         ax.errorbar([xv], [s["mean"]], yerr=err, fmt="o", ms=8, capsize=3, color=colour(label), label=label)
-    _honest_limits(ax, [v for rs in results.values() for v in _finals(rs)])
+    _honest_limits(ax, [v for rs in results.values() for v in accuracies(rs)])
     ax.set_xlabel("parameters (millions)" if x == "params" else "training time per run (minutes)")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import claims, expressivity
 from .campaign import status
-from .claims import accuracy, difference, ratio
+from .claims import accuracies, difference, ratio
 from .experiments import SEEDS, labelled_configs, results, seeds
 from .stats import summary
 from .train import Config, load_result
@@ -23,8 +23,9 @@ def _outcome(r: dict) -> str:
 
 def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -> str:
     """The stored results of one notebook's labels at `preset`, one row per label over its seeds
-    (mean ± sd of the final test accuracy of the completed seeds, each seed's outcome, and the
-    difference to `baseline` with Welch's 95% interval), then one line per dataset they came
+    (mean ± sd of the final test accuracy, a collapsed seed counted at its last test accuracy as the
+    claims count it, each seed's outcome, and the difference to `baseline`: paired by seed or Welch's
+    95% interval), then one line per dataset they came
     from. Notebook 01's table is `qnets.expressivity.markdown_table` of its stored results. For the
     README; a test keeps the README's tables equal to this."""
     if str(notebook)[:2] == "01":
@@ -38,7 +39,7 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
         if not rs:
             continue
         c = Config(**rs[0]["config"])
-        s = summary([accuracy(r) for r in rs])
+        s = summary(accuracies(rs))
         acc = "-" if s["n"] == 0 else f"{s['mean']:.2f}" + (f" ± {s['sd']:.2f}" if s["sd"] is not None else "")
         diff = "-"
         if label != baseline and labelled.get(baseline):

@@ -37,6 +37,23 @@ def fake(label, accs, status="completed", **config):
             for i, a in enumerate(accs)]
 
 
+def test_the_figure_counts_a_collapsed_seed_as_the_claims_do():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    from qnets import plots
+    results = {"conventional": fake("c", [90.0, 90.2, 90.1]), "naive": fake("n", [None, 85.0, 86.0])}
+    for r in results["naive"][:1]:
+        r["history"] = [{"test_acc": 0.4}]  # evaluated once before it broke down: counted at 40%
+    assert claims.accuracies(results["naive"]) == pytest.approx([40.0, 85.0, 86.0])
+    ax = plots.finals(results, ax=matplotlib.pyplot.subplots()[1])
+    bar = [line.get_ydata()[0] for line in ax.lines if len(set(line.get_xdata())) == 2]  # the mean bars
+    assert bar[-1] == pytest.approx(summary([40.0, 85.0, 86.0])["mean"])
+    assert "1 collapsed" in [t.get_text() for t in ax.texts] and ax.get_ylim()[0] < 40
+    matplotlib.pyplot.close("all")
+
+
 def test_claims_of_notebook_02_on_synthetic_numbers():
     results = {"conventional": fake("c", [90.0, 90.2, 90.1]), "naive": fake("n", [None, 85.0, None]),
                "relinear-sg": fake("r", [91.0, 91.3, 91.1]), "relinear-sw-l2": fake("l2", [89.0, 91.5, 90.0]),
