@@ -13,7 +13,8 @@ correlation of q_p − r₆₄ with Δ₆₄ (float64 is the reference), on rand
 the quadratic layers of a trained network receive. `train_effect` trains the same seeds in each
 precision and compares the quadratic ratios and accuracy they end with.
 
-Precisions (`PRECISIONS`):
+The arithmetic schemes measured (`SCHEMES`; a run chooses among `config.PRECISIONS`, which has no tf32,
+the GPU default for float32 convolutions that fp32 turns off, and adds auto):
 - fp32: float32 throughout (on a GPU: TF32 off for the quadratic layers' convolutions);
 - tf32: every convolution's operands rounded to TF32's 10-bit mantissa (round to nearest even),
   products summed in float32 or better: what cuDNN does by default for float32 convolutions on a GPU;
@@ -35,10 +36,10 @@ from .layers import QuadraticConv2d, quadratic_modules
 from .train import Config, build_model, fit, load_data, read_checkpoint, resolve_device
 from .utils import timestamp, versions
 
-__all__ = ["PRECISIONS", "RATIOS", "round_mantissa", "layer_output", "contribution_error", "survey",
+__all__ = ["SCHEMES", "RATIOS", "round_mantissa", "layer_output", "contribution_error", "survey",
            "train_effect", "measure", "markdown"]
 
-PRECISIONS = ("fp32", "tf32", "bf16", "bf16-split")
+SCHEMES = ("fp32", "tf32", "bf16", "bf16-split")
 RATIOS = (1e-4, 1e-3, 1e-2, 1e-1)
 TF32_BITS, BF16_BITS = 10, 7  # explicit mantissa bits
 
@@ -78,8 +79,8 @@ def layer_output(layer: QuadraticConv2d, x: torch.Tensor, precision: str) -> tor
     layer's own forward (the formula lives in `qnets.layers` alone): a float64 copy, the layer in
     float32, a copy whose convolutions round their operands to TF32, or the layer under bf16
     autocast, plain or with its small terms split off."""
-    if precision not in PRECISIONS + ("fp64",):
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in SCHEMES + ("fp64",):
+        raise ValueError(f"precision must be one of {SCHEMES}, got {precision!r}")
     if precision == "fp64":
         return copy.deepcopy(layer).double()(x.double())
     x = x.float()
@@ -149,7 +150,7 @@ def _inputs_of_quadratic_layers(model, images: torch.Tensor) -> list[tuple[str, 
     return seen
 
 
-def survey(model, images: torch.Tensor, ratios=RATIOS, precisions=PRECISIONS, seed: int = 0,
+def survey(model, images: torch.Tensor, ratios=RATIOS, precisions=SCHEMES, seed: int = 0,
            layers: int | None = None) -> list[dict]:
     """One row per (input kind, ratio, precision): the median over layers of `contribution_error`.
     Input kinds: "trained" (what the quadratic layers of `model`, a trained network, receive on
@@ -215,7 +216,7 @@ def measure(out_dir: str, device: str = "cpu", train_epochs: int = 2, seeds=(0, 
 
 def markdown(report: dict) -> str:
     """The report as two Markdown tables: what survives per ratio and precision, and the training runs."""
-    precisions = sorted({r["precision"] for r in report["layers"]}, key=PRECISIONS.index)
+    precisions = sorted({r["precision"] for r in report["layers"]}, key=SCHEMES.index)
     out = [f"{report['device']}, PyTorch {report['versions']['torch']}:", "",
            "| inputs | ‖w_g‖/‖w_r‖ = ‖w_b‖/‖w_r‖ | " + " | ".join(f"{p}: error · corr" for p in precisions) + " |",
            "|---|---:|" + "---:|" * len(precisions)]

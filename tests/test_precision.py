@@ -89,7 +89,7 @@ def test_the_survey_measures_every_precision_at_every_ratio():
     images = torch.randn(4, 3, 32, 32)
     rows = precision.survey(model, images, ratios=(1e-3, 1e-1), layers=2)
     assert {(r["inputs"], r["ratio"], r["precision"]) for r in rows} == {
-        (k, q, p) for k in ("trained", "random") for q in (1e-3, 1e-1) for p in precision.PRECISIONS}
+        (k, q, p) for k in ("trained", "random") for q in (1e-3, 1e-1) for p in precision.SCHEMES}
     by = {(r["inputs"], r["ratio"], r["precision"]): r for r in rows}
     for kind in ("trained", "random"):  # plain bf16 recovers as the terms grow; the split holds throughout
         assert by[(kind, 1e-1, "bf16")]["rel_error"] < by[(kind, 1e-3, "bf16")]["rel_error"]
