@@ -1,6 +1,6 @@
 """Expressivity, measured (notebook 01): the three MLP families' errors read as scores, factors,
 parameters needed and verdicts, as tables and figures. The families and their training are in
-`qnets.mlps`, the single neuron in `qnets.neuron`; their names are here too, as the notebook uses them.
+`qnets.mlps`, the single neuron in `qnets.neuron`.
 
 The paper's first claim (Fan et al., arXiv:2110.06081) is that a network of quadratic neurons is
 more expressive than a conventional network of the same size, with or without a quadratic
@@ -16,18 +16,10 @@ from torch import nn
 from .plots import colour
 from .stats import summary, verdict, welch
 
-from .mlps import (FAMILIES, PROBLEMS, SIZES, Square, TARGETS, _floor, _log_error, budget_grid, chords, dataset, error,
-                   fit, match, mlp, n_params, pieces, prepare, problems, rate_check, result_path, results, size, spec,
-                   stacked_forward, train)
-from .neuron import (DISK_NEURON, XOR_NEURON, best_line, conic, disk_points, explore, neuron, plot_neuron,
-                     plot_single_neuron, single_neuron, xor_points)
+from .mlps import FAMILIES, PROBLEMS, error_floor, log_error, problems
 
-__all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_params", "match", "budget_grid", "dataset",
-           "stacked_forward", "train", "error", "pieces", "chords", "spec", "size", "prepare", "fit", "results",
-           "result_path", "rate_check", "problems", "XOR_NEURON", "DISK_NEURON", "neuron", "conic", "xor_points",
-           "disk_points", "best_line", "single_neuron", "plot_neuron", "plot_single_neuron", "explore", "scores",
-           "compare", "curve", "needed", "verdicts", "markdown_table", "text_table", "pieces_table", "rate_table",
-           "frame", "plot_scaling", "plot_classification", "plot_pieces", "plot_boundaries"]
+__all__ = ["scores", "compare", "curve", "needed", "verdicts", "markdown_table", "text_table", "pieces_table",
+           "rate_table", "frame", "plot_scaling", "plot_classification", "plot_pieces", "plot_boundaries"]
 
 
 
@@ -44,7 +36,7 @@ def scores(res: dict) -> dict[tuple, list[float]]:
     s = res["spec"]
     out = {}
     for (problem, d, depth, family, seed), rows in _by(res, "problem", "d", "depth", "family", "seed").items():
-        logs = [_log_error(r["error"], r["kind"], s) for r in rows]
+        logs = [log_error(r["error"], r["kind"], s) for r in rows]
         out.setdefault((problem, d, depth, family), []).append(sum(logs) / len(logs))
     return out
 
@@ -68,7 +60,7 @@ def curve(res: dict, problem: str, d: int, depth: int, family: str) -> list[dict
                                                                                r["family"]) == (problem, d, depth,
                                                                                                 family)]},
                                       "budget").items()):
-        st = summary([_log_error(r["error"], r["kind"], s) for r in rows])
+        st = summary([log_error(r["error"], r["kind"], s) for r in rows])
         out.append({"budget": budget, "params": rows[0]["params"], "error": 10 ** st["mean"],
                     "low": None if st["low"] is None else 10 ** st["low"],
                     "high": None if st["high"] is None else 10 ** st["high"], "n": st["n"]})
@@ -144,8 +136,8 @@ def verdicts(res: dict) -> list[dict]:
 
 
 def _fmt_error(e: float, kind: str, s: dict) -> str:
-    """An error as the table shows it; at the floor (`_floor`), "≤ floor"."""
-    floor = _floor(kind, s)
+    """An error as the table shows it; at the floor (`error_floor`), "≤ floor"."""
+    floor = error_floor(kind, s)
     bound = "≤" if e <= floor * (1 + 1e-9) else ""
     e = max(e, floor)
     return bound + (f"{100 * e:.2g}%" if kind == "classification" else f"{e:.2g}")
@@ -256,7 +248,7 @@ def rate_table(res: dict) -> str:
     lines.append("-" * len(lines[0]))
     for family in FAMILIES:
         for rate in s["rates"]:
-            logs = [_log_error(r["error"], "regression", s) for r in res["rate_check"]
+            logs = [log_error(r["error"], "regression", s) for r in res["rate_check"]
                     if r["family"] == family and r["rate"] == rate]
             vs = res["rates"][family]["vs_shared"].get(str(rate))
             diff = "(shared)" if vs is None else f"{vs['mean']:+.2f} [{vs['low']:+.2f}, {vs['high']:+.2f}]"
@@ -271,7 +263,7 @@ def frame(res: dict):
     import pandas as pd
     s = res["spec"]
     df = pd.DataFrame(res["rows"])
-    df["log_error"] = [_log_error(e, k, s) for e, k in zip(df["error"], df["kind"])]
+    df["log_error"] = [log_error(e, k, s) for e, k in zip(df["error"], df["kind"])]
     df["scored"] = 10 ** df["log_error"]
     return df
 

@@ -47,7 +47,7 @@ from .utils import atomic_write, strict
 
 __all__ = ["FAMILIES", "TARGETS", "PROBLEMS", "SIZES", "Square", "mlp", "n_params", "match", "budget_grid", "dataset",
            "stacked_forward", "train", "error", "pieces", "chords", "spec", "size", "prepare", "fit", "results",
-           "result_path", "rate_check", "problems"]
+           "result_path", "rate_check", "problems", "error_floor", "log_error"]
 
 FAMILIES = ("relu", "square", "quadratic")
 TOLERANCE = 0.02  # parameter counts of the three families at one budget differ by at most this
@@ -323,17 +323,17 @@ def _groups(s: dict, seeds) -> dict[tuple[str, int], list[tuple[str, int]]]:
     return groups
 
 
-def _floor(kind: str, s: dict) -> float:
+def error_floor(kind: str, s: dict) -> float:
     """The smallest error told apart: one test point (classification), 1e-6 of the variance."""
     return 1 / s["n_test"] if kind == "classification" else 1e-6
 
 
-def _log_error(e: float | None, kind: str, s: dict) -> float:
+def log_error(e: float | None, kind: str, s: dict) -> float:
     """log10 of a test error; a network whose outputs were not finite is scored as the constant
     predictor (variance unexplained 1, error rate 1/2)."""
     if e is None:
         e = 1.0 if kind == "regression" else 0.5
-    return math.log10(max(e, _floor(kind, s)))
+    return math.log10(max(e, error_floor(kind, s)))
 
 
 def rate_check(s: dict, verbose: bool = True) -> list[dict]:
@@ -374,7 +374,7 @@ def choose_rates(check: list[dict], s: dict) -> dict[str, dict]:
         for row in check:
             if row["family"] == family:
                 key = (row["d"], row["depth"], row["problem"], row["seed"])
-                logs.setdefault(row["rate"], {})[key] = _log_error(row["error"], "regression", s)
+                logs.setdefault(row["rate"], {})[key] = log_error(row["error"], "regression", s)
         shared = logs.get(s["lr"], {})
         best, tried = None, {}
         for rate in others:

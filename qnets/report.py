@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import claims, expressivity
+from . import claims, expressivity, mlps
 from .campaign import status
 from .claims import accuracies, difference, ratio
 from .experiments import SEEDS, labelled_configs, results, seeds
@@ -95,9 +95,9 @@ def claims_markdown(notebook: str, preset: str, evidence: bool = True) -> str:
 
 def _stored_expressivity(preset: str) -> dict:
     """Notebook 01's stored results at `preset` (nothing is trained)."""
-    stored = expressivity.results(preset, train_missing=False, verbose=False)
+    stored = mlps.results(preset, train_missing=False, verbose=False)
     if stored is None:
-        raise FileNotFoundError(f"{expressivity.result_path(preset)} is missing or was made with another spec: "
+        raise FileNotFoundError(f"{mlps.result_path(preset)} is missing or was made with another spec: "
                                 f"run notebook 01 with preset {preset}")
     return stored
 

@@ -13,6 +13,8 @@ from torch import nn
 import qnets
 from qnets import QuadraticLinear
 from qnets import expressivity as E
+from qnets import mlps as M
+from qnets import neuron as N
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,33 +57,33 @@ def test_no_line_classifies_xor():
 # ----------------------------------------------------------------------------- the measured comparison
 
 
-@pytest.mark.parametrize("size", sorted(E.SIZES))
+@pytest.mark.parametrize("size", sorted(M.SIZES))
 def test_families_at_each_budget_have_parameter_counts_within_two_percent(size):
-    s = E.SIZES[size]
+    s = M.SIZES[size]
     for d, out in [(d, 1) for d in s["dims"]] + [(2, 2)]:
         for depth in s["depths"]:
-            grid = E.budget_grid(d, depth, out, s["lo"], s["hi"], s["budgets"])
+            grid = M.budget_grid(d, depth, out, s["lo"], s["hi"], s["budgets"])
             assert len(grid) >= 2
             for point in grid:
-                counts = [sum(p.numel() for p in E.mlp(f, d, point["widths"][f], depth, out).parameters())
-                          for f in E.FAMILIES]
-                assert counts == [point["params"][f] for f in E.FAMILIES]
+                counts = [sum(p.numel() for p in M.mlp(f, d, point["widths"][f], depth, out).parameters())
+                          for f in M.FAMILIES]
+                assert counts == [point["params"][f] for f in M.FAMILIES]
                 assert max(counts) <= 1.02 * min(counts), (d, depth, point)
 
 
 def test_parameter_count_formula_and_matching():
-    for family in E.FAMILIES:
+    for family in M.FAMILIES:
         for d, width, depth, out in ((2, 1, 1, 1), (3, 7, 2, 2), (16, 5, 3, 1)):
-            model = E.mlp(family, d, width, depth, out)
-            assert sum(p.numel() for p in model.parameters()) == E.n_params(family, d, width, depth, out)
-    assert E.match(21, 2) == {"relu": 5, "square": 5, "quadratic": 2}  # 4·5 + 1 = 10·2 + 1
+            model = M.mlp(family, d, width, depth, out)
+            assert sum(p.numel() for p in model.parameters()) == M.n_params(family, d, width, depth, out)
+    assert M.match(21, 2) == {"relu": 5, "square": 5, "quadratic": 2}  # 4·5 + 1 = 10·2 + 1
     with pytest.raises(ValueError, match="within 2%"):
-        E.budget_grid(16, 1, 1, 20, 60, 3)  # below one quadratic neuron's worth of conventional matches
+        M.budget_grid(16, 1, 1, 20, 60, 3)  # below one quadratic neuron's worth of conventional matches
 
 
 def test_square_activation_mlp_computes_its_formula():
     torch.manual_seed(0)
-    model = E.mlp("square", 3, 4, depth=2, out=2).double()
+    model = M.mlp("square", 3, 4, depth=2, out=2).double()
     x = torch.randn(10, 3, dtype=torch.float64)
     l1, l2, l3 = (m for m in model if isinstance(m, nn.Linear))
     h1 = (x @ l1.weight.T + l1.bias) ** 2
@@ -91,8 +93,8 @@ def test_square_activation_mlp_computes_its_formula():
 
 def test_quadratic_family_starts_as_the_relu_network_and_differs_once_trained():
     torch.manual_seed(0)
-    quad = E.mlp("quadratic", 3, 5, depth=2).double()
-    relu = E.mlp("relu", 3, 5, depth=2).double()
+    quad = M.mlp("quadratic", 3, 5, depth=2).double()
+    relu = M.mlp("relu", 3, 5, depth=2).double()
     assert all(isinstance(m, qnets.QuadraticLinear) for m in quad[:4:2])
     with torch.no_grad():
         for q, r in zip(quad, relu):
@@ -104,7 +106,7 @@ def test_quadratic_family_starts_as_the_relu_network_and_differs_once_trained():
     x = torch.randn(50, 3, dtype=torch.float64)
     torch.testing.assert_close(quad(x), relu(x))  # ReLinear: w_g = 0, b_g = 1, w_b = 0, c = 0
     y = x.square().sum(1)
-    E.train([quad], x[None], y[None], steps=20, lr=1e-2, batch=50, classify=False)
+    M.train([quad], x[None], y[None], steps=20, lr=1e-2, batch=50, classify=False)
     assert quad[0].weight_b.abs().max() > 0  # the quadratic terms learn
 
 
@@ -114,20 +116,20 @@ def test_training_together_equals_training_alone():
     try:
         xs = torch.randn(3, 64, 2, generator=torch.Generator().manual_seed(1))
         ys = xs.square().sum(2) + torch.arange(3)[:, None]
-        for family in E.FAMILIES:
+        for family in M.FAMILIES:
             def build(seed):
                 torch.manual_seed(seed)
-                return E.mlp(family, 2, 4, depth=2)
+                return M.mlp(family, 2, 4, depth=2)
             together = [build(k) for k in range(3)]
             x = xs[:, :5]
             stacked = {name: torch.stack([dict(m.named_parameters())[name] for m in together])
                        for name, _ in together[0].named_parameters()}
-            torch.testing.assert_close(E.stacked_forward(together[0], stacked, x),
+            torch.testing.assert_close(M.stacked_forward(together[0], stacked, x),
                                        torch.stack([m(x[k]) for k, m in enumerate(together)]))
-            E.train(together, xs, ys, steps=15, lr=1e-2, batch=16, classify=False)
+            M.train(together, xs, ys, steps=15, lr=1e-2, batch=16, classify=False)
             for k in range(3):
                 alone = build(k)
-                E.train([alone], xs[k:k + 1], ys[k:k + 1], steps=15, lr=1e-2, batch=16, classify=False)
+                M.train([alone], xs[k:k + 1], ys[k:k + 1], steps=15, lr=1e-2, batch=16, classify=False)
                 for (name, p), q in zip(alone.named_parameters(), together[k].parameters()):
                     torch.testing.assert_close(q, p, msg=f"{family} model {k}: {name}")
                 assert not torch.equal(together[k][0].bias if family != "quadratic" else together[k][0].bias_r,
@@ -167,27 +169,27 @@ def _tent(k):
 
 def test_pieces_counts_hand_built_networks():
     t = torch.linspace(-1, 1, 4001, dtype=torch.float64)[:, None]
-    assert E.pieces(_relu_net([-0.5, 0.1, 0.7]), t) == 4
-    assert E.pieces(_relu_net([-0.5, 0.1, 1.5]), t) == 3  # a breakpoint off the segment makes no piece
+    assert M.pieces(_relu_net([-0.5, 0.1, 0.7]), t) == 4
+    assert M.pieces(_relu_net([-0.5, 0.1, 1.5]), t) == 3  # a breakpoint off the segment makes no piece
     # no sample on a dyadic point, where a deeper unit's input touches 0 without changing sign
     inside = torch.linspace(1.234e-4, 1 - 1.234e-4, 20000, dtype=torch.float64)[:, None]
     for k in (1, 2, 3, 4):
         net = _tent(k)
         torch.testing.assert_close(net(torch.tensor([[0.0], [2.0 ** -k], [1.0]], dtype=torch.float64)).squeeze(1),
                                    torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))  # the tent's first peak
-        assert E.pieces(net, inside) == 2 ** k
+        assert M.pieces(net, inside) == 2 ** k
     # one quadratic neuron, relu(t² − 1/4) along t ∈ [−1, 1]: 3 pieces (two quadratic roots)
-    q = E.neuron(w_b=(1.0, 0.0), c=-0.25)
+    q = N.neuron(w_b=(1.0, 0.0), c=-0.25)
     line = torch.cat((t, torch.zeros_like(t)), 1)
-    assert E.pieces(nn.Sequential(q, nn.ReLU()), line) == 3
-    assert E.pieces(E.mlp("square", 2, 3).double(), line) == 1  # one polynomial: no ReLU
-    assert E.pieces(_relu_net([-0.5, 0.1, 0.7]), t, stride=4000) == 2  # the two ends: 4 pieces seen as 2
+    assert M.pieces(nn.Sequential(q, nn.ReLU()), line) == 3
+    assert M.pieces(M.mlp("square", 2, 3).double(), line) == 1  # one polynomial: no ReLU
+    assert M.pieces(_relu_net([-0.5, 0.1, 0.7]), t, stride=4000) == 2  # the two ends: 4 pieces seen as 2
 
 
 def test_chords_lie_in_the_ball_and_pass_through_their_points():
     g = torch.Generator().manual_seed(0)
     through = torch.tensor([[0.5, 0.0, 0.0], [0.0, 1.9, 0.1]])
-    lines = E.chords(through, 2.0, 101, g)
+    lines = M.chords(through, 2.0, 101, g)
     norms = lines.double().norm(dim=2)
     assert lines.shape == (2, 101, 3) and norms.max() <= 2.0 + 1e-5
     torch.testing.assert_close(norms[:, [0, -1]], torch.full((2, 2), 2.0, dtype=torch.float64))
@@ -201,10 +203,10 @@ def test_chords_lie_in_the_ball_and_pass_through_their_points():
 def _fake(errors: dict, seeds=3) -> dict:
     """Results with given test errors: errors[(problem, family)] = error at every budget; each
     seed scaled by 1.1^seed so that seeds spread."""
-    s = dict(E.SIZES["smoke"], families=E.FAMILIES)
+    s = dict(M.SIZES["smoke"], families=M.FAMILIES)
     rows = []
     for (problem, family), e in errors.items():
-        kind = "classification" if problem in E.PROBLEMS else "regression"
+        kind = "classification" if problem in M.PROBLEMS else "regression"
         for budget, params in ((21, 21), (61, 61)):
             for seed in range(seeds):
                 rows.append({"problem": problem, "kind": kind, "d": 2, "depth": 1, "family": family, "budget": budget,
@@ -224,11 +226,11 @@ def test_verdicts_follow_the_errors():
     higher = _fake({("bump", "relu"): 0.1, ("bump", "square"): 0.2, ("bump", "quadratic"): 0.01,
                     ("spirals", "relu"): 0.01, ("spirals", "square"): 0.3, ("spirals", "quadratic"): 0.03})
     assert [c["verdict"] for c in E.verdicts(higher)][1:] == ["contradicted", "supported"]
-    level = _fake({("bump", f): 0.1 for f in E.FAMILIES} | {("spirals", f): 0.1 for f in E.FAMILIES})
+    level = _fake({("bump", f): 0.1 for f in M.FAMILIES} | {("spirals", f): 0.1 for f in M.FAMILIES})
     level["rows"] = [r | {"error": r["error"] * (1.3 if (r["seed"] + (r["family"] == "quadratic")) % 2 else 1)}
                      for r in level["rows"]]
     assert [c["verdict"] for c in E.verdicts(level)][1:] == ["not resolved", "not resolved"]
-    bad = _fake({("bump", f): 0.1 for f in E.FAMILIES} | {("spirals", f): 0.1 for f in E.FAMILIES})
+    bad = _fake({("bump", f): 0.1 for f in M.FAMILIES} | {("spirals", f): 0.1 for f in M.FAMILIES})
     bad["single_neuron"]["disk"]["quadratic"] = 0.99
     assert E.verdicts(bad)[0]["verdict"] == "contradicted"
 
@@ -243,17 +245,17 @@ def test_parameters_needed_are_read_off_the_mean_curve():
 
 
 def test_a_network_whose_outputs_overflow_is_scored_as_the_constant_predictor():
-    s = E.SIZES["smoke"]
-    assert E._log_error(None, "regression", s) == 0.0
-    assert E._log_error(None, "classification", s) == math.log10(0.5)
-    assert E._log_error(0.0, "classification", s) == math.log10(1 / s["n_test"])
+    s = M.SIZES["smoke"]
+    assert M.log_error(None, "regression", s) == 0.0
+    assert M.log_error(None, "classification", s) == math.log10(0.5)
+    assert M.log_error(0.0, "classification", s) == math.log10(1 / s["n_test"])
 
 
 def test_committed_results_match_the_current_spec():
     """Otherwise the notebook (and nbval) would train everything again."""
-    path = ROOT / E.result_path("quick")
+    path = ROOT / M.result_path("quick")
     stored = json.loads(path.read_text())
-    assert stored["spec"] == json.loads(json.dumps(E.spec("quick")))
+    assert stored["spec"] == json.loads(json.dumps(M.spec("quick")))
     assert len(stored["rows"]) == len({(r["problem"], r["d"], r["depth"], r["family"], r["budget"], r["seed"])
                                        for r in stored["rows"]})
 
@@ -264,16 +266,16 @@ def test_neuron_explorer_redraws_its_figure_and_falls_back_to_it_without_ipywidg
     drawn = []
     from qnets import neuron
     monkeypatch.setattr(neuron, "plot_neuron", lambda weights, ax=None: drawn.append(dict(weights)))
-    box = E.explore(E.XOR_NEURON)
-    assert len(box.children) == 9 and drawn == [E.XOR_NEURON]
+    box = N.explore(N.XOR_NEURON)
+    assert len(box.children) == 9 and drawn == [N.XOR_NEURON]
     sliders = {s.description: s for s in box.children}
     for name, value in (("w_r[0]", 0.0), ("w_g[1]", 0.0), ("b_g", 1.0), ("w_b[0]", -1.0), ("w_b[1]", -1.0),
                         ("c", 1.0)):
         sliders[name].value = value
-    assert drawn[-1] == E.DISK_NEURON and E.conic(**drawn[-1]) == "ellipse" and E.conic(**drawn[0]) == "hyperbola"
+    assert drawn[-1] == N.DISK_NEURON and N.conic(**drawn[-1]) == "ellipse" and N.conic(**drawn[0]) == "hyperbola"
     drawn.clear()
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed: the static figure alone
-    assert E.explore(E.DISK_NEURON) is None and drawn == [E.DISK_NEURON]
+    assert N.explore(N.DISK_NEURON) is None and drawn == [N.DISK_NEURON]
 
 
 def test_saved_notebooks_keep_the_static_figure_and_drop_widget_views(tmp_path):
