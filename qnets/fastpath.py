@@ -198,9 +198,19 @@ class Trainer:
         self.loss_sum += loss.detach().float() * y.shape[0]
         self.correct += (out.detach().argmax(1) == y).sum()
 
+    def zero_metrics(self) -> None:
+        """Start a new epoch's running loss and correct count, kept on the device."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def read_metrics(self, seen: int) -> tuple[float, float]:
+        """Mean training loss and accuracy over the `seen` examples since `zero_metrics`: the
+        epoch's one device synchronisation."""
+        return self.loss_sum.item() / seen, self.correct.item() / seen
+
     def train_step(self, x, y):
-        """One training step on the fast path: the loss and correct count accumulate in loss_sum and
-        correct on the device (read once an epoch, `qnets.train.Lane.training`)."""
+        """One training step on the fast path: the loss and correct count accumulate on the device
+        (`read_metrics` once an epoch)."""
         if not self.use_graphs:
             if self.compiled and not self._compiled_ok:
                 return self._first_compiled_step(x, y)
@@ -223,8 +233,7 @@ class Trainer:
             with torch.no_grad():
                 self.model.load_state_dict(state)
             self.opt.zero_grad(set_to_none=True)
-            self.loss_sum.zero_()  # (a step that failed before the optimizer: nothing else to undo)
-            self.correct.zero_()
+            self.zero_metrics()  # (a step that failed before the optimizer: nothing else to undo)
             self._eager_fallback(e)
             self._step(x, y)
         self._compiled_ok = True
@@ -257,8 +266,7 @@ class Trainer:
         with torch.no_grad():
             self.model.load_state_dict(state)
             self._zero_momentum()
-        self.loss_sum.zero_()
-        self.correct.zero_()
+        self.zero_metrics()
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict:

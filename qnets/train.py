@@ -219,8 +219,7 @@ class Lane:
                 return
             sync(t.device)
             t0, seen, rates = time.perf_counter(), 0, None
-            t.loss_sum.zero_()
-            t.correct.zero_()
+            t.zero_metrics()
             for i, (x, y) in enumerate(self.train_loader.epoch(epoch)):
                 now = t.set_lr(epoch * steps + i)
                 rates = rates or now  # the rates of the epoch's first step go into its history
@@ -228,7 +227,7 @@ class Lane:
                 seen += y.shape[0]
                 self.bar.update(y.shape[0])  # host side only: no device sync
                 yield
-            train_loss, train_acc = t.loss_sum.item() / seen, t.correct.item() / seen  # the epoch's one sync
+            train_loss, train_acc = t.read_metrics(seen)
             train_time = time.perf_counter() - t0
             test = t.evaluate(self.test_loader) if evaluates(config, epoch) else None
             run.elapsed += (epoch_time := time.perf_counter() - t0)
