@@ -33,7 +33,7 @@ MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 CACHE_NAME = "cifar10-uint8.pt"
 ENV_VAR = "QNETS_CIFAR10"
 _TEMPLATE_SIDE = 40  # synthetic class templates, of which each image is a random 32×32 window
-CIFAR10_TRAIN_IMAGES = 50_000
+CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
 PAD = 4  # random crops: a 32×32 window of the image zero-padded by PAD pixels on each side
 
 

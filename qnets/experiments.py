@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import CIFAR10_TRAIN_IMAGES
+from .data import CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES
 from .config import SAME_RECIPE
-from .train import Config, capabilities, epoch_seconds, fit, load_result, read_result, resolve_device
+from .train import Config, capabilities, evaluates, fit, load_result, read_result, resolve_device
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "committed_preset", "plan", "results"]
 
@@ -245,48 +245,66 @@ def shared(result: dict) -> int:
     return (result.get("together") or result.get("pack") or {}).get("k") or 1
 
 
-def _seconds_per_image(result: dict) -> float | None:
-    """Measured wall time of one training image-epoch (its share of the test pass included):
-    the run's epoch time (`train.epoch_seconds`) over the images of an epoch."""
-    seconds, history = epoch_seconds(result.get("history", [])), result.get("history", [])
-    if seconds is None or not history[-1].get("images_per_s"):
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _run_pace(result: dict) -> tuple[float, float | None] | None:
+    """(seconds per training image, seconds per test image scored) of a stored run, from its
+    epochs after the first (which holds compilation): training from each epoch's training time,
+    testing from what the epochs that scored the test set took beyond their training."""
+    history = result.get("history", [])[1:]
+    train = [1 / h["images_per_s"] for h in history if h.get("images_per_s")]
+    if not train:
         return None
-    return seconds / (history[-1]["images_per_s"] * history[-1]["train_time"])
+    n_test = result["config"].get("n_test") or CIFAR10_TEST_IMAGES
+    test = [(h["epoch_time"] - h["train_time"]) / n_test for h in history
+            if h.get("test_acc") is not None and h.get("epoch_time") and h.get("train_time")]
+    return _median(train), _median(test) if test else None
 
 
-def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, float]:
-    """Seconds per training image (its share of the test pass included) of each network (depth,
-    neuron) on a GPU, or with `on_gpu` False a CPU: the median over the stored runs on that kind of
-    device (a run trained beside k − 1 others counts 1/k), else the lone fast path of the bench
-    reports beside `folder` (results/bench beside results/runs)."""
-    measured: dict[tuple, list[float]] = {}
+def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, tuple[float, float]]:
+    """(seconds per training image, seconds per test image scored) of each network (depth, neuron)
+    on a GPU, or with `on_gpu` False a CPU: the medians over the stored runs on that kind of device
+    (a run trained beside k − 1 others counts 1/k), else the lone fast path of the bench reports
+    beside `folder` (results/bench beside results/runs). Kept apart, the two price a run of any
+    size: a run on 3,000 images that scores all 10,000 test images every other epoch spends most
+    of its time testing, a run on all 50,000 little."""
+    measured: dict[tuple, list[tuple[float, float | None]]] = {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
             r = read_result(path)
         except ValueError:
             continue
-        spi = _seconds_per_image(r)
-        if spi is not None and (r.get("device", "cpu") != "cpu") == on_gpu:
-            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(spi / shared(r))
-    rate = {key: sorted(v)[len(v) // 2] for key, v in measured.items()}
+        run = _run_pace(r)
+        if run is not None and (r.get("device", "cpu") != "cpu") == on_gpu:
+            k = shared(r)
+            measured.setdefault((r["config"]["depth"], r["config"]["neuron"]), []).append(
+                (run[0] / k, None if run[1] is None else run[1] / k))
+    rate = {}
+    for key, runs in measured.items():
+        tests = [t for _, t in runs if t is not None]
+        rate[key] = (_median([t for t, _ in runs]), _median(tests) if tests else 0.0)
     for path in sorted((Path(folder).parent / "bench").glob("*.json")):
         try:
             report = json.loads(path.read_text())
-            rows = [row for row in report["rows"] if row.get("path") == "fast" and row.get("s_per_epoch")]
+            rows = [row for row in report["rows"] if row.get("path") == "fast" and row.get("ms_per_step")]
             if report.get("kind") != "packing" and str(report.get("device", "")).startswith("cpu") != on_gpu:
                 for row in rows:
-                    rate.setdefault((int(row["depth"]), str(row["neuron"])), float(row["s_per_epoch"]) /
-                                    CIFAR10_TRAIN_IMAGES)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    rate.setdefault((int(row["depth"]), str(row["neuron"])), (
+                        float(row["ms_per_step"]) / 1000 / int(row["batch_size"]),
+                        float(row["eval_s"]) / CIFAR10_TEST_IMAGES))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
             continue  # a bench report that is not one is no estimate
     return rate
 
 
 def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "results/runs",
                   epochs_left: list[int] | None = None) -> tuple[float, str] | None:
-    """Seconds to train `configs` (or the `epochs_left` of each) on a CPU or a GPU at the `pace`
-    measured on that kind of device: the same network where one was timed, else the nearest,
-    scaled by depth. Returns (seconds, what the estimate rests on), or None when nothing was timed."""
+    """Seconds to train `configs` (or the `epochs_left` of each, the last ones) on a CPU or a GPU at
+    the `pace` measured on that kind of device: the same network where one was timed, else the
+    nearest, scaled by depth; its training images every epoch and its test images in each epoch that
+    scores them. Returns (seconds, what the estimate rests on), or None when nothing was timed."""
     rate = pace(on_gpu, folder)
     if not rate:
         return None
@@ -295,7 +313,10 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
         near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))  # the same network, else scaled
         basis.add(f"resnet{c.depth}-{c.neuron}" + ("" if near == (c.depth, c.neuron) else
                                                     f" scaled from resnet{near[0]}-{near[1]}"))
-        total += rate[near] * c.depth / near[0] * (c.n_train or CIFAR10_TRAIN_IMAGES) * epochs
+        train_s, test_s = rate[near]
+        scored = sum(evaluates(c, e) for e in range(c.epochs - epochs, c.epochs))
+        total += c.depth / near[0] * (train_s * (c.n_train or CIFAR10_TRAIN_IMAGES) * epochs
+                                      + test_s * (c.n_test or CIFAR10_TEST_IMAGES) * scored)
     return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {', '.join(sorted(basis))}"
 
 

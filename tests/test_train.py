@@ -361,6 +361,31 @@ def test_progress_bar_counts_images_within_an_epoch_and_shows_the_label(tmp_path
     assert seen == [50, 100, 150, 200, 250]
 
 
+def test_a_run_is_priced_by_its_training_images_and_the_test_images_it_scores(tmp_path):
+    """Training and testing are timed apart, so a short run on few images that scores the whole test
+    set often prices a long run on all images right (one rate per image over both priced the long
+    run here 60% too high, and the quick preset's runs priced the cpu plan's ResNet-8 runs at 1.6x)."""
+    import json
+
+    from qnets import experiments
+    base = dict(dataset="synthetic", n_train=300, n_test=100, epochs=4, eval_every=2, batch_size=50, depth=8,
+                out_dir=str(tmp_path))
+    path = result_path(Config(**base))
+    fit(Config(**base), verbose=False)
+    r = json.loads(path.read_text())
+    for h in r["history"]:  # designed times: 1 ms per training image, 4 ms per test image scored
+        h["train_time"], h["images_per_s"] = 0.3, 1000.0
+        h["epoch_time"] = 0.3 + (0.4 if h["test_acc"] is not None else 0.0)
+    path.write_text(json.dumps(r))
+    assert experiments.pace(False, tmp_path / "runs") == {(8, "quadratic"): pytest.approx((1e-3, 4e-3))}
+    long = Config(**base | dict(n_train=5000, n_test=1000, epochs=15, eval_every=5, seed=1))
+    seconds, _ = experiments.training_cost([long], False, tmp_path / "runs")
+    assert seconds == pytest.approx(5000 * 15 * 1e-3 + 1000 * 3 * 4e-3)  # 75 s training, 12 s scoring 3 times
+    # the last 5 epochs left: scored once, at the end
+    assert experiments.training_cost([long], False, tmp_path / "runs", epochs_left=[5])[0] == \
+        pytest.approx(5000 * 5 * 1e-3 + 1000 * 4e-3)
+
+
 def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path, capsys, monkeypatch):
     from qnets import experiments
     base = dict(dataset="synthetic", n_train=200, n_test=100, epochs=2, batch_size=50, depth=8, out_dir=str(tmp_path))
