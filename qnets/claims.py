@@ -159,10 +159,18 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     network (the best of the k values that tested something, Bonferroni), and (for γ) the unshrunken
     end γ = lr falls below that best; where the best is γ = lr itself, that second claim is
     contradicted, not dropped. A value tests something where its quadratic terms moved (ratio at
-    least RATIO_FLOOR) and, for a penalty, were held back (below HELD_BACK of γ = lr's)."""
+    least RATIO_FLOOR) and, for a penalty, were held back (below HELD_BACK of γ = lr's). Values with
+    fewer seeds than the baseline are named as waiting, not read."""
     labels = [l for l in results if l.startswith(f"{param}=") and accuracies(results[l])]
     if not labels or baseline not in results:
         return []
+    # A value enters once it has as many seeds as the baseline: a best picked from one lucky seed
+    # would turn the verdict on an interval it cannot have (a plan runs one seed of each value first).
+    pending = [l for l in labels if len(results[l]) < len(results[baseline])]
+    labels = [l for l in labels if l not in pending] or labels
+    pending = [l for l in pending if l not in labels]
+    waits = (f"; {len(pending)} more with fewer seeds than {baseline} wait for theirs "
+             f"({', '.join(l.split('=', 1)[1] for l in pending)})") if pending else ""
     testable = [l for l in labels if not _unmoved(results, (l,))
                 and not (param in ("alpha", "beta") and _not_held_back(results, l))]
     claim = f"Some {param} lifts the quadratic network above the conventional one"
@@ -172,11 +180,11 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
                  "evidence": f"No value of the {len(labels)} tried both moved the quadratic terms (max(‖w_g‖, ‖w_b‖)/"
                              f"‖w_r‖ at least {RATIO_FLOOR:g})" + (" and held them back (below "
                              f"{HELD_BACK:g} of γ = lr's)" if param in ("alpha", "beta") else "") +
-                             f"; their ratios: {moved}"}]
+                             f"; their ratios: {moved}{waits}"}]
     k = len(testable)
     best = max(testable, key=lambda l: summary(accuracies(results[l]))["mean"])
     tried = ", ".join(l.split("=", 1)[1] for l in testable)
-    left = f"; {len(labels) - k} more tried tested nothing" if k < len(labels) else ""
+    left = (f"; {len(labels) - k} more tried tested nothing" if k < len(labels) else "") + waits
     which, corrected = ((f"best of the {k} values that tested something, {tried}: {best}",
                          f"; Bonferroni-corrected for the {k} values") if k > 1 else
                         (f"the one value that tested something, {best}", ""))

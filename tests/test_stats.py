@@ -90,6 +90,21 @@ def test_a_sweep_optimum_must_clear_a_corrected_interval():
     assert "paired by seed, 95% CI [+1.00, +1.00]" in v["evidence"] and "Bonferroni" not in v["evidence"]
 
 
+def test_a_sweep_value_with_fewer_seeds_waits_rather_than_decides():
+    """A plan trains one seed of every value first: a value with one lucky seed must not become the
+    best, whose missing interval would turn a supported optimum into "not resolved"."""
+    base = fake("c", [90.0, 90.1, 89.9])
+    results = {"conventional": base, "gamma=1e-05": fake("g", [91.0, 91.1, 90.9]),
+               "gamma=0.01": fake("g", [95.0]), "gamma=lr": fake("g", [80.0, 81.0, 80.5])}
+    v = claims.verdicts("05", results)
+    assert [c["verdict"] for c in v] == ["supported", "supported"]
+    assert "best of the 2 values that tested something, 1e-05, lr: gamma=1e-05" in v[0]["claim"]
+    assert "1 more with fewer seeds than conventional wait for theirs (0.01)" in v[0]["evidence"]
+    complete = results | {"gamma=0.01": fake("g", [95.0, 95.2, 94.8])}  # once it has them, it is read
+    assert "best of the 3 values that tested something, 1e-05, 0.01, lr: gamma=0.01" in \
+        claims.verdicts("05", complete)[0]["claim"]
+
+
 def test_the_conventional_resnet20_is_read_against_he_et_al():
     """An equivalence reading: the 95% interval inside ±1 point of 91.25% is a reproduction, wholly
     outside that band is a failure to reproduce; only runs of the full 200-epoch recipe count."""
