@@ -182,8 +182,8 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
             ax.annotate("not run yet", (i, 0.5), xycoords=("data", "axes fraction"), ha="center", va="center",
                         rotation=90, fontsize=8, color="0.45")
     _honest_limits(ax, [v for label in labels for v in accuracies(results[label])] + base)
-    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
-                  fontsize=8)
+    many = len(labels) > 4
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if many else 0, ha="right" if many else "center", fontsize=8)
     ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_xlabel("")
     ax.set_ylabel("final test accuracy (%)")
@@ -249,27 +249,31 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     the left edge, marked "0". The conventional `baseline` is a dashed line with a grey band (its 95%
     interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. A
     value is starred only when its difference to the baseline (paired by seed where possible; 95%,
-    Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted."""
+    Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted. A value
+    with fewer seeds than the others so far is drawn hollow and says how many it has."""
     ax, points = _axes(ax), _sweep_points(results, param)
     base = accuracies(baseline or [])
     if len(base) >= 2:
         s = summary(base)
         ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)
     if base:
-        ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, label=f"conventional: {summary(base)['mean']:.2f}%")
+        mean = summary(base)["mean"]
+        ax.axhline(mean, color="0.4", ls="--", lw=1, label=f"conventional: {mean:.2f}%")
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
     k, best, stack, last_q = max(1, len(points)), None, 0, None
+    most = max([len(vals) for *_, vals, _ in points] + [0])
     for q, name, label, vals, bad in points:
         ax.plot([q] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
         s = summary(vals)
         if not s["n"]:
             continue
         err = [[s["mean"] - s["low"]], [s["high"] - s["mean"]]] if s["low"] is not None else None
-        ax.errorbar([q], [s["mean"]], yerr=err, fmt="o", color="C0", capsize=3)
+        fewer = s["n"] < most  # still waiting for seeds: drawn hollow and named so
+        ax.errorbar([q], [s["mean"]], yerr=err, fmt="o", color="C0", capsize=3, mfc="white" if fewer else "C0")
         stack = stack + 1 if last_q is not None and q < 1.6 * last_q else 0  # neighbours' labels stack upwards
         last_q = q
-        ax.annotate(name + (f" ({bad} not done)" if bad else ""), (q, s["mean"]), textcoords="offset points",
-                    xytext=(5, 5 + 10 * stack), fontsize=7)
+        ax.annotate(name + (f" ({s['n']} of {most} seeds)" if fewer else "") + (f" ({bad} not done)" if bad else ""),
+                    (q, s["mean"]), textcoords="offset points", xytext=(5, 5 + 10 * stack), fontsize=7)
         if base:
             w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
             if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):

@@ -250,3 +250,16 @@ def test_relinear_from_a_trained_conventional_network_is_read_against_that_netwo
     assert got["verdict"] == "supported" and f"Difference {a} − {b}: +0.57 points, paired by seed" in got["evidence"]
     assert got["evidence"].endswith(f"{a} max(‖w_g‖, ‖w_b‖)/‖w_r‖ = 0.03")
     assert claim({a: with_ratio(fake(a, [80.0, 80.4, 80.2]), 1e-4), b: trained_on})["verdict"] == "not tested"
+
+
+def test_figure_2_marks_a_value_still_waiting_for_seeds():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    from qnets import plots
+    runs = {"gamma=0.001": with_ratio(fake("g", [79.5, 79.4, 79.6], gamma_g=1e-3), 0.04),
+            "gamma=0.01": with_ratio(fake("g", [80.1], gamma_g=1e-2), 0.2)}
+    ax = plots.sweep(runs, "gamma", 0.1, baseline=fake("c", [79.0, 79.2, 78.9]), ax=matplotlib.pyplot.subplots()[1])
+    assert sorted(t.get_text() for t in ax.texts) == ["0.001", "0.01 (1 of 3 seeds)"]
+    matplotlib.pyplot.close("all")
