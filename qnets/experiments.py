@@ -98,7 +98,7 @@ class Rates:
 # runs from about 1e-3 (gamma = 1e-4, alpha = 1, beta = 1e-2) to the unconstrained network (gamma = lr,
 # alpha = 1e-3, beta = 1e-5); the core's shrunken-weight runs take the middle of theirs.
 RATES = {
-    "smoke": Rates(sweeps={"gamma": (0.0, GAMMA, None), "alpha": (1e-4, 1e-1), "beta": (1e-6, 1e-3)}),  # fewer
+    "smoke": Rates(sweeps={"gamma": (0.0, GAMMA, None), "alpha": (1e-4, 1e-1), "beta": (1e-6, 1e-3)}),  # fewer values
     "quick": Rates(sweeps=QUICK_SWEEPS),
     "cpu": Rates(gamma=1e-3, gamma_deep=1e-3, alpha=1e-1, beta=1e-3,
                  sweeps={"gamma": (0.0, 1e-4, 1e-3, 1e-2, None), "alpha": (1e-3, 1e-2, 1e-1, 1.0),
