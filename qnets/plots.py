@@ -262,6 +262,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
     k, best, stack, last_q = max(1, len(points)), None, 0, None
     most = max([len(vals) for *_, vals, _ in points] + [0])
+    right_end = max([q for q, *_ in points] + [0.0]) if len(points) > 1 else float("inf")
     for q, name, label, vals, bad in points:
         ax.plot([q] * len(vals), vals, "o", color="C0", alpha=0.35, ms=4)
         s = summary(vals)
@@ -272,8 +273,10 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
         ax.errorbar([q], [s["mean"]], yerr=err, fmt="o", color="C0", capsize=3, mfc="white" if fewer else "C0")
         stack = stack + 1 if last_q is not None and q < 1.6 * last_q else 0  # neighbours' labels stack upwards
         last_q = q
+        left = q > right_end / 10  # labels near the right edge go to the left of their point
         ax.annotate(name + (f" ({s['n']} of {most} seeds)" if fewer else "") + (f" ({bad} not done)" if bad else ""),
-                    (q, s["mean"]), textcoords="offset points", xytext=(5, 5 + 10 * stack), fontsize=7)
+                    (q, s["mean"]), textcoords="offset points", xytext=(-5 if left else 5, 5 + 10 * stack),
+                    ha="right" if left else "left", fontsize=7)
         if base:
             w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
             if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):
