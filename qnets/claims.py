@@ -149,7 +149,8 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
     evidence = (f"Training broke down in {cn} of {nn} {naive} seeds and {cr} of {nr} {relinear} seeds; Fisher's "
                 f"exact test, one-sided p = {p_more:.3f}")
     if best >= 0.05:
-        evidence += f" (with {nn} and {nr} seeds even {nn} of {nn} against 0 gives p = {best:.3f}: the test cannot decide)"
+        evidence += (f" (with {nn} and {nr} seeds even {nn} of {nn} against 0 gives p = {best:.3f}: "
+                     "the test cannot decide)")
     return {"claim": "A quadratic network trained naively (random g and b at the full learning rate) is at risk "
                      "of collapse; ReLinear avoids it", "verdict": v, "evidence": evidence}
 
@@ -169,13 +170,14 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     pending = [l for l in labels if len(results[l]) < len(results[baseline])]
     labels = [l for l in labels if l not in pending] or labels
     pending = [l for l in pending if l not in labels]
-    waits = (f"; {len(pending)} more with fewer seeds than {baseline} wait for theirs "
-             f"({', '.join(l.split('=', 1)[1] for l in pending)})") if pending else ""
+    waits = (f"; {len(pending)} more with fewer seeds than {baseline} wait{'s' if len(pending) == 1 else ''} "
+             f"for theirs ({', '.join(l.split('=', 1)[1] for l in pending)})") if pending else ""
     testable = [l for l in labels if not _unmoved(results, (l,))
                 and not (param in ("alpha", "beta") and _not_held_back(results, l))]
     claim = f"Some {param} lifts the quadratic network above the conventional one"
     if not testable:
-        moved = ", ".join(f"{l.split('=', 1)[1]}: {q:.2g}" for l in labels for q in [ratio(results[l])] if q is not None)
+        moved = ", ".join(f"{l.split('=', 1)[1]}: {q:.2g}" for l in labels
+                          for q in [ratio(results[l])] if q is not None)
         return [{"claim": claim, "verdict": "not tested",
                  "evidence": f"No value of the {len(labels)} tried both moved the quadratic terms (max(‖w_g‖, ‖w_b‖)/"
                              f"‖w_r‖ at least {RATIO_FLOOR:g})" + (" and held them back (below "
@@ -197,7 +199,7 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
         mean = summary(accuracies(results[best]))["mean"]
         out.append({"claim": falls, "verdict": "contradicted",
                     "evidence": f"The best γ of the {k} tried is lr itself ({mean:.2f}%): accuracy does not fall "
-                                "there (the claim's precondition, a best γ below lr, fails)"})
+                                f"there (the claim's precondition, a best γ below lr, fails){waits}"})
     return [c for c in out if c]
 
 

@@ -99,7 +99,7 @@ def test_a_sweep_value_with_fewer_seeds_waits_rather_than_decides():
     v = claims.verdicts("05", results)
     assert [c["verdict"] for c in v] == ["supported", "supported"]
     assert "best of the 2 values that tested something, 1e-05, lr: gamma=1e-05" in v[0]["claim"]
-    assert "1 more with fewer seeds than conventional wait for theirs (0.01)" in v[0]["evidence"]
+    assert "1 more with fewer seeds than conventional waits for theirs (0.01)" in v[0]["evidence"]
     complete = results | {"gamma=0.01": fake("g", [95.0, 95.2, 94.8])}  # once it has them, it is read
     assert "best of the 3 values that tested something, 1e-05, 0.01, lr: gamma=0.01" in \
         claims.verdicts("05", complete)[0]["claim"]
