@@ -167,9 +167,9 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
         return []
     # A value enters once it has as many seeds as the baseline: a best picked from one lucky seed
     # would turn the verdict on an interval it cannot have (a plan runs one seed of each value first).
-    pending = [l for l in labels if len(results[l]) < len(results[baseline])]
-    labels = [l for l in labels if l not in pending] or labels
-    pending = [l for l in pending if l not in labels]
+    complete = [l for l in labels if len(results[l]) >= len(results[baseline])]
+    pending = [l for l in labels if l not in complete] if complete else []
+    labels = complete or labels
     waits = (f"; {len(pending)} more with fewer seeds than {baseline} wait{'s' if len(pending) == 1 else ''} "
              f"for theirs ({', '.join(l.split('=', 1)[1] for l in pending)})") if pending else ""
     testable = [l for l in labels if not _unmoved(results, (l,))

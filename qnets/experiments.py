@@ -7,6 +7,7 @@ same lists without notebooks (`qnets.runner.train_plan`), e.g. on a GPU machine.
 from __future__ import annotations
 
 import json
+from statistics import median_high
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,10 +246,6 @@ def shared(result: dict) -> int:
     return (result.get("together") or result.get("pack") or {}).get("k") or 1
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def _run_pace(result: dict) -> tuple[float, float | None] | None:
     """(seconds per training image, seconds per test image scored) of a stored run, from its
     epochs after the first (which holds compilation): training from each epoch's training time,
@@ -260,7 +257,7 @@ def _run_pace(result: dict) -> tuple[float, float | None] | None:
     n_test = result["config"].get("n_test") or CIFAR10_TEST_IMAGES
     test = [(h["epoch_time"] - h["train_time"]) / n_test for h in history
             if h.get("test_acc") is not None and h.get("epoch_time") and h.get("train_time")]
-    return _median(train), _median(test) if test else None
+    return median_high(train), median_high(test) if test else None
 
 
 def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, tuple[float, float]]:
@@ -284,7 +281,7 @@ def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, tuple
     rate = {}
     for key, runs in measured.items():
         tests = [t for _, t in runs if t is not None]
-        rate[key] = (_median([t for t, _ in runs]), _median(tests) if tests else 0.0)
+        rate[key] = (median_high([t for t, _ in runs]), median_high(tests) if tests else 0.0)
     for path in sorted((Path(folder).parent / "bench").glob("*.json")):
         try:
             report = json.loads(path.read_text())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+from statistics import median_high
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +172,7 @@ def survey(model, images: torch.Tensor, ratios=RATIOS, precisions=SCHEMES, seed:
                     per[p].append(contribution_error(layer, x, p))
             for p in precisions:
                 values = per[p]
-                med = lambda key: sorted(v[key] for v in values)[len(values) // 2]  # noqa: E731
+                med = lambda key: median_high(v[key] for v in values)  # noqa: E731
                 rows.append({"inputs": kind, "ratio": ratio, "precision": p, "rel_error": med("rel_error"),
                              "corr": med("corr"), "g_is_one": med("g_is_one") if p != "bf16-split" else None,
                              "layers": len(values)})

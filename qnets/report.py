@@ -25,9 +25,9 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
     """The stored results of one notebook's labels at `preset`, one row per label over its seeds
     (mean ± sd of the final test accuracy, a collapsed seed counted at its last test accuracy as the
     claims count it, each seed's outcome, and the difference to `baseline`: paired by seed or Welch's
-    95% interval), then one line per dataset they came
-    from. Notebook 01's table is `qnets.expressivity.markdown_table` of its stored results. For the
-    README; a test keeps the README's tables equal to this."""
+    95% interval), then one line per dataset they came from. Notebook 01's table is
+    `qnets.expressivity.markdown_table` of its stored results. For the README; a test keeps the
+    README's tables equal to this."""
     if str(notebook)[:2] == "01":
         return expressivity.markdown_table(_stored_expressivity(preset))
     rows = ["| run | network | params | seeds | test accuracy (%) | per seed | max(‖w_g‖, ‖w_b‖)/‖w_r‖ | "
