@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 PACK ?= 1
+# venv: TORCH=cpu installs PyTorch's CPU wheels (no CUDA libraries: gigabytes less, for machines without an
+# NVIDIA GPU); their versions (x.y.z+cpu) rank above the CUDA build's, so pip picks them from the extra index.
+TORCH ?= default
+TORCH_INDEX := $(if $(filter cpu,$(TORCH)),--extra-index-url https://download.pytorch.org/whl/cpu)
 # The one Jupyter kernel: the committed notebooks name it (qnets.notebooks.KERNEL), the README too.
 KERNEL := python3
 KERNEL_NAME := Python 3 (qnets)
@@ -30,11 +34,11 @@ NOTEBOOKS := $(sort $(filter-out %.running.ipynb,$(wildcard notebooks/[0-9][0-9]
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-venv: $(STAMP)  ## create .venv and install the project into it
+venv: $(STAMP)  ## create .venv and install the project into it (TORCH=cpu: PyTorch's CPU wheels, no CUDA)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab,cluster]"
+	$(BIN)/python -m pip install -q -e ".[notebooks,test,lab,cluster]" $(TORCH_INDEX)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
@@ -90,7 +94,8 @@ bench: $(STAMP)  ## time the reference and fast training paths on this machine
 	$(BIN)/python -m qnets bench
 
 lab: $(STAMP)  ## JupyterLab on the repository, kernel "Python 3 (qnets)": make lab [LAB_ARGS="--no-browser --port 8890"]
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	# .jupyter/: notebooks are saved stripped as make figures commits them (qnets.notebooks.lab_pre_save)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:  ## remove caches, checkpoints and executed copies (keeps committed results and data/)
 	rm -rf .pytest_cache build *.egg-info results/checkpoints

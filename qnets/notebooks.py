@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .experiments import PRESETS, committed_preset
 from .utils import atomic_write
 
-__all__ = ["project_root", "setup", "save_figure", "main"]
+__all__ = ["project_root", "setup", "save_figure", "lab_pre_save", "main"]
 
 KERNEL = "python3"  # the kernel `make venv` installs into .venv as "Python 3 (qnets)" (KERNEL_NAME)
 KERNEL_NAME = "Python 3 (qnets)"
@@ -183,25 +183,41 @@ def merged_streams(outputs: list) -> list:
     return out
 
 
-def strip_volatile(path: Path) -> None:
-    import nbformat
-    nb = _without_staging(nbformat.read(path, as_version=4))
+def stripped(nb):
+    """`nb` as `make figures` commits it: volatile metadata, widget views and papermill's staging
+    gone, streams merged, cells numbered and given stable ids, the project's kernel named."""
+    nb = _without_staging(nb)
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"  # papermill's injected cell gets a random id on every run
-        if cell.cell_type == "code":
-            cell.outputs = merged_streams(cell.outputs)
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+            cell.outputs = [o for o in merged_streams(cell.outputs) if WIDGET_VIEW not in o.get("data", {})]
         # execution counts stay: they are sequential (hence stable) and nbval needs them
     pm = nb.metadata.get("papermill", {})
     nb.metadata["papermill"] = {"parameters": pm.get("parameters", {})}
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL_NAME, "language": "python"}
+    return nb
+
+
+def strip_volatile(path: Path) -> None:
+    import nbformat
+    nb = stripped(nbformat.read(path, as_version=4))
     tmp = path.with_suffix(".tmp.ipynb")
     nbformat.write(nb, tmp)
     os.replace(tmp, path)
+
+
+def lab_pre_save(model: dict, path: str, **_) -> None:
+    """JupyterLab's pre-save hook (`make lab`, .jupyter/jupyter_server_config.json): a notebook in
+    notebooks/ is saved as `make figures` commits it, so re-running one leaves `git status` clean."""
+    import json
+
+    import nbformat
+    if model.get("type") == "notebook" and PurePosixPath(path.strip("/")).parent == PurePosixPath("notebooks"):
+        # read as a file is read (texts as one string each), then stripped
+        model["content"] = stripped(nbformat.reads(json.dumps(model["content"]), as_version=4))
 
 
 def publish(staging: Path, prefix: str, figures: Path) -> list[Path]:

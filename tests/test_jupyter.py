@@ -120,6 +120,46 @@ def test_one_kernel_named_alike_everywhere():
     assert f"“{notebooks.KERNEL_NAME}”" in (ROOT / "README.md").read_text()
 
 
+def _as_lab_saves_it(path: Path) -> dict:
+    """The committed notebook as JupyterLab sends it to be saved after Run All, twice, in one
+    kernel: new cell ids, counts continuing, view state in metadata, a stream in two chunks, a
+    progress bar's widget view, widget state and Lab's own kernel name."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(nb.cells):
+        cell.id = uuid.uuid4().hex[:8]
+        cell.metadata |= {"scrolled": True, "collapsed": False, "execution": {"iopub.status.idle": f"2026-{i}"}}
+        if cell.cell_type == "code" and cell.execution_count:
+            cell.execution_count += len(code)
+    streams = [c for c in code if c.outputs and c.outputs[0].get("output_type") == "stream"]
+    first = streams[0].outputs[0]
+    half = len(first.text) // 2
+    streams[0].outputs[:1] = [nbformat.v4.new_output("stream", name=first.name, text=first.text[:half]),
+                              nbformat.v4.new_output("stream", name=first.name, text=first.text[half:])]
+    code[-1].outputs.append(nbformat.v4.new_output("display_data", data={
+        notebooks.WIDGET_VIEW: {"model_id": "abc", "version_major": 2, "version_minor": 0}, "text/plain": "  0%|"}))
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nb.metadata["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+    return json.loads(nbformat.writes(nb))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_lab_saves_a_rerun_notebook_as_committed(path):
+    model = {"type": "notebook", "content": _as_lab_saves_it(path)}
+    assert nbformat.writes(nbformat.from_dict(model["content"])) != path.read_text()  # the test has teeth
+    notebooks.lab_pre_save(model=model, path=f"notebooks/{path.name}", contents_manager=None)
+    assert nbformat.writes(nbformat.from_dict(model["content"])) + "\n" == path.read_text()
+
+
+def test_lab_leaves_notebooks_elsewhere_and_other_files_as_they_are():
+    content = _as_lab_saves_it(NOTEBOOKS[1])
+    for model, where in [({"type": "notebook", "content": content}, "scratch/mine.ipynb"),
+                         ({"type": "file", "content": "x = 1"}, "notebooks/notes.py")]:
+        before = json.dumps(model)
+        notebooks.lab_pre_save(model=model, path=where)
+        assert json.dumps(model) == before
+
+
 # ----------------------------------------------------------------------------- JupyterLab, for real
 
 def _free_port() -> int:
@@ -237,46 +277,126 @@ def test_every_notebook_has_the_same_colab_cell_with_the_project_address():
     assert f'REPOSITORY = "{notebooks.repository(ROOT)}"' in cells.pop()
 
 
-def _run_colab_cell(monkeypatch, tmp_path, drive: bool):
-    """Execute the Colab cell as on Colab: google.colab importable, qnets not installed, commands
-    recorded (a clone makes its folder, unless it is under /content, which is only recorded)."""
-    calls, moves = [], []
+class _Colab:
+    """A Colab runtime for the Colab cell: google.colab importable, Drive mounted or not, qnets
+    installed or not (pip's install flips it), commands recorded rather than run (a clone makes its
+    folder, unless under /content, which is only recorded; `git pull` may bring a new commit or fail)."""
 
-    def check_call(cmd, *a, **kw):
-        calls.append(cmd)
+    def __init__(self, monkeypatch, drive=False, installed=False, pull="same"):
+        self.calls, self.moves, self.installed, self.pull, self.head = [], [], installed, pull, "aaa"
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+        monkeypatch.setattr(subprocess, "check_call", self.check_call)
+        monkeypatch.setattr(subprocess, "run", self.run)
+        import importlib.metadata
+        monkeypatch.setattr(importlib.metadata, "distributions",
+                            lambda: [types.SimpleNamespace(metadata={"Name": "qnets"})] if self.installed else [])
+        real_isdir = os.path.isdir
+        monkeypatch.setattr(os.path, "isdir", lambda p: drive if p == "/content/drive/MyDrive" else real_isdir(p))
+        monkeypatch.setattr(os, "chdir", self.moves.append)
+        monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def check_call(self, cmd, *a, **kw):
+        self.calls.append(cmd)
         if cmd[:2] == ["git", "clone"] and not cmd[-1].startswith("/content"):
             Path(cmd[-1]).mkdir(parents=True)
+        if "pip" in cmd:
+            self.installed = True
 
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    monkeypatch.setattr(subprocess, "check_call", check_call)
-    import importlib.util
-    real_find_spec, real_isdir = importlib.util.find_spec, os.path.isdir
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "qnets" else real_find_spec(name, *a))
-    monkeypatch.setattr(os.path, "isdir", lambda p: drive if p == "/content/drive/MyDrive" else real_isdir(p))
-    monkeypatch.setattr(os, "chdir", moves.append)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    exec(compile(_colab_cell(NOTEBOOKS[0]), "colab-cell", "exec"), {})
-    return calls, moves
+    def run(self, cmd, *a, **kw):
+        self.calls.append(cmd)
+        if "pull" in cmd and self.pull == "new":
+            self.head = "bbb"
+        failed = "pull" in cmd and self.pull == "fails"
+        return subprocess.CompletedProcess(cmd, int(failed), self.head if "rev-parse" in cmd else "",
+                                           "fatal: unable to access the repository" if failed else "")
+
+    def cell(self):
+        exec(compile(_colab_cell(NOTEBOOKS[0]), "colab-cell", "exec"), {})
+        calls, self.calls, moves, self.moves[:] = self.calls, [], list(self.moves), []
+        return calls, moves
 
 
-def test_colab_cell_clones_installs_and_moves_into_the_clone(monkeypatch, tmp_path, capsys):
+def _commands(calls):
+    return [" ".join(c[c.index("-C") + 2:] if "-C" in c else c[:2]) for c in calls]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
     home = str(tmp_path / "qnets")
     monkeypatch.setenv("QNETS_HOME", home)
-    calls, moves = _run_colab_cell(monkeypatch, tmp_path, drive=False)
+    return home
+
+
+def test_colab_cell_on_a_fresh_runtime_clones_installs_and_moves_into_the_clone(monkeypatch, home, capsys):
+    colab = _Colab(monkeypatch)
+    calls, moves = colab.cell()
     assert calls == [["git", "clone", "-q", "--depth", "1", notebooks.repository(ROOT), home],
                      [sys.executable, "-m", "pip", "install", "-q", "-e", home]]
     assert moves == [home] and sys.path[0] == home
     assert "lost when the runtime disconnects" in capsys.readouterr().out
-    calls, _ = _run_colab_cell(monkeypatch, tmp_path, drive=False)  # run again: no second clone
-    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "-e", home]]
+    calls, moves = colab.cell()  # the same kernel again: nothing to clone, install or update
+    assert calls == [] and moves == [home] and sys.path.count(home) == 1
 
 
-@pytest.mark.parametrize("drive, home", [(True, "/content/drive/MyDrive/qnets"), (False, "/content/qnets")])
-def test_colab_cell_keeps_results_on_drive_when_mounted(monkeypatch, tmp_path, capsys, drive, home):
+def test_colab_cell_after_restart_session_updates_the_clone_and_moves_into_it(monkeypatch, home, capsys):
+    """After "Restart session" qnets is installed and the kernel sits in /content, above the clone,
+    whose folder would pass for the package; the cell must still move into the clone."""
+    Path(home).mkdir()
+    monkeypatch.delitem(sys.modules, "qnets")  # a new kernel has not imported it (the cell does not)
+    calls, moves = _Colab(monkeypatch, installed=True).cell()
+    assert _commands(calls) == ["rev-parse HEAD", "pull -q --ff-only", "rev-parse HEAD"]  # no clone, no install
+    assert moves == [home] and sys.path[0] == home
+
+
+def test_colab_cell_installs_again_when_the_update_brings_new_code(monkeypatch, home):
+    Path(home).mkdir()
+    monkeypatch.delitem(sys.modules, "qnets")
+    calls, _ = _Colab(monkeypatch, installed=True, pull="new").cell()
+    assert _commands(calls) == ["rev-parse HEAD", "pull -q --ff-only", "rev-parse HEAD", f"{sys.executable} -m"]
+
+
+def test_colab_cell_uses_a_clone_it_cannot_update_and_says_how(monkeypatch, home, capsys):
+    Path(home).mkdir()
+    monkeypatch.delitem(sys.modules, "qnets")
+    calls, moves = _Colab(monkeypatch, installed=False, pull="fails").cell()  # a new runtime, offline
+    out = capsys.readouterr().out
+    assert f"{home} was not updated (fatal: unable to access the repository)" in out
+    assert f"!git -C {home} pull" in out
+    assert _commands(calls)[-1] == f"{sys.executable} -m" and moves == [home]  # installed from the clone as it is
+
+
+@pytest.mark.parametrize("drive, where", [(True, "/content/drive/MyDrive/qnets"), (False, "/content/qnets")])
+def test_colab_cell_keeps_results_on_drive_when_mounted(monkeypatch, capsys, drive, where):
     monkeypatch.delenv("QNETS_HOME", raising=False)
-    calls, moves = _run_colab_cell(monkeypatch, tmp_path, drive=drive)
-    assert calls[0][-1] == home and moves == [home]
+    calls, moves = _Colab(monkeypatch, drive=drive).cell()
+    assert calls[0][-1] == where and moves == [where]
     assert ("kept on Google Drive" in capsys.readouterr().out) is drive
+
+
+def test_after_restart_session_the_notebook_imports_the_package_not_the_clone_folder(tmp_path):
+    """The real import system, in a fresh interpreter: the kernel's folder holds the clone (here a
+    link to this repository), whose folder shadows the installed package as a namespace package
+    until the cell moves into the clone."""
+    (tmp_path / "qnets").symlink_to(ROOT)
+    script = f"""
+import importlib.util, json, subprocess, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+shadowed = importlib.util.find_spec("qnets").origin is None  # the clone's folder, as a namespace package
+importlib.invalidate_caches()
+subprocess.run = lambda cmd, *a, **k: subprocess.CompletedProcess(cmd, 0, "", "")  # no network here
+subprocess.check_call = lambda cmd, *a, **k: sys.exit(f"ran {{cmd}}")
+exec({_colab_cell(NOTEBOOKS[0])!r})
+from qnets.data import CIFAR10_TRAIN_IMAGES
+import qnets
+print(json.dumps([shadowed, qnets.__file__]))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("QNETS_HOME", "PYTHONPATH")}
+    env["QNETS_HOME"] = str(tmp_path / "qnets")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    shadowed, origin = json.loads(out.stdout.strip().splitlines()[-1])
+    assert shadowed, "the test no longer reproduces a clone folder that shadows the package"
+    assert Path(origin) == tmp_path / "qnets" / "qnets" / "__init__.py"
 
 
 def test_elsewhere_the_colab_cell_does_nothing(monkeypatch, tmp_path):
@@ -328,3 +448,19 @@ def test_the_cpu_runtime_is_described_as_what_it_can_do():
     if not torch.cuda.is_available():
         line = train.describe_runtime()
         assert line.startswith("runtime: CPU") and "torch.compile for runs of 2,000+ steps" in line
+
+
+@pytest.mark.slow
+def test_jupyterlab_saves_notebooks_through_the_projects_hook(lab):
+    """`make lab` loads the project's Jupyter config: a notebook saved in notebooks/ is written as
+    committed notebooks are."""
+    base, token = lab
+    name = f"notebooks/lab-save-check-{uuid.uuid4().hex[:8]}.ipynb"
+    body = json.dumps({"type": "notebook", "format": "json", "content": _as_lab_saves_it(NOTEBOOKS[1])}).encode()
+    req = urllib.request.Request(f"{base}/api/contents/{name}", data=body, method="PUT",
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30).close()
+        assert (ROOT / name).read_text() == NOTEBOOKS[1].read_text()
+    finally:
+        (ROOT / name).unlink(missing_ok=True)
