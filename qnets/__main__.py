@@ -81,8 +81,9 @@ def cmd_presets(args) -> int:
     if args.committed:
         print(experiments.committed_preset(args.notebook))
     else:
+        width = max(map(len, experiments.PRESET_HELP))
         for name, text in experiments.PRESET_HELP.items():
-            print(f"{name:8s} {text}")
+            print(f"{name:{width}s}  {text}")
     return 0
 
 

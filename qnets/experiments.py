@@ -30,7 +30,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"base": dict(epochs=200, depth=20, checkpoint_every=10), "deep": 56},
 }
 PRESET_HELP = {
-    "smoke": "synthetic data, 100 images, 1 epoch, ResNet-8: seconds per notebook on a CPU (CI)",
+    "smoke": "synthetic data, 100 images, 1 epoch, ResNet-8: minutes at most per notebook on a CPU (CI)",
     "quick": "3,000 CIFAR-10 training images, 6 epochs (cosine), scored on all 10,000 test images, ResNet-8/14, "
              "3 seeds: 60 runs on 2 CPU cores; shows trends, not the paper's numbers",
     "cpu": "all of CIFAR-10, 15 epochs (1 warm-up, then cosine), ResNet-8 (notebook 04: ResNet-20), rates sized "

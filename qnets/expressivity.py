@@ -291,30 +291,49 @@ def _geo_interval(v) -> tuple[float, float]:
 
 
 def _log_axes(ax) -> None:
-    """Log-log axes with plain labels at 1, 2, 5 × 10^k on x (parameters) and decades on y."""
+    """Log-log axes with plain labels at 1 and 3 × 10^k on x (parameters) and decades on y."""
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
     ax.set(xscale="log", yscale="log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=7, title=None)
 
 
-def _scaling_panel(df, ax, threshold: float, title: str, legend: bool):
+def heading(fig, res: dict, what: str) -> None:
+    """The figure's first line: the MLPs' size, their seeds and what its lines and bands are."""
+    s = res["spec"]
+    fig.suptitle(f"MLPs of size {s['size']} · {s['seeds']} seeds per point · {what}", fontsize=9)
+
+
+def _figure_legend(fig, ax, extra=()) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + [h for h, _ in extra], labels + [n for _, n in extra], loc="outside lower center",
+               ncol=len(labels) + len(extra), fontsize=8, frameon=False)
+
+
+def _scaling_panel(df, ax, threshold: float, title: str, ylabel: str):
     import seaborn as sns
     palette = family_colours()
     sns.lineplot(df, x="params", y="scored", hue="family", hue_order=FAMILIES, palette=palette, estimator=_geomean,
-                 errorbar=_geo_interval, marker="o", ax=ax, legend=legend)
+                 errorbar=_geo_interval, marker="o", ax=ax, legend=False)
     sns.scatterplot(df, x="params", y="scored", hue="family", hue_order=FAMILIES, palette=palette, alpha=0.35, s=12,
                     ax=ax, legend=False)
     ax.axhline(threshold, color="0.5", ls=":", lw=1)
-    ax.set(title=title, xlabel="parameters", ylabel="test error")
+    ax.set(title=title, xlabel="parameters", ylabel=ylabel)
     _log_axes(ax)
     # the limits hold every seed and the threshold; a 3-seed interval may reach beyond them
     ax.set_ylim(min(df["scored"].min(), threshold) / 3, max(df["scored"].max(), threshold) * 3)
+
+
+def _family_handles(threshold: str | None = None) -> list:
+    from matplotlib.lines import Line2D
+    out = [(Line2D([], [], color=c, marker="o", label=f), f) for f, c in family_colours().items()]
+    return out + ([(Line2D([], [], color="0.5", ls=":"), threshold)] if threshold else [])
+
+
+_SCALING = ("lines: geometric mean, bands: its 95% CI, faint points: seeds")
 
 
 def plot_scaling(res: dict, depth: int):
@@ -324,16 +343,15 @@ def plot_scaling(res: dict, depth: int):
     import matplotlib.pyplot as plt
     s, df = res["spec"], frame(res)
     df = df[(df["kind"] == "regression") & (df["depth"] == depth)]
-    fig, axes = plt.subplots(len(s["targets"]), len(s["dims"]), figsize=(3.4 * len(s["dims"]),
-                                                                       2.9 * len(s["targets"])), squeeze=False)
+    fig, axes = plt.subplots(len(s["targets"]), len(s["dims"]), figsize=(11, 2.6 * len(s["targets"]) + 0.8),
+                             squeeze=False, layout="constrained")
     for i, target in enumerate(s["targets"]):
         for j, d in enumerate(s["dims"]):
             _scaling_panel(df[(df["problem"] == target) & (df["d"] == d)], axes[i, j], s["threshold"]["regression"],
-                           f"{target}, d = {d}", legend=(i, j) == (0, 0))
-            if j:
-                axes[i, j].set_ylabel("")
-    fig.suptitle(f"{_depths(depth)}: variance unexplained against parameters", y=1.0)
-    fig.tight_layout()
+                           f"{target}, d = {d}", "variance unexplained" if j == 0 else "")
+    thr = s["threshold"]["regression"]
+    _figure_legend(fig, axes[0, 0], _family_handles(f"threshold {thr:g} (the table's)"))
+    heading(fig, res, f"regression, {_depths(depth)} · {_SCALING}")
     return fig
 
 
@@ -343,43 +361,59 @@ def plot_classification(res: dict):
     import matplotlib.pyplot as plt
     s, df = res["spec"], frame(res)
     df = df[df["kind"] == "classification"]
-    fig, axes = plt.subplots(len(s["depths"]), len(s["problems"]), figsize=(4.2 * len(s["problems"]),
-                                                                          3.3 * len(s["depths"])), squeeze=False)
+    fig, axes = plt.subplots(len(s["depths"]), len(s["problems"]), figsize=(8, 3 * len(s["depths"]) + 0.8),
+                             squeeze=False, layout="constrained")
     for i, depth in enumerate(s["depths"]):
         for j, problem in enumerate(s["problems"]):
             _scaling_panel(df[(df["problem"] == problem) & (df["depth"] == depth)], axes[i, j],
-                           s["threshold"]["classification"], f"{problem}, {_depths(depth)}", legend=(i, j) == (0, 0))
-    fig.tight_layout()
+                           s["threshold"]["classification"], f"{problem}, {_depths(depth)}",
+                           "test error rate" if j == 0 else "")
+    thr = s["threshold"]["classification"]
+    _figure_legend(fig, axes[0, 0], _family_handles(f"threshold {thr:g}"))
+    heading(fig, res, f"classification (d = 2) · {_SCALING}")
     return fig
 
 
-def plot_pieces(res: dict, target: str = "bump"):
+def plot_pieces(res: dict, depth: int):
     """Pieces per chord (activation regions along random chords through the data) against
-    parameters, for `target` in every dimension and the classification problems (columns) at
-    each depth (rows): mean over seeds with its 95% interval. Dashed, for one hidden layer, the
-    most a network of that width can have: width + 1 (relu), 2·width + 1 (quadratic)."""
+    parameters at `depth`: one panel per regression target (rows) and dimension (columns), the
+    classification problems (d = 2) in the last row; mean over seeds with its 95% interval. Dashed,
+    for one hidden layer, the most a network of that width can have: width + 1 (relu), 2·width + 1
+    (quadratic); the square network is one polynomial, 1 piece."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
     s, df = res["spec"], frame(res)
-    panels = [(target, d) for d in s["dims"]] + [(p, 2) for p in s["problems"]]
+    panels = [[(t, d) for d in s["dims"]] for t in s["targets"]] + [[(p, 2) for p in s["problems"]]]
+    cols = max(map(len, panels))
     palette = family_colours()
-    fig, axes = plt.subplots(len(s["depths"]), len(panels), figsize=(3.2 * len(panels), 3.0 * len(s["depths"])),
-                             squeeze=False, sharey="row")
-    for i, depth in enumerate(s["depths"]):
-        for j, (problem, d) in enumerate(panels):
-            ax, sub = axes[i, j], df[(df["problem"] == problem) & (df["d"] == d) & (df["depth"] == depth)]
+    fig, axes = plt.subplots(len(panels), cols, figsize=(11, 2.4 * len(panels) + 0.8), squeeze=False,
+                             layout="constrained")
+    for i, row in enumerate(panels):
+        for j in range(cols):
+            ax = axes[i, j]
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            problem, d = row[j]
+            sub = df[(df["problem"] == problem) & (df["d"] == d) & (df["depth"] == depth)]
             sns.lineplot(sub, x="params", y="pieces", hue="family", hue_order=FAMILIES, palette=palette, marker="o",
-                         errorbar=lambda v: (summary(list(v))["low"], summary(list(v))["high"]), ax=ax,
-                         legend=(i, j) == (0, 0))
+                         errorbar=lambda v: (summary(list(v))["low"], summary(list(v))["high"]), ax=ax, legend=False)
             if depth == 1:
                 for family, per in (("relu", 1), ("quadratic", 2)):
                     m = sub[sub["family"] == family].drop_duplicates("params").sort_values("params")
                     ax.plot(m["params"], per * m["width"] + 1, ls="--", lw=1, color=palette[family])
-            ax.set(xlabel="parameters", ylabel="pieces per chord" if j == 0 else "",
-                   title=f"{problem}{'' if problem in PROBLEMS else f', d = {d}'}, {_depths(depth)}")
+            ax.set(xlabel="parameters" if i == len(panels) - 1 or j >= len(panels[-1]) else "",
+                   ylabel="pieces per chord" if j == 0 else "", title=f"{problem}, d = {d}")
             _log_axes(ax)
             ax.set_ylim(0.5, 2 * max(sub["pieces"].max(), 1))
-    fig.tight_layout()
+    bound = "most pieces one hidden layer of that width allows"
+    if depth > 1:  # the bound (width + 1)^depth is loose: say by how much rather than draw it
+        relu = df[(df["depth"] == depth) & (df["family"] == "relu")]
+        r = (relu["width"] + 1) ** depth / relu["pieces"]
+        bound = f"no bound drawn: relu's, (width + 1)^{depth}, is {r.min():.2g} to {r.max():.2g}× the pieces measured"
+    _figure_legend(fig, axes[0, 0], _family_handles() + [(Line2D([], [], color="0.3", ls="--"), bound)])
+    heading(fig, res, f"{_depths(depth)} · lines: mean, bands: its 95% CI")
     return fig
 
 
@@ -388,21 +422,28 @@ def plot_boundaries(models: dict[tuple[str, str], nn.Module], data: dict[str, tu
     """Decision regions of trained classifiers: models[(problem, family)], data[problem] = (x, y)
     test points drawn over them; one row per problem, one column per family."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     rows = list(dict.fromkeys(p for p, _ in models))
-    fig, axes = plt.subplots(len(rows), len(FAMILIES), figsize=(3.3 * len(FAMILIES), 3.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(FAMILIES), figsize=(9, 3 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained", sharex=True, sharey=True)
     side = torch.linspace(-extent, extent, 300)
     grid = torch.stack(torch.meshgrid(side, side, indexing="xy"), -1).reshape(-1, 2)
+    regions, points = ["#dde6f3", "#f6dccb"], ["C0", "C1"]
     for i, problem in enumerate(rows):
         x, y = data[problem]
         for j, family in enumerate(FAMILIES):
             model, ax = models[problem, family], axes[i, j]
             z = model(grid).argmax(1).reshape(300, 300).numpy()
-            ax.contourf(side.numpy(), side.numpy(), z, levels=[-0.5, 0.5, 1.5], colors=["#dde6f3", "#f6dccb"])
-            ax.scatter(*x[y == 0].T, s=2, c="C0")
-            ax.scatter(*x[y == 1].T, s=2, c="C1")
+            ax.contourf(side.numpy(), side.numpy(), z, levels=[-0.5, 0.5, 1.5], colors=regions)
+            for k in (0, 1):
+                ax.scatter(*x[y == k].T, s=2, c=points[k])
             err = float((model(x).argmax(1) != y).double().mean())
             n = sum(p.numel() for p in model.parameters())
-            ax.set(aspect="equal", xticks=[], yticks=[])
+            ax.set(aspect="equal", xlabel="$x_1$" if i == len(rows) - 1 else "", ylabel="$x_2$" if j == 0 else "")
             ax.set_title(f"{problem}, {family}: {n} params, {100 * err:.1f}% error", fontsize=9)
-    fig.tight_layout()
+    fig.legend([Line2D([], [], ls="", marker="o", ms=4, color=points[k]) for k in (0, 1)]
+               + [Patch(color=regions[k]) for k in (0, 1)],
+               ["class 0 (test points)", "class 1 (test points)", "predicted class 0", "predicted class 1"],
+               loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     return fig

@@ -14,7 +14,7 @@ from torch import nn
 
 from .layers import QuadraticConv2d
 
-__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "valid_depth", "resnet20", "resnet32", "resnet44",
+__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "valid_depth", "flops_per_image", "resnet20", "resnet32", "resnet44",
            "resnet56", "resnet110"]
 
 NEURONS = ("conventional", "quadratic", "compact")
@@ -124,3 +124,14 @@ def resnet32(**kw) -> ResNet: return resnet(32, **kw)
 def resnet44(**kw) -> ResNet: return resnet(44, **kw)
 def resnet56(**kw) -> ResNet: return resnet(56, **kw)
 def resnet110(**kw) -> ResNet: return resnet(110, **kw)
+
+
+def flops_per_image(depth: int, neuron: str) -> float:
+    """Training FLOPs per image (forward + backward) from PyTorch's FLOP counter (convolutions
+    and matrix products; element-wise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = resnet(depth, neuron)
+    x = torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    return counter.get_total_flops() / 2

@@ -40,6 +40,10 @@ def conic(w_r, b_r, w_g, b_g, w_b, c) -> str:
     return "ellipse" if det > 1e-12 else "hyperbola" if det < -1e-12 else "parabola"
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def xor_points() -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
     return x, (x[:, 0] * x[:, 1] < 0).long()
@@ -97,7 +101,7 @@ def plot_neuron(weights: dict, ax=None, extent: float = 2.0):
     ax.scatter(*x[y == 1].T, s=60, c="C1", label="XOR class 1", zorder=3)
     t = torch.linspace(0, 2 * math.pi, 200)
     ax.plot(t.cos(), t.sin(), color="0.5", ls=":", lw=1)
-    ax.set(aspect="equal", xlabel="$x_1$", ylabel="$x_2$", title=f"q(x) > 0 (orange): a {conic(**weights)}")
+    ax.set(aspect="equal", xlabel="$x_1$", ylabel="$x_2$", title=f"q(x) > 0 (orange): {_a(conic(**weights))}")
     return ax
 
 

@@ -242,7 +242,10 @@ def execute(notebook: Path, preset: str, output: Path, extra: dict | None = None
     params = ({} if preset == "auto" else {"preset": preset}) | (extra or {})
     papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=KERNEL,
                                cwd=str(notebook.parent), progress_bar=False, log_output=True,
-                               stdout_file=sys.stdout, stderr_file=sys.stderr)
+                               stdout_file=sys.stdout, stderr_file=sys.stderr,
+                               # the kernel's own log (its warning, on every start, that a kernel on this
+                               # machine talks over unencrypted local TCP) stays out of the output
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
 
 
 def main(args) -> int:

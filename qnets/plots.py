@@ -1,33 +1,53 @@
 """Figures and tables of stored results over seeds.
 
 Every function takes `{label: [result, ...]}` (one result per seed, as `experiments.results`
-returns) and draws or formats it; none trains anything. Figures use seaborn; every label keeps
-one colour across all figures (`colour`). Intervals are 95% t-intervals of the mean over seeds
-(`qnets.stats`); bands on learning curves are mean ± sd over seeds.
+returns) and draws or formats it; none trains anything. Every label keeps one colour across all
+figures (`colour`), none of them the grey of a baseline's band. Intervals, as bars and as bands
+on learning curves, are 95% t-intervals of the mean over seeds (`qnets.stats`); `heading` says so
+on the figure, with the preset, the networks and the seeds.
 """
 from __future__ import annotations
 
 
 from .claims import RATIO_FLOOR, accuracies, difference, ratio
+from .models import flops_per_image
 from .stats import summary
 from .utils import is_finite
 
-__all__ = ["colour", "table", "collapse_count", "curves", "finals", "quadratic_curves", "sweep", "scatter",
-           "describe"]
+__all__ = ["colour", "heading", "figure_legend", "table", "collapse_count", "curves", "finals", "quadratic_curves",
+           "sweep", "scatter", "describe"]
 
-# Every label of every notebook, in one order: a label's colour is its place here.
-_ORDER = ("conventional", "naive", "relinear-sg", "compact-authors", "relinear-sw-l2", "relinear-sw-l1", "compact",
-          "relinear", "relinear-rezero")
+# Every label of every notebook, by meaning: ReLinear (shrunken gradients) is green wherever it
+# appears, the conventional network blue; no label is grey (the baseline's band) or pale.
+_COLOURS = {"conventional": "#0173b2", "conventional-rezero": "#56b4e9", "conventional-trained-on": "#006374",
+            "naive": "#de8f05", "naive-lr/10": "#7b3294", "relinear-sg": "#029e73", "relinear-rezero": "#591e71",
+            "relinear-from-conventional": "#8c0800", "relinear-sw-l2": "#cc78bc", "relinear-sw-l1": "#8c564b",
+            "compact": "#d55e00", "compact-authors": "#a23582", "gamma=0": "#000000", "gamma=lr": "#9a9b00"}
+_SPARE = ("#001c7f", "#b1400d", "#12711c", "#592f0d", "#3d6b00", "#6b3d00", "#00435c", "#5c0045")
+INTERVAL = "95% CI of the mean over seeds"
 
 
-def colour(label: str):
-    """The colour of `label` in every figure (seaborn's colour-blind palette, then tab20)."""
-    import seaborn as sns
-    palette = sns.color_palette("colorblind", 10) + sns.color_palette("tab20", 20)
-    label = {"quadratic": "relinear-sg"}.get(label, label)  # 03's quadratic run is 02's relinear-sg
-    if label in _ORDER:
-        return palette[_ORDER.index(label)]
-    return palette[10 + sum(map(ord, label)) % 20]  # sweep labels: stable, away from the named ones
+def colour(label: str) -> str:
+    """The colour of `label` in every figure; other labels (a sweep's values) take a dark one."""
+    label = {"quadratic": "relinear-sg", "relinear": "relinear-sg"}.get(label, label)  # the same network
+    return _COLOURS.get(label) or _SPARE[sum(map(ord, label)) % len(_SPARE)]
+
+
+def heading(fig, preset: str, results: dict[str, list[dict]], interval: str = INTERVAL) -> None:
+    """The figure's first line: the preset, the networks, the seeds per run and what its bars and
+    bands are."""
+    nets = sorted({(r["config"]["depth"], r["config"]["neuron"] == "conventional") for rs in results.values()
+                   for r in rs[:1]})
+    depths = ", ".join(dict.fromkeys(f"ResNet-{d}" for d, _ in nets)) or "no runs stored"
+    n = sorted({len(rs) for rs in results.values() if rs})
+    seeds = "" if not n else f" · {n[0]} seeds per run" if len(n) == 1 else f" · {n[0]} to {n[-1]} seeds per run"
+    fig.suptitle(f"preset {preset} · {depths}{seeds} · bars and bands: {interval}", fontsize=9)
+
+
+def _legend(ax, **kw) -> None:
+    """A legend only where something is labelled (no warning for an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
 
 
 def _axes(ax):
@@ -103,27 +123,50 @@ def _long(results: dict[str, list[dict]], metric: str):
     return pd.DataFrame(rows, columns=["run", "seed", "epoch", "value"])
 
 
-def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, title: str | None = None):
-    """`metric` against epochs: the mean over seeds with a band of ± one sd; a cross marks the
-    last epoch of a collapsed seed."""
-    import seaborn as sns
+def _per_epoch(rs: list[dict], value) -> dict[int, list[float]]:
+    """{epoch (1 = after the first): [value(history entry) of each seed that has a finite one]}."""
+    out = {}
+    for r in rs:
+        for h in r["history"]:
+            v = value(h)
+            if is_finite(v):
+                out.setdefault(h["epoch"] + 1, []).append(v)
+    return out
+
+
+def _epochs_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, title: str | None = None,
+           legend: bool = True):
+    """`metric` against epochs: the mean over seeds at each epoch it was evaluated (markers) with
+    its 95% interval as a band; a cross marks the last epoch of a collapsed seed. `legend=False`
+    leaves the legend to `figure_legend`."""
     ax = _axes(ax)
-    df = _long(results, metric)
-    if len(df):
-        sns.lineplot(df, x="epoch", y="value", hue="run", errorbar="sd", ax=ax, lw=1.6,
-                     palette={label: colour(label) for label in df["run"].unique()})
     scale = 100 if metric.endswith("acc") else 1
     for label, rs in results.items():
+        per = _per_epoch(rs, lambda h: h.get(metric))
+        if not per:
+            continue
+        x = sorted(per)
+        stats = [summary([scale * v for v in per[e]]) for e in x]
+        ax.plot(x, [s["mean"] for s in stats], "-o", ms=3.5, lw=1.6, color=colour(label), label=label)
+        band = [(e, s["low"], s["high"]) for e, s in zip(x, stats) if s["low"] is not None]
+        if band:
+            ax.fill_between(*zip(*band), color=colour(label), alpha=0.15, lw=0)
         for r in rs:
             pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if is_finite(h.get(metric))]
             if pts and r["status"] == "collapsed":
                 ax.plot(*pts[-1], "x", color=colour(label), ms=9, mew=2)
-    ax.set_xlabel("epoch")
+    _epochs_axis(ax)
     ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)",
                    "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=8, title=None)
+    if legend:
+        _legend(ax, fontsize=7)
     if title:
         ax.set_title(title)
     return ax
@@ -162,7 +205,7 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
     base = accuracies(results.get(baseline, [])) if baseline else []
     if len(base) >= 2:
         s = summary(base)
-        ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: 95% CI")
+        ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=f"{baseline}: mean dashed, 95% CI as band")
     if base:
         ax.axhline(summary(base)["mean"], color="0.4", ls="--", lw=1, zorder=1)
     import pandas as pd
@@ -188,36 +231,43 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
     ax.set_xlabel("")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3, axis="y")
-    if base and len(base) >= 2:
-        ax.legend(fontsize=8, loc="lower right")
+    _legend(ax, fontsize=8, loc="lower right")
     if title:
         ax.set_title(title)
     return ax
 
 
 def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=None, title: str | None = None):
-    """How far each quadratic network moved from conventional: ‖w_g‖/‖w_r‖ and ‖w_b‖/‖w_r‖ over
-    epochs (log scale; 0 at ReLinear's initialisation), mean over seeds."""
-    import numpy as np
+    """How far each quadratic network moved from conventional: ‖w_g‖/‖w_r‖ (solid) and
+    ‖w_b‖/‖w_r‖ (dashed) over epochs, mean over seeds, markers where measured. Runs that start at
+    ReLinear's initialisation or from a conventional network start at 0 (epoch 0); the axis is
+    logarithmic above 1e-5 and linear below, so that the start is drawn."""
+    from matplotlib.lines import Line2D
     ax = _axes(ax)
     styles = {"w_g": "-", "w_b": "--", "b_g": ":", "c": "-."}
+    handles = []
     for label, rs in results.items():
+        drawn = False
         for key in keys:
-            per_epoch = {}
-            for r in rs:
-                for h in r["history"]:
-                    v = h.get("quadratic", {}).get(key)
-                    if is_finite(v) and v > 0:
-                        per_epoch.setdefault(h["epoch"] + 1, []).append(v)
-            if per_epoch:
-                x = sorted(per_epoch)
-                ax.plot(x, [float(np.mean(per_epoch[e])) for e in x], styles.get(key, "-"), color=colour(label),
-                        label=f"{label}: {key}/w_r")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("norm relative to w_r (mean over seeds)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+            per = _per_epoch(rs, lambda h: h.get("quadratic", {}).get(key))
+            if not per:
+                continue
+            if rs[0]["config"]["init"] in ("relinear", "conventional"):
+                per[0] = [0.0]
+            x = sorted(per)
+            ax.plot(x, [sum(per[e]) / len(per[e]) for e in x], styles.get(key, "-"), marker="o", ms=3,
+                    color=colour(label))
+            drawn = True
+        if drawn:
+            handles.append(Line2D([], [], color=colour(label), lw=2, label=label))
+    handles += [Line2D([], [], color="0.2", ls=styles[k], label=f"‖{k}‖/‖w_r‖") for k in keys]
+    ax.set_yscale("symlog", linthresh=1e-5, linscale=0.3)
+    ax.set_ylim(bottom=0)
+    _epochs_axis(ax)
+    ax.set_ylabel("norm relative to ‖w_r‖ (mean over seeds)")
+    ax.grid(alpha=0.3, which="major")
+    if len(handles) > len(keys):
+        ax.legend(handles=handles, fontsize=7)
     if title:
         ax.set_title(title)
     return ax
@@ -241,7 +291,32 @@ def _sweep_points(results: dict[str, list[dict]], param: str) -> list[list]:
     return sorted([p[0] or zero_at, *p[1:]] for p in points)
 
 
-def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None):
+def _conventional_end(ax, base: list[float]) -> None:
+    """The conventional network (ratio 0) across a sweep: its mean dashed, its 95% interval a band."""
+    if base:
+        s = summary(base)
+        name = f"conventional network (ratio 0): {s['mean']:.2f}%, dashed"
+        ax.axhline(s["mean"], color="0.4", ls="--", lw=1, label=None if s["low"] is not None else name)
+        if s["low"] is not None:
+            ax.axhspan(s["low"], s["high"], color="0.85", zorder=0, label=name + "; band: 95% CI")
+
+
+def _unconstrained_end(ax, runs: list[dict]) -> list[tuple[float, float]]:
+    """A penalty's 0 (the γ = lr runs: no penalty) as a square; returns [(ratio, mean)] or []."""
+    s = summary(accuracies(runs))
+    if not s["n"]:
+        return []
+    q = ratio(runs) or RATIO_FLOOR
+    err = [[s["mean"] - s["low"]], [s["high"] - s["mean"]]] if s["low"] is not None else None
+    ax.plot([q] * s["n"], accuracies(runs), "s", color="C0", alpha=0.35, ms=4)
+    ax.errorbar([q], [s["mean"]], yerr=err, fmt="s", color="C0", mfc="white", capsize=3, ms=7,
+                label="α or β = 0: no penalty (the γ = lr runs)")
+    ax.annotate("0", (q, s["mean"]), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=7)
+    return [(q, s["mean"])]
+
+
+def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None,
+          unconstrained: list[dict] | None = None, legend: bool = True):
     """Figure 2 with data: final test accuracy against how far the quadratic terms moved, the
     measured final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds, `claims.ratio`), on a log axis, one
     point per value of `param` (gamma, alpha or beta), labelled with that value; every seed a faint
@@ -250,15 +325,13 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. A
     value is starred only when its difference to the baseline (paired by seed where possible; 95%,
     Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted. A value
-    with fewer seeds than the others so far is drawn hollow and says how many it has."""
+    with fewer seeds than the others so far is drawn hollow and says how many it has. For a penalty
+    (alpha, beta), `unconstrained` (the γ = lr runs: no penalty, the full rate) is its 0, the
+    other end of the axis from the conventional network, drawn as a square. `legend=False` leaves
+    the legend to `figure_legend`."""
     ax, points = _axes(ax), _sweep_points(results, param)
     base = accuracies(baseline or [])
-    if len(base) >= 2:
-        s = summary(base)
-        ax.axhspan(s["low"], s["high"], color="0.85", zorder=0)
-    if base:
-        mean = summary(base)["mean"]
-        ax.axhline(mean, color="0.4", ls="--", lw=1, label=f"conventional: {mean:.2f}%")
+    _conventional_end(ax, base)
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
     k, best, stack, last_q = max(1, len(points)), None, 0, None
     most = max([len(vals) for *_, vals, _ in points] + [0])
@@ -281,40 +354,56 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
             w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
             if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):
                 best = (q, s["mean"])
-    if len(points) > 1:
-        ax.plot([p[0] for p in points if summary(p[3])["n"]], [summary(p[3])["mean"] for p in points
-                                                                 if summary(p[3])["n"]], "-", color="C0", alpha=0.5,
-                label="quadratic + ReLinear (mean, 95% CI)")
-    _honest_limits(ax, [v for *_, vals, _ in points for v in vals] + base)
+    line = [(p[0], summary(p[3])["mean"]) for p in points if summary(p[3])["n"]]
+    line = sorted(line + _unconstrained_end(ax, unconstrained or []))
+    if len(line) > 1:
+        ax.plot(*zip(*line), "-", color="C0", alpha=0.5, label="quadratic + ReLinear: mean, 95% CI")
+    _honest_limits(ax, [v for *_, vals, _ in points for v in vals] + base + accuracies(unconstrained or []))
     if best is not None:
-        ax.plot(best[0], best[1], "*", ms=16, color="C3", label=f"above conventional beyond the CI: {best[1]:.2f}%")
+        ax.plot(best[0], best[1], "*", ms=16, color="C3", label="above conventional beyond the CI (Bonferroni)")
     ax.set_xscale("log")
-    ax.set_xlabel("max(‖w_g‖, ‖w_b‖)/‖w_r‖ at the end (median of seeds)")
+    ax.set_xlabel("max(‖w_g‖, ‖w_b‖)/‖w_r‖ at the end (median)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title({"gamma": "γ_g = γ_b (learning rate of the quadratic terms)",
                   "alpha": "α_g = α_b (L2 penalty)", "beta": "β_g = β_b (L1 penalty)"}[param], fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
     return ax
 
 
+def figure_legend(fig, ncol: int = 3) -> None:
+    """One legend for the whole figure, below its axes: every label drawn on any axes, once."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(name, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
 def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: str | None = None):
-    """Final test accuracy (mean and 95% interval over seeds) against parameter count
-    (`x="params"`) or training time (`x="wall_time"`, minutes, mean over seeds)."""
+    """Final test accuracy against a network's cost: its parameters (`x="params"`, millions) or
+    its training work per image (`x="flops"`: GFLOP forward and backward, `models.flops_per_image`),
+    both counts independent of the machine. Each seed a faint point, the mean with its 95% interval,
+    each network named beside its point; the axis starts at 0 so that sizes compare as ratios."""
     ax = _axes(ax)
     for label, rs in results.items():
         vals = accuracies(rs)
         if not vals:
             continue
-        s = summary(vals)
-        xv = rs[0]["params"] / 1e6 if x == "params" else sum(r["wall_time"] for r in rs) / len(rs) / 60
+        c, s = rs[0]["config"], summary(vals)
+        xv = rs[0]["params"] / 1e6 if x == "params" else flops_per_image(c["depth"], c["neuron"]) / 1e9
+        ax.plot([xv] * len(vals), vals, "o", color=colour(label), alpha=0.35, ms=4)
         err = None if s["low"] is None else [[s["mean"] - s["low"]], [s["high"] - s["mean"]]]
-        ax.errorbar([xv], [s["mean"]], yerr=err, fmt="o", ms=8, capsize=3, color=colour(label), label=label)
+        ax.errorbar([xv], [s["mean"]], yerr=err, fmt="o", ms=7, capsize=3, color=colour(label))
+        ax.annotate(f"{label}\n{xv:.3g} {'M' if x == 'params' else 'GFLOP'}", (xv, s["mean"]), fontsize=8,
+                    textcoords="offset points", xytext=(7, -3), va="top")
     _honest_limits(ax, [v for rs in results.values() for v in accuracies(rs)])
-    ax.set_xlabel("parameters (millions)" if x == "params" else "training time per run (minutes)")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.25)  # room for the names
+    ax.set_xlabel("parameters (millions)" if x == "params" else "training work per image (GFLOP, forward + backward)")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     return ax

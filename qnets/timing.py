@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import data as qdata
 from . import relinear
-from .models import resnet
+from .models import flops_per_image, resnet
 from .train import Config, Trainer, make_loaders, sync
 
 __all__ = ["TIMERS", "load", "measure", "profile_fast", "format_profile", "flops_per_image", "reference_loader",
@@ -312,17 +312,6 @@ def format_profile(network: str, prof: dict) -> str:
     lines += [f"  {t['ms_per_step']:9.3f} ms {100 * t['share']:5.1f}% {t['calls_per_step']:6.1f}x  {t['name'][:90]}"
               for t in prof["top"]]
     return "\n".join(lines)
-
-
-def flops_per_image(depth: int, neuron: str) -> float:
-    """Training FLOPs per image (forward + backward) from PyTorch's FLOP counter (convolutions
-    and matrix products; element-wise work is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    model = resnet(depth, neuron)
-    x = torch.randn(2, 3, 32, 32)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
-    return counter.get_total_flops() / 2
 
 
 def device_slug(name: str) -> str:

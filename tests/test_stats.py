@@ -263,3 +263,81 @@ def test_figure_2_marks_a_value_still_waiting_for_seeds():
     ax = plots.sweep(runs, "gamma", 0.1, baseline=fake("c", [79.0, 79.2, 78.9]), ax=matplotlib.pyplot.subplots()[1])
     assert sorted(t.get_text() for t in ax.texts) == ["0.001", "0.01 (1 of 3 seeds)"]
     matplotlib.pyplot.close("all")
+
+
+def _curves(accs_by_seed, init="relinear", every=2, neuron="quadratic"):
+    """Results evaluated every `every` epochs, ending at the given accuracies, terms growing."""
+    return [{"status": "completed", "final_test_acc": a / 100, "params": 1000, "collapse_reason": None,
+             "config": {"seed": i, "depth": 8, "neuron": neuron, "init": init, "rezero": False},
+             "history": [{"epoch": e, "test_acc": (a - 6 + e) / 100 if (e + 1) % every == 0 else None,
+                          "quadratic": {"w_g": 1e-3 * (e + 1), "w_b": 5e-4 * (e + 1)}} for e in range(6)]}
+            for i, a in enumerate(accs_by_seed)]
+
+
+def test_figures_state_preset_networks_seeds_and_their_one_kind_of_interval(recwarn):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qnets import plots
+    results = {"conventional": _curves([70.0, 71.0, 70.5], neuron="conventional"),
+               "relinear-sg": _curves([72.0, 72.5, 71.5]), "naive": _curves([60.0], init="naive")}
+    fig, axes = plt.subplots(1, 2)
+    plots.curves(results, ax=axes[0])
+    plots.heading(fig, "cpu", results)
+    assert fig._suptitle.get_text() == ("preset cpu · ResNet-8 · 1 to 3 seeds per run · bars and bands: "
+                                        "95% CI of the mean over seeds")
+    line = next(ln for ln in axes[0].lines if ln.get_label() == "relinear-sg")
+    assert list(line.get_xdata()) == [2, 4, 6] and line.get_marker() == "o"  # where it was evaluated
+    assert all(float(t).is_integer() for t in axes[0].get_xticks())  # whole epochs
+    assert len(axes[0].collections) == 2  # bands for the labels with an interval; one seed has none
+    plots.curves({"conventional": []}, ax=axes[1])  # nothing stored yet: no legend, no warning
+    assert axes[1].get_legend() is None and not [w for w in recwarn if "legend" in str(w.message)]
+    plt.close("all")
+
+
+def test_quadratic_terms_start_at_zero_where_relinear_starts_them():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qnets import plots
+    ax = plots.quadratic_curves({"relinear-sg": _curves([72.0, 72.5]), "naive": _curves([60.0], init="naive")},
+                                ax=plt.subplots()[1])
+    first = {(tuple(ln.get_color()) if not isinstance(ln.get_color(), str) else ln.get_color()): ln.get_xydata()[0]
+             for ln in ax.lines}
+    assert list(first[plots.colour("relinear-sg")]) == [0, 0]  # ReLinear's start, drawn
+    assert first[plots.colour("naive")][0] == 1  # a naive start is random: from the first measurement on
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["relinear-sg", "naive", "‖w_g‖/‖w_r‖",
+                                                                    "‖w_b‖/‖w_r‖"]  # one entry a network
+    plt.close("all")
+
+
+def test_colours_are_distinct_visible_and_never_a_baselines_grey():
+    from matplotlib.colors import to_rgb
+
+    from qnets import experiments, plots
+    for nb in ("02", "03", "04"):
+        labels = list(experiments.labelled_configs(nb, "paper" if nb != "02" else "cpu"))
+        colours = [to_rgb(plots.colour(label)) for label in labels]
+        assert len(set(colours)) == len(labels), nb
+        for label, (r, g, b) in zip(labels, colours):
+            assert max(r, g, b) - min(r, g, b) > 0.15 or max(r, g, b) < 0.2, f"{label} is grey"
+            assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.7, f"{label} is too pale to see"
+
+
+def test_a_penalty_sweep_draws_its_unconstrained_end():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qnets import plots
+    free = with_ratio(fake("g", [81.5, 81.7, 81.6], gamma_g=None), 0.9)
+    runs = {"alpha=0.1": with_ratio(fake("a", [79.0, 79.2, 79.1], alpha_g=0.1), 0.004)}
+    ax = plots.sweep(runs, "alpha", 0.1, baseline=fake("c", [79.0, 79.2, 78.9]), ax=plt.subplots()[1],
+                     unconstrained=free)
+    assert sorted((t.get_text(), t.xy[0]) for t in ax.texts) == [("0", 0.9), ("0.1", 0.004)]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "α or β = 0: no penalty (the γ = lr runs)" in names
+    assert any(n.startswith("conventional network (ratio 0)") and "band: 95% CI" in n for n in names)
+    plt.close("all")
