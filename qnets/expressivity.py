@@ -441,7 +441,7 @@ def plot_boundaries(models: dict[tuple[str, str], nn.Module], data: dict[str, tu
             err = float((model(x).argmax(1) != y).double().mean())
             n = sum(p.numel() for p in model.parameters())
             ax.set(aspect="equal", xlabel="$x_1$" if i == len(rows) - 1 else "", ylabel="$x_2$" if j == 0 else "")
-            ax.set_title(f"{problem}, {family}: {n} params, {100 * err:.1f}% error", fontsize=9)
+            ax.set_title(f"{problem}, {family}\n{n} params, {100 * err:.1f}% error", fontsize=9)
     fig.legend([Line2D([], [], ls="", marker="o", ms=4, color=points[k]) for k in (0, 1)]
                + [Patch(color=regions[k]) for k in (0, 1)],
                ["class 0 (test points)", "class 1 (test points)", "predicted class 0", "predicted class 1"],
