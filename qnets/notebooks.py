@@ -122,15 +122,18 @@ def save_figure(fig, name: str, folder: str | Path | None) -> Path | None:
     """Save `fig` as <folder>/<name>.png (for the README and GitHub) and .pdf (for print); with no
     folder (a notebook's `figures = None`) nothing is written and the figure stays in the notebook.
     `make figures` passes each notebook a staging folder and moves its figures into figures/ only
-    after the notebook succeeded, so exploring a notebook by hand never changes the committed ones."""
-    if not folder:
-        return None
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
-                                                                         "Producer": None})
-    return folder / f"{name}.png"
+    after the notebook succeeded, so exploring a notebook by hand never changes the committed ones.
+    Without a folder the figure is still rendered as if saved: saving moves a constrained layout by
+    fractions of a pixel, and the figure a notebook shows must not depend on whether it was saved."""
+    import io
+    folder = Path(folder) if folder else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    for suffix, extra in ((".png", {"dpi": 150, "metadata": {"Software": None}}),
+                          (".pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}})):
+        fig.savefig(folder / f"{name}{suffix}" if folder else io.BytesIO(), format=suffix[1:], bbox_inches="tight",
+                    **extra)
+    return folder / f"{name}.png" if folder else None
 
 
 # ----------------------------------------------------------------------------- command line

@@ -363,6 +363,24 @@ def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
     plt.close(fig)
 
 
+def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
+    """Saving a figure moves its constrained layout by fractions of a pixel before the notebook shows
+    it: a JupyterLab re-run (which saves nothing) showed notebook 05's sweep with its text shifted
+    from what make figures committed, until `save_figure` rendered it the same way either way."""
+    from qnets.notebooks import save_figure
+
+    class Figure:
+        def __init__(self):
+            self.calls = []
+
+        def savefig(self, target, **kw):
+            self.calls.append((kw.pop("format"), sorted(kw.items())))
+    shown, saved = Figure(), Figure()
+    save_figure(shown, "05_x", None)
+    save_figure(saved, "05_x", tmp_path)
+    assert shown.calls == saved.calls and [f for f, _ in saved.calls] == ["png", "pdf"]
+
+
 def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_path, monkeypatch):
     """`notebooks --execute` with a fake papermill: a notebook that fails leaves figures/ as it was;
     one that succeeds replaces its figures (stale ones go); another preset than the committed one
