@@ -29,6 +29,8 @@ the log), partial, waiting (for trained weights) or to do.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -209,7 +211,7 @@ def describe(o: dict) -> str:
 DEFAULT_TIME = "4:00:00"
 OPTIONS = {  # the Slurm options, from flags or a JSON file (--slurm-config), and their types
     "cluster": str, "partition": str, "account": str, "gpus": int, "cpus": int, "mem_gb": (int, float),
-    "time": (str, int), "max_jobs": int, "extra": dict}
+    "time": (str, int), "max_jobs": int, "signal_delay_s": int, "extra": dict}
 
 
 def minutes(time_limit: str | int) -> int:
@@ -243,7 +245,7 @@ def options(path: str | Path | None = None, **flags) -> dict:
     for key, value in chosen.items():
         if not isinstance(value, OPTIONS[key]) or isinstance(value, bool):
             raise ValueError(f"Slurm option {key} = {value!r} has the wrong type")
-    for key, least in (("gpus", 0), ("cpus", 1), ("mem_gb", 0), ("max_jobs", 1)):
+    for key, least in (("gpus", 0), ("cpus", 1), ("mem_gb", 0), ("max_jobs", 1), ("signal_delay_s", 1)):
         if key in chosen and not (chosen[key] >= least and (key != "mem_gb" or chosen[key] > 0)):
             raise ValueError(f"Slurm option {key} = {chosen[key]!r}: give " +
                              ("a positive number of GB" if key == "mem_gb" else f"a whole number >= {least}"))
@@ -272,13 +274,43 @@ def slurm_answers(timeout: float = 10.0) -> str | None:
     return None
 
 
+def accounting_off(timeout: float = 10.0) -> bool:
+    """Whether the Slurm cluster keeps no accounting (no slurmdbd: `sacct` knows no job)."""
+    import subprocess
+    try:
+        p = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(re.search(r"^AccountingStorageType\s*=\s*accounting_storage/none", p.stdout, re.M))
+
+
+def _follow_with_squeue() -> None:
+    """Make submitit follow Slurm jobs with squeue, which answers without accounting, rather than
+    sacct, which then fails on every poll (submitit warns each time and cannot see a job that was
+    cancelled; finished jobs stay in squeue for the cluster's MinJobAge)."""
+    slurm = _submitit().slurm.slurm
+
+    class SqueueWatcher(slurm.SlurmInfoWatcher):
+        def _make_command(self):
+            ids = {x.split("_")[0] for x in self._registered - self._finished}
+            return ["squeue", "--states=all", "--format=%i|%T|%N", *[a for i in ids for a in ("-j", i)]] \
+                if ids else None
+
+        def read_info(self, string):
+            lines = (string.decode() if isinstance(string, bytes) else string).splitlines()
+            return super().read_info("\n".join(["JobID|State|NodeList", *lines[1:]]))
+    if type(slurm.SlurmJob.watcher).__name__ != "SqueueWatcher":  # once a process
+        slurm.SlurmJob.watcher = SqueueWatcher(delay_s=60)
+
+
 def executor_parameters(chosen: dict) -> dict:
     """submitit.AutoExecutor.update_parameters arguments for the options `chosen` (see options)."""
     p = {"name": "qnets", "timeout_min": minutes(chosen.get("time", DEFAULT_TIME)),
          "gpus_per_node": chosen.get("gpus", 1), "tasks_per_node": 1, "stderr_to_stdout": True,
          "cpus_per_task": chosen.get("cpus"), "mem_gb": chosen.get("mem_gb"),
          "slurm_partition": chosen.get("partition"), "slurm_account": chosen.get("account"),
-         "slurm_array_parallelism": chosen.get("max_jobs"), "slurm_additional_parameters": chosen.get("extra")}
+         "slurm_array_parallelism": chosen.get("max_jobs"), "slurm_additional_parameters": chosen.get("extra"),
+         "slurm_signal_delay_s": chosen.get("signal_delay_s")}  # how long before its limit a job checkpoints
     return {k: v for k, v in p.items() if v is not None}
 
 
@@ -293,6 +325,8 @@ def make_executor(folder: str | Path, chosen: dict):
         cluster = "local" if why else "slurm"
     elif cluster == "slurm" and (why := slurm_answers()) is not None:
         raise ValueError(f"--cluster slurm: {why}; start Slurm, or use --cluster local")
+    if cluster == "slurm" and accounting_off():
+        _follow_with_squeue()
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**executor_parameters(chosen))
     return executor
@@ -328,9 +362,13 @@ def submit(configs: dict[str, Config], chosen: dict | None = None, pack: int = 1
     groups = runner.pack_groups(todo, pack, force) if pack > 1 else [[label] for label in todo]
     root, jobs = Path.cwd(), []
     if groups:
-        with executor.batch():  # one Slurm job array
-            jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force, verbose)),
-                     group) for group in groups]
+        try:  # (sbatch's refusal is printed by submitit too: kept for the one-line error below)
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # one Slurm job array
+                jobs = [(executor.submit(TrainJob({label: todo[label] for label in group}, root, pack, force,
+                                                  verbose)), group) for group in groups]
+        except _submitit().core.utils.FailedJobError as e:  # sbatch said no (a partition, an account, a limit)
+            said = [ln.removeprefix("sbatch: error: ") for ln in str(e).splitlines() if "error" in ln]
+            raise ValueError(f"Slurm refused the jobs: {'; '.join(said) or str(e).strip()}") from None
     return {"jobs": jobs, "skipped": skipped, "executor": getattr(executor, "cluster", type(executor).__name__),
             "folder": str(folder.parent)}
 

@@ -349,6 +349,10 @@ def test_slurm_options_from_a_file_and_flags(tmp_path):
         cluster.options(path)
     with pytest.raises(ValueError, match="give minutes, H:MM:SS or D-H:MM:SS"):
         cluster.options(None, time="1:30")
+    path.write_text(json.dumps({"signal_delay_s": 110}))  # warned 110 s before the limit: saved and requeued
+    assert cluster.executor_parameters(cluster.options(path))["slurm_signal_delay_s"] == 110
+    with pytest.raises(ValueError, match="signal_delay_s = 0"):
+        cluster.options(None, signal_delay_s=0)
 
 
 @needs_submitit

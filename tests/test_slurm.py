@@ -1,0 +1,137 @@
+"""The cluster executor against a real Slurm: a one-node cluster on this machine
+(`scripts/slurm-local.sh up`, which CI runs before the tests). Skipped, with the reason, where no
+Slurm controller answers."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qnets import cluster, experiments, runner
+from qnets.train import Config, checkpoint_epoch, checkpoint_path, fit, load_result
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_UP = cluster.slurm_answers(timeout=5)
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(
+    NOT_UP is not None, reason=f"no Slurm here ({NOT_UP}); as root: eval \"$(scripts/slurm-local.sh up)\"")]
+SLURM = {"cluster": "slurm", "partition": "debug", "gpus": 0, "cpus": 1, "time": 10}
+
+
+def _same_training(a: dict, b: dict) -> bool:
+    keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "quadratic")
+    return a["final_test_acc"] == b["final_test_acc"] and \
+        [{k: h.get(k) for k in keep} for h in a["history"]] == [{k: h.get(k) for k in keep} for h in b["history"]]
+
+
+def _squeue(job_id: str) -> str:
+    out = subprocess.run(["squeue", "--states=all", "-h", "-o", "%T", "-j", job_id], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _until(predicate, timeout: float = 120.0, what: str = "the condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+
+
+def _slow_run(out_dir: Path) -> Config:
+    """A run of about half a second an epoch, long enough to be stopped between its checkpoints."""
+    return Config(depth=8, neuron="conventional", dataset="synthetic", n_train=800, n_test=100, epochs=30,
+                  batch_size=50, out_dir=str(out_dir))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The slow run trained here, in one go: what every interrupted job must end with."""
+    return fit(_slow_run(tmp_path_factory.mktemp("here")), verbose=False)
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def test_a_plan_on_slurm_stores_what_training_here_stores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    configs = experiments.labelled_configs("03", "smoke", out_dir=str(tmp_path / "slurm"))
+    plan = {f"{label}#{i}": c for label, base in configs.items() for i, c in enumerate(experiments.seeds(base))}
+    submission = cluster.submit(plan, SLURM, verbose=False)
+    assert submission["executor"] == "slurm" and len(submission["jobs"]) == len(plan) == 9
+    outcomes = cluster.wait(submission, plan, poll_s=1.0, print_=_quiet)
+    assert sorted(o["outcome"] for o in outcomes) == ["trained"] * 9
+    array = submission["jobs"][0][0].job_id.split("_")[0]
+    assert all(o["job_id"].split("_")[0] == array for o in outcomes)  # one job array
+    for label, config in plan.items():  # the same run trained here, in this process
+        here = fit(config.replace(out_dir=str(tmp_path / "here")), verbose=False)
+        assert _same_training(load_result(config), here), label
+
+
+def test_a_cancelled_job_keeps_its_checkpoint_and_the_run_resumes_to_the_same_result(tmp_path, monkeypatch,
+                                                                                      uninterrupted):
+    monkeypatch.chdir(tmp_path)
+    config = _slow_run(tmp_path / "slurm")
+    submission = cluster.submit({"run": config}, SLURM, verbose=False)
+    job = submission["jobs"][0][0]
+    _until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
+    status = runner.status_text({"run": config}, cpu=True)
+    assert f"job {job.job_id}" in status, status  # --status names the Slurm job that holds the run
+    subprocess.run(["scancel", job.job_id], check=True)
+    _until(lambda: _squeue(job.job_id) in ("CANCELLED", ""), what="the cancellation")
+    assert load_result(config) is None and checkpoint_epoch(checkpoint_path(config)) is not None
+    again = cluster.submit({"run": config}, SLURM, verbose=False)
+    (o,) = cluster.wait(again, {"run": config}, poll_s=1.0, print_=_quiet)
+    assert o["outcome"] == "trained" and o["resumed_at"] >= 2, o
+    assert _same_training(load_result(config), uninterrupted)
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(tmp_path, monkeypatch, uninterrupted):
+    """`scontrol requeue` is what preemption does: the job is stopped and queued again."""
+    monkeypatch.chdir(tmp_path)
+    config = _slow_run(tmp_path / "slurm")
+    submission = cluster.submit({"run": config}, SLURM, verbose=False)
+    job = submission["jobs"][0][0]
+    _until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True)
+    (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
+    assert o["outcome"] == "trained" and o["resumed_at"] >= 2, o
+    assert _same_training(load_result(config), uninterrupted)
+
+
+def test_a_job_that_reaches_its_time_limit_is_requeued_and_finishes(tmp_path, monkeypatch, uninterrupted):
+    """Slurm warns a job `signal_delay_s` before its time limit (SIGUSR2); submitit then saves the
+    job and requeues it. A 2-minute limit with the warning at 110 s comes 10 s after each start, so
+    this run of about 15 s reaches its limit at least once."""
+    monkeypatch.chdir(tmp_path)
+    config = _slow_run(tmp_path / "slurm")
+    submission = cluster.submit({"run": config}, SLURM | {"time": 2, "signal_delay_s": 110}, verbose=False)
+    (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
+    assert o["outcome"] == "trained" and o["resumed_at"] >= 2, o
+    assert "this job is timed-out" in Path(o["log"]).read_text()
+    assert _same_training(load_result(config), uninterrupted)
+
+
+def test_two_submissions_of_one_plan_train_each_run_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = experiments.labelled_configs("03", "smoke", out_dir=str(tmp_path / "slurm"))
+    plan = {label: c for label, c in base.items()}
+    first = cluster.submit(plan, SLURM, verbose=False)
+    second = cluster.submit(plan, SLURM, verbose=False)  # before any of the first's jobs has started
+    outcomes = [o for s in (first, second) for o in cluster.wait(s, plan, poll_s=1.0, print_=_quiet)]
+    for label in plan:
+        mine = sorted(o["outcome"] for o in outcomes if o["label"] == label)
+        assert mine.count("trained") == 1 and set(mine) <= {"trained", "held", "stored"}, (label, mine)
+
+
+def test_a_bad_slurm_option_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "qnets", "results", "--preset", "smoke", "--runs", "03", "--executor",
+                        "submitit", "--cluster", "slurm", "--partition", "no-such-partition", "--gpus", "0"],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("qnets results: error: Slurm refused the jobs: invalid partition"), p.stderr
