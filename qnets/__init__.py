@@ -17,6 +17,7 @@ Three layers, whose imports point down only (tests/test_layout.py):
 from .layers import QuadraticConv2d, QuadraticLinear
 from .models import resnet, resnet20, resnet32, resnet44, resnet56, resnet110
 from . import relinear
+from .relinear import linearize, quadratize
 from .utils import VERSION as __version__
 __all__ = ["QuadraticConv2d", "QuadraticLinear", "resnet", "resnet20", "resnet32", "resnet44",
-           "resnet56", "resnet110", "relinear", "__version__"]
+           "resnet56", "resnet110", "relinear", "quadratize", "linearize", "__version__"]

@@ -14,10 +14,10 @@ import math
 import torch
 from torch import nn
 
-from .layers import Quadratic, quadratic_modules
+from .layers import Quadratic, QuadraticConv2d, QuadraticLinear, quadratic_modules
 
 __all__ = ["ROLES", "roles", "optimizer", "penalty", "quadratic_stats", "from_conventional",
-           "naive_init"]
+           "naive_init", "quadratize", "linearize"]
 
 ROLES = ("r", "g", "b", "other")
 
@@ -120,7 +120,7 @@ def quadratic_stats(model: nn.Module) -> dict:
         wb2 = m.weight_b.double().square().sum().item()
         bg2 = (m.bias_g.double() - 1).square().sum().item() if m.bias_g is not None else 0.0
         c2 = m.bias_b.double().square().sum().item()
-        nw, nb = m.weight_r.numel(), m.bias_r.numel()
+        nw, nb = m.weight_r.numel(), m.bias_b.numel()
         rms_r = math.sqrt(wr2 / nw) or float("nan")
         layers[name] = {"w_g": math.sqrt(wg2 / wr2), "w_b": math.sqrt(wb2 / wr2),
                         "b_g": math.sqrt(bg2 / nb) / rms_r, "c": math.sqrt(c2 / nb) / rms_r}
@@ -161,7 +161,8 @@ def from_conventional(q_model: nn.Module, conv_model: nn.Module) -> nn.Module:
                                  f"the quadratic layer's weight shape {tuple(q.weight_r.shape)}")
             q.reset_parameters("relinear")
             q.weight_r.copy_(c.weight)
-            q.bias_r.copy_(c.bias if c.bias is not None else torch.zeros_like(q.bias_r))
+            if q.bias_r is not None:
+                q.bias_r.copy_(c.bias if c.bias is not None else torch.zeros_like(q.bias_r))
             continue
         if isinstance(c, Quadratic) or type(q) is not type(c):
             raise ValueError(f"layer {name!r} is {type(q).__name__} in q_model but {type(c).__name__} in conv_model")
@@ -171,3 +172,89 @@ def from_conventional(q_model: nn.Module, conv_model: nn.Module) -> nn.Module:
                 if t is not None:
                     t.copy_(src[key])
     return q_model
+
+
+def quadratize(model: nn.Module, neuron: str = "quadratic", select=None) -> nn.Module:
+    """A copy of any `model` in which every selected `nn.Conv2d` and `nn.Linear` is a quadratic
+    layer of the same shape and options (stride, padding, dilation, groups, bias or none, padding
+    mode, device, dtype), its w_r and b_r copied from the original and its quadratic terms at
+    ReLinear's start (w_g = 0, b_g = 1, w_b = 0, c = 0): the copy computes exactly what `model`
+    computes, and `optimizer` and `penalty` find the new terms by the structure. `neuron` is
+    "quadratic" (Fan's full neuron) or "compact". `select`: None (every such layer), a pattern or
+    list of patterns matched against module names (fnmatch, e.g. "layer3.*"), or a predicate
+    `(name, module) -> bool`. `model` itself is left as it is. A layer whose owner reads its weight
+    directly cannot be converted: subclasses such as attention's out_proj raise, and so would
+    nn.TransformerEncoderLayer's linear layers fail in its inference fast path (leave them out)."""
+    import copy
+    import fnmatch
+    if neuron not in ("quadratic", "compact"):
+        raise ValueError(f"neuron must be 'quadratic' or 'compact', got {neuron!r}")
+    if select is None or callable(select):
+        chosen = select or (lambda name, module: True)
+    else:
+        patterns = [select] if isinstance(select, str) else list(select)
+        chosen = lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)  # noqa: E731
+    out = copy.deepcopy(model)
+    targets = [(name, m) for name, m in out.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)) and name and chosen(name, m)]
+    for name, m in targets:
+        _replace(out, name, _quadratic_like(name, m, neuron == "compact"))
+    return out
+
+
+def _quadratic_like(name: str, m: nn.Module, compact: bool) -> Quadratic:
+    from torch.nn.utils import parametrize
+    if parametrize.is_parametrized(m) or m._forward_hooks or m._forward_pre_hooks:
+        raise ValueError(f"layer {name!r} ({type(m).__name__}) has parametrizations or hooks, which a quadratic "
+                         "layer would not carry over; remove them or leave the layer out (select=...)")
+    if type(m) not in (nn.Conv2d, nn.Linear):  # e.g. attention's out_proj, whose weight is read directly
+        raise ValueError(f"layer {name!r} is a {type(m).__name__}, a kind of {type(m).__mro__[1].__name__} whose "
+                         "owner may use its weights directly; leave it out (select=...)")
+    kw = dict(compact=compact, device=m.weight.device, dtype=m.weight.dtype, bias=m.bias is not None)
+    if isinstance(m, nn.Conv2d):
+        q = QuadraticConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, dilation=m.dilation,
+                            groups=m.groups, padding_mode=m.padding_mode, **kw)
+    else:
+        q = QuadraticLinear(m.in_features, m.out_features, **kw)
+    with torch.no_grad():
+        q.weight_r.copy_(m.weight)
+        if m.bias is not None:
+            q.bias_r.copy_(m.bias)
+    q.train(m.training)
+    for p, old in ((q.weight_r, m.weight), (q.bias_r, m.bias)):
+        if p is not None:
+            p.requires_grad_(old.requires_grad)
+    return q
+
+
+def linearize(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every quadratic layer replaced by its linear part, the quadratic
+    terms dropped: q(x) = (w_r·x + b_r)(w_g·x + b_g) + w_b·(x⊙x) + c has the linear part
+    (b_g w_r + b_r w_g)·x + b_r b_g + c (compact: w_r·x + b_r + c), which is the original layer
+    again for a network still at ReLinear's start. For analysis (what did the terms add?)."""
+    import copy
+    out = copy.deepcopy(model)
+    for name, q in list(quadratic_modules(out)):
+        kw = dict(device=q.weight_r.device, dtype=q.weight_r.dtype)
+        if isinstance(q, QuadraticConv2d):
+            lin = nn.Conv2d(q.in_channels, q.out_channels, q.kernel_size, q.stride, q.padding, q.dilation, q.groups,
+                            bias=True, padding_mode=q.padding_mode, **kw)
+        else:
+            lin = nn.Linear(q.in_features, q.out_features, bias=True, **kw)
+        shape = (-1,) + (1,) * (q.weight_r.dim() - 1)
+        b_r = q.bias_r if q.bias_r is not None else torch.zeros_like(q.bias_b)
+        with torch.no_grad():
+            if q.compact:
+                lin.weight.copy_(q.weight_r)
+                lin.bias.copy_(b_r + q.bias_b)
+            else:
+                lin.weight.copy_(q.bias_g.view(shape) * q.weight_r + b_r.view(shape) * q.weight_g)
+                lin.bias.copy_(b_r * q.bias_g + q.bias_b)
+        lin.train(q.training)
+        _replace(out, name, lin)
+    return out
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
