@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 PRESET ?= auto
 RUNS ?= all
 PACK ?= 1
+# test, fast: test processes side by side (2 for 2 cores; CI adds one while Slurm runs, whose tests mostly wait on jobs)
+WORKERS ?= 2
 # venv: TORCH=cpu installs PyTorch's CPU wheels (no CUDA libraries: gigabytes less, for machines without an
 # NVIDIA GPU); their versions (x.y.z+cpu) rank above the CUDA build's, so pip picks them from the extra index.
 TORCH ?= default
@@ -42,11 +44,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_NAME)" >/dev/null
 	touch $@
 
-test: $(STAMP)  ## every test, slow ones too (the notebooks re-run to their committed outputs and run at the smoke preset), two at a time
-	$(BIN)/python -m pytest tests -m "slow or not slow" -n 2
+test: $(STAMP)  ## every test, slow ones too (the notebooks re-run to their committed outputs and run at the smoke preset), WORKERS at a time
+	$(BIN)/python -m pytest tests -m "slow or not slow" -n $(WORKERS)
 
-fast: $(STAMP)  ## the fast tests only (no tests marked slow), two at a time
-	$(BIN)/python -m pytest tests -n 2
+fast: $(STAMP)  ## the fast tests only (no tests marked slow), WORKERS at a time
+	$(BIN)/python -m pytest tests -n $(WORKERS)
 
 figures: $(STAMP)  ## execute every notebook (PRESET=…) into the committed notebooks and regenerate figures/
 	$(BIN)/python -m qnets notebooks --execute --preset $(PRESET) $(NOTEBOOKS)

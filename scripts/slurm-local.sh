@@ -39,8 +39,8 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# cred_expire: a requeued job may start again after 10 s (the default, 120 s, would slow every test of requeueing)
-AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
+# cred_expire: a requeued job may start again after 5 s (the default, 120 s, would slow every test of requeueing)
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 CryptoType=crypto/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
