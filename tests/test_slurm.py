@@ -128,6 +128,19 @@ def test_two_submissions_of_one_plan_train_each_run_once(tmp_path, monkeypatch):
         assert mine.count("trained") == 1 and set(mine) <= {"trained", "held", "stored"}, (label, mine)
 
 
+def test_a_run_that_fails_in_its_job_is_listed_failed_with_the_jobs_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")  # the job fails reading the weights it starts from
+    config = Config(depth=8, dataset="synthetic", n_train=100, n_test=50, epochs=1, batch_size=50,
+                    init="conventional", init_from=str(tmp_path / "broken.pt"), out_dir=str(tmp_path / "slurm"))
+    submission = cluster.submit({"run": config}, SLURM, verbose=False)
+    (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
+    job = submission["jobs"][0][0]
+    assert o["outcome"] == "failed" and o["job_id"] == job.job_id and Path(o["log"]).is_file(), o
+    status = runner.status_text({"run": config}, cpu=True)
+    assert "failed" in status and o["log"] in status, status
+
+
 def test_a_bad_slurm_option_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "qnets", "results", "--preset", "smoke", "--runs", "03", "--executor",
                         "submitit", "--cluster", "slurm", "--partition", "no-such-partition", "--gpus", "0"],
