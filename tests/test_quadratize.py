@@ -39,7 +39,7 @@ def test_a_quadratized_resnet18_computes_what_it_came_from(neuron, mode):
     q = qnets.quadratize(model, neuron=neuron)
     convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert sorted(n for n, _ in quadratic_modules(q)) == sorted(convs) and len(convs) == 21
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     assert _close(q(x), model(x))
     assert not any(isinstance(m, Quadratic) for m in model.modules())  # the original is left as it is
 
