@@ -14,6 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402  (after the thread settings, which torch reads once)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,14 @@ def kill_after_checkpoint(code: str, checkpoint: Path, epoch: int = 1, timeout: 
     finally:
         code = child.wait(timeout=timeout)
     return code
+
+
+def until(predicate, timeout: float = 120, what: str = "the condition", poll: float = 0.02):
+    """predicate()'s first true value, polled until `timeout` seconds have passed (then the test fails)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}")

@@ -16,7 +16,7 @@ import torch
 from qnets import cluster, experiments, locks, runner
 from qnets.__main__ import main
 from qnets.train import checkpoint_epoch, checkpoint_path, fit, read_result, result_path
-from conftest import untimed
+from conftest import until, untimed
 
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed (pip install -e '.[cluster]')")
@@ -49,16 +49,6 @@ def smoke(**changes):
     """The smoke preset's three conventional runs (seeds 0-2), with `changes`."""
     return {label: c.replace(**changes) for label, c in experiments.plan("smoke", "02:conventional").items()}
 
-
-
-def until(predicate, timeout=120, what="the condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def holder_pid(config):

@@ -4,11 +4,11 @@ Slurm controller answers."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import until
 from qnets import cluster, experiments, runner
 from qnets.train import Config, checkpoint_epoch, checkpoint_path, fit, load_result
 
@@ -28,16 +28,6 @@ def _same_training(a: dict, b: dict) -> bool:
 def _squeue(job_id: str) -> str:
     out = subprocess.run(["squeue", "--states=all", "-h", "-o", "%T", "-j", job_id], capture_output=True, text=True)
     return out.stdout.strip()
-
-
-def _until(predicate, timeout: float = 120.0, what: str = "the condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s")
 
 
 def _slow_run(out_dir: Path) -> Config:
@@ -78,11 +68,11 @@ def test_a_cancelled_job_keeps_its_checkpoint_and_the_run_resumes_to_the_same_re
     config = _slow_run(tmp_path / "slurm")
     submission = cluster.submit({"run": config}, SLURM, verbose=False)
     job = submission["jobs"][0][0]
-    _until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
+    until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
     status = runner.status_text({"run": config}, cpu=True)
     assert f"job {job.job_id}" in status, status  # --status names the Slurm job that holds the run
     subprocess.run(["scancel", job.job_id], check=True)
-    _until(lambda: _squeue(job.job_id) in ("CANCELLED", ""), what="the cancellation")
+    until(lambda: _squeue(job.job_id) in ("CANCELLED", ""), what="the cancellation", poll=0.25)
     assert load_result(config) is None and checkpoint_epoch(checkpoint_path(config)) is not None
     again = cluster.submit({"run": config}, SLURM, verbose=False)
     (o,) = cluster.wait(again, {"run": config}, poll_s=1.0, print_=_quiet)
@@ -96,7 +86,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(tmp_path, monkeypatch, unint
     config = _slow_run(tmp_path / "slurm")
     submission = cluster.submit({"run": config}, SLURM, verbose=False)
     job = submission["jobs"][0][0]
-    _until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
+    until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, what="a first checkpoint")
     subprocess.run(["scontrol", "requeue", job.job_id], check=True)
     (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
     assert o["outcome"] == "trained" and o["resumed_at"] >= 2, o
