@@ -74,12 +74,16 @@ def capabilities(device: torch.device) -> dict:
 def precision_for(config: "Config", caps: dict) -> str:
     """The precision a run trains in: fp32, bf16 (plain autocast) or bf16-split. "auto" gives bf16
     autocast only where the card computes bf16 natively, and for networks with quadratic layers
-    bf16-split: plain bf16 rounds ReLinear's small quadratic terms away (results/bench/precision-*.json)."""
+    bf16-split: plain bf16 rounds ReLinear's small quadratic terms away (results/bench/precision-*.json).
+    The other quadratic designs (layers.DESIGNS) have no split of their own: fp32."""
     if config.precision != "auto":
+        if config.precision == "bf16-split" and config.neuron not in ("conventional", "quadratic", "compact"):
+            raise ValueError(f"precision bf16-split exists for the quadratic and compact neurons only, not "
+                             f"{config.neuron!r}; use fp32 or bf16")
         return config.precision
     if not caps["bf16"]:
         return "fp32"
-    return "bf16" if config.neuron == "conventional" else "bf16-split"
+    return {"conventional": "bf16", "quadratic": "bf16-split", "compact": "bf16-split"}.get(config.neuron, "fp32")
 
 
 def describe_runtime(device: str = "auto") -> str:

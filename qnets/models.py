@@ -12,19 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import QuadraticConv2d
+from .layers import DESIGNS, QuadraticConv2d
 
-__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "valid_depth", "flops_per_image", "resnet20", "resnet32", "resnet44",
-           "resnet56", "resnet110"]
+__all__ = ["NEURONS", "SHORTCUTS", "ResNet", "resnet", "valid_depth", "flops_per_image", "resnet20", "resnet32",
+           "resnet44", "resnet56", "resnet110"]
 
-NEURONS = ("conventional", "quadratic", "compact")
+# conventional, or a quadratic design (layers.DESIGNS) that has a convolution
+NEURONS = ("conventional",) + tuple(d for d in DESIGNS if d != "bilinear")
 SHORTCUTS = ("A", "B")
 
 
 def conv3x3(neuron: str, cin: int, cout: int, stride: int, fuse_rg: bool = True) -> nn.Module:
     if neuron == "conventional":
         return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    return QuadraticConv2d(cin, cout, 3, stride, 1, compact=neuron == "compact", fuse_rg=fuse_rg)
+    return QuadraticConv2d(cin, cout, 3, stride, 1, fuse_rg=fuse_rg, design=neuron)
 
 
 def valid_depth(depth) -> bool:

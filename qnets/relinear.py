@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import Quadratic, QuadraticConv2d, QuadraticLinear, quadratic_modules
+from .layers import DESIGNS, Quadratic, QuadraticConv2d, QuadraticLinear, quadratic_modules
 
 __all__ = ["ROLES", "roles", "optimizer", "penalty", "quadratic_stats", "from_conventional",
            "naive_init", "quadratize", "linearize"]
@@ -179,16 +179,19 @@ def quadratize(model: nn.Module, neuron: str = "quadratic", select=None) -> nn.M
     layer of the same shape and options (stride, padding, dilation, groups, bias or none, padding
     mode, device, dtype), its w_r and b_r copied from the original and its quadratic terms at
     ReLinear's start (w_g = 0, b_g = 1, w_b = 0, c = 0): the copy computes exactly what `model`
-    computes, and `optimizer` and `penalty` find the new terms by the structure. `neuron` is
-    "quadratic" (Fan's full neuron) or "compact". `select`: None (every such layer), a pattern or
+    computes, and `optimizer` and `penalty` find the new terms by the structure. `neuron` is a
+    design of `layers.DESIGNS` that can start as the conventional layer: "quadratic" (Fan's full
+    neuron), "compact", "qres" or "quadraour". `select`: None (every such layer), a pattern or
     list of patterns matched against module names (fnmatch, e.g. "layer3.*"), or a predicate
     `(name, module) -> bool`. `model` itself is left as it is. A layer whose owner reads its weight
     directly cannot be converted: subclasses such as attention's out_proj raise, and so would
     nn.TransformerEncoderLayer's linear layers fail in its inference fast path (leave them out)."""
     import copy
     import fnmatch
-    if neuron not in ("quadratic", "compact"):
-        raise ValueError(f"neuron must be 'quadratic' or 'compact', got {neuron!r}")
+    starts = tuple(d for d, spec in DESIGNS.items() if spec["start"])
+    if neuron not in starts:
+        raise ValueError(f"neuron must be a design that can start as the layer it replaces, one of {starts}, got "
+                         f"{neuron!r}" + (" (it cannot: see qnets.layers.DESIGNS)" if neuron in DESIGNS else ""))
     if select is None or callable(select):
         chosen = select or (lambda name, module: True)
     else:
@@ -198,11 +201,11 @@ def quadratize(model: nn.Module, neuron: str = "quadratic", select=None) -> nn.M
     targets = [(name, m) for name, m in out.named_modules()
                if isinstance(m, (nn.Conv2d, nn.Linear)) and name and chosen(name, m)]
     for name, m in targets:
-        _replace(out, name, _quadratic_like(name, m, neuron == "compact"))
+        _replace(out, name, _quadratic_like(name, m, neuron))
     return out
 
 
-def _quadratic_like(name: str, m: nn.Module, compact: bool) -> Quadratic:
+def _quadratic_like(name: str, m: nn.Module, design: str) -> Quadratic:
     from torch.nn.utils import parametrize
     if parametrize.is_parametrized(m) or m._forward_hooks or m._forward_pre_hooks:
         raise ValueError(f"layer {name!r} ({type(m).__name__}) has parametrizations or hooks, which a quadratic "
@@ -210,7 +213,7 @@ def _quadratic_like(name: str, m: nn.Module, compact: bool) -> Quadratic:
     if type(m) not in (nn.Conv2d, nn.Linear):  # e.g. attention's out_proj, whose weight is read directly
         raise ValueError(f"layer {name!r} is a {type(m).__name__}, a kind of {type(m).__mro__[1].__name__} whose "
                          "owner may use its weights directly; leave it out (select=...)")
-    kw = dict(compact=compact, device=m.weight.device, dtype=m.weight.dtype, bias=m.bias is not None)
+    kw = dict(design=design, device=m.weight.device, dtype=m.weight.dtype, bias=m.bias is not None)
     if isinstance(m, nn.Conv2d):
         q = QuadraticConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, dilation=m.dilation,
                             groups=m.groups, padding_mode=m.padding_mode, **kw)
@@ -230,7 +233,8 @@ def _quadratic_like(name: str, m: nn.Module, compact: bool) -> Quadratic:
 def linearize(model: nn.Module) -> nn.Module:
     """A copy of `model` with every quadratic layer replaced by its linear part, the quadratic
     terms dropped: q(x) = (w_r·x + b_r)(w_g·x + b_g) + w_b·(x⊙x) + c has the linear part
-    (b_g w_r + b_r w_g)·x + b_r b_g + c (compact: w_r·x + b_r + c), which is the original layer
+    (b_g w_r + b_r w_g)·x + b_r b_g + c (compact: w_r·x + b_r + c; QRes and QuadraLib's neuron:
+    w_r·x + b_r; the other designs have none, and raise), which is the original layer
     again for a network still at ReLinear's start. For analysis (what did the terms add?)."""
     import copy
     out = copy.deepcopy(model)
@@ -242,11 +246,13 @@ def linearize(model: nn.Module) -> nn.Module:
         else:
             lin = nn.Linear(q.in_features, q.out_features, bias=True, **kw)
         shape = (-1,) + (1,) * (q.weight_r.dim() - 1)
-        b_r = q.bias_r if q.bias_r is not None else torch.zeros_like(q.bias_b)
+        b_r = q.bias_r if q.bias_r is not None else torch.zeros(q.weight_r.shape[0], **kw)
+        if q.design not in ("quadratic", "compact", "qres", "quadraour"):
+            raise ValueError(f"layer {name!r}: design {q.design!r} has no linear part to keep")
         with torch.no_grad():
-            if q.compact:
+            if q.design != "quadratic":  # compact: w_r·x + b_r + c; qres, quadraour: w_r·x + b_r
                 lin.weight.copy_(q.weight_r)
-                lin.bias.copy_(b_r + q.bias_b)
+                lin.bias.copy_(b_r + (q.bias_b if q.compact else 0))
             else:
                 lin.weight.copy_(q.bias_g.view(shape) * q.weight_r + b_r.view(shape) * q.weight_g)
                 lin.bias.copy_(b_r * q.bias_g + q.bias_b)

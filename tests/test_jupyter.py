@@ -373,6 +373,7 @@ def test_colab_cell_keeps_results_on_drive_when_mounted(monkeypatch, capsys, dri
     assert ("kept on Google Drive" in capsys.readouterr().out) is drive
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_after_restart_session_the_notebook_imports_the_package_not_the_clone_folder(tmp_path):
     """The real import system, in a fresh interpreter: the kernel's folder holds the clone (here a
     link to this repository), whose folder shadows the installed package as a namespace package

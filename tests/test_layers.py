@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qnets import QuadraticConv2d, QuadraticLinear
+from qnets.layers import DESIGNS
 
 
 def randomise(layer, seed=0):
@@ -161,3 +162,104 @@ def test_resnet_refuses_non_bool_rezero():
     for bad in ("no", 1, None):
         with pytest.raises(ValueError, match="rezero must be True or False"):
             resnet(8, "quadratic", rezero=bad)
+
+
+# ----------------------------------------------------------------------------- every published design
+
+def _direct(design, x, w, b, op):
+    """A design's formula from the operator `op(x, w, b)` alone (float64), written as its source states it."""
+    r0 = op(x, w["weight_r"], None) if "weight_r" in w else None
+    if design == "quadratic":
+        return (op(x, w["weight_r"], b["bias_r"]) * op(x, w["weight_g"], b["bias_g"])
+                + op(x * x, w["weight_b"], b["bias_b"]))
+    if design == "compact":
+        return op(x, w["weight_r"], b["bias_r"]) + op(x * x, w["weight_b"], b["bias_b"])
+    if design == "qres":  # (W1 x)(W2 x) + W1 x + b
+        return r0 * op(x, w["weight_g"], None) + op(x, w["weight_r"], b["bias_r"])
+    if design == "quadraour":  # (W1 x)(W2 x) + W3 x + b
+        return op(x, w["weight_g"], None) * op(x, w["weight_b"], None) + op(x, w["weight_r"], b["bias_r"])
+    if design == "power":
+        return op(x * x, w["weight_b"], b["bias_b"])
+    if design == "square":
+        return r0 ** 2
+    if design == "product":
+        return r0 * op(x, w["weight_g"], None)
+    if design == "poly":
+        return op(x, w["weight_r"], b["bias_r"]) ** 2
+    raise AssertionError(design)
+
+
+def _unfold_conv(layer):
+    """The convolution as patches times weights (F.unfold), not F.conv2d: an independent operator."""
+    def op(x, weight, bias):
+        n, _, h, w_ = x.shape
+        k, p = layer.kernel_size[0], layer.padding[0]
+        cols = F.unfold(x, k, padding=p)  # (n, c·k·k, L)
+        out = weight.reshape(weight.shape[0], -1) @ cols
+        out = out if bias is None else out + bias[:, None]
+        return out.reshape(n, -1, h + 2 * p - k + 1, w_ + 2 * p - k + 1)
+    return op
+
+
+def _weights(layer):
+    with torch.no_grad():
+        for _, p in layer.named_parameters():
+            p.copy_(torch.randn_like(p))  # every term non-zero, so that each counts
+    return ({n: p for n, p in layer.named_parameters() if n.startswith("weight")},
+            {n: p for n, p in layer.named_parameters() if n.startswith("bias")})
+
+
+@pytest.mark.parametrize("design", [d for d in DESIGNS if d not in ("quadraour-bn", "bilinear")])
+def test_each_design_computes_its_formula(design):
+    torch.manual_seed(0)
+    lin = QuadraticLinear(5, 3, design=design, init="naive", dtype=torch.float64)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    w, b = _weights(lin)
+    matmul = lambda x, weight, bias: x @ weight.T + (0 if bias is None else bias)  # noqa: E731
+    assert torch.allclose(lin(x), _direct(design, x, w, b, matmul), rtol=1e-12, atol=1e-12)
+    conv = QuadraticConv2d(2, 3, 3, padding=1, design=design, init="naive", dtype=torch.float64)
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    w, b = _weights(conv)
+    assert torch.allclose(conv(x), _direct(design, x, w, b, _unfold_conv(conv)), rtol=1e-12, atol=1e-12)
+
+
+def test_the_bilinear_and_batch_normed_designs():
+    torch.manual_seed(0)
+    bil = QuadraticLinear(4, 3, design="bilinear", dtype=torch.float64)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    want = torch.stack([torch.stack([xi @ bil.weight_b[o] @ xi for o in range(3)]) for xi in x]) + bil.bias_b
+    assert torch.allclose(bil(x), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="linear layers only"):
+        QuadraticConv2d(2, 3, 3, design="bilinear")
+    bn = QuadraticLinear(4, 3, design="quadraour-bn", init="naive", dtype=torch.float64)
+    n = [torch.nn.BatchNorm1d(3, dtype=torch.float64) for _ in range(3)]  # fresh: the same as the layer's
+    want = n[1](x @ bn.weight_g.T) * n[2](x @ bn.weight_b.T) + n[0](x @ bn.weight_r.T + bn.bias_r)
+    assert torch.allclose(bn(x), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("design, count", [
+    ("quadratic", 3 * (5 * 3 + 3)), ("compact", 2 * (5 * 3 + 3)), ("qres", 2 * 5 * 3 + 3), ("quadraour", 3 * 5 * 3 + 3),
+    ("quadraour-bn", 3 * 5 * 3 + 3 + 3 * 2 * 3), ("power", 5 * 3 + 3), ("square", 5 * 3), ("product", 2 * 5 * 3),
+    ("bilinear", 3 * 5 * 5 + 3), ("poly", 5 * 3 + 3)])
+def test_each_designs_parameter_count(design, count):
+    assert sum(p.numel() for p in QuadraticLinear(5, 3, design=design).parameters()) == count
+
+
+@pytest.mark.parametrize("design", list(DESIGNS))
+def test_a_design_starts_as_the_conventional_layer_where_it_can_and_says_so_where_not(design):
+    torch.manual_seed(0)
+    if design == "bilinear" or not DESIGNS[design]["start"]:
+        with pytest.raises(ValueError, match="cannot start as the conventional layer"):
+            QuadraticLinear(5, 3, design=design, init="relinear")
+        layer = QuadraticLinear(5, 3, design=design)  # the default start is then naive: every weight random
+        assert all(p.abs().sum() > 0 for n, p in layer.named_parameters() if n.startswith("weight"))
+        return
+    layer = QuadraticLinear(5, 3, design=design, dtype=torch.float64)
+    with torch.no_grad():
+        layer.bias_r.copy_(torch.randn(3))
+    x = torch.randn(4, 5, dtype=torch.float64)
+    assert torch.allclose(layer(x), x @ layer.weight_r.T + layer.bias_r, rtol=1e-12, atol=0)
+    x.requires_grad_(True)
+    layer(x).square().sum().backward()
+    assert all(p.grad.abs().sum() > 0  # every weight at 0 can leave it
+               for n, p in layer.named_parameters() if n.startswith("weight") and not p.abs().sum())

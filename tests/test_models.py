@@ -13,7 +13,7 @@ COUNTS = {  # option-A shortcuts, no ReZero; quadratic counts equal the authors'
 FACTORIES = [qnets.resnet20, qnets.resnet32, qnets.resnet44, qnets.resnet56, qnets.resnet110]
 
 
-@pytest.mark.parametrize("neuron", NEURONS)
+@pytest.mark.parametrize("neuron", list(COUNTS))
 def test_parameter_counts(neuron):
     counts = [sum(p.numel() for p in f(neuron=neuron).parameters()) for f in FACTORIES]
     assert counts == COUNTS[neuron]
@@ -75,13 +75,20 @@ def test_rezero_scalars_start_at_zero_and_block_is_identity():
     torch.testing.assert_close(block(x), x)
 
 
+@pytest.mark.parametrize("neuron", NEURONS)
+def test_every_neuron_design_builds_a_resnet(neuron):
+    torch.manual_seed(0)
+    out = qnets.resnet(8, neuron)(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
 def test_output_shape_and_classes():
     assert qnets.resnet(8, "compact", num_classes=7)(torch.randn(2, 3, 32, 32)).shape == (2, 7)
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(depth=21), "depth must be 6n+2"), (dict(depth=2), "depth"),
-    (dict(neuron="cubic"), "neuron must be one of ('conventional', 'quadratic', 'compact')"),
+    (dict(neuron="cubic"), "neuron must be one of ('conventional', 'quadratic', 'compact', 'qres'"),
     (dict(shortcut="C"), "shortcut must be one of ('A', 'B')"), (dict(num_classes=1), "num_classes"),
 ])
 def test_bad_arguments(kwargs, fragment):

@@ -65,11 +65,17 @@ def test_the_split_changes_nothing_outside_autocast():
     ("compact", CAPS_NATIVE_BF16, "auto", "bf16-split"),
     ("quadratic", CAPS_NATIVE_BF16, "bf16", "bf16"),  # a user may force plain autocast
     ("quadratic", CAPS_NATIVE_BF16, "fp32", "fp32"),
+    ("qres", CAPS_NATIVE_BF16, "auto", "fp32"),  # no split of its own: its small terms are kept in fp32
 ])
 def test_the_precision_policy(neuron, caps, config_precision, expected):
     config = Config(depth=8, neuron=neuron, precision=config_precision,
                     **({"gamma_g": None, "gamma_b": None} if neuron == "conventional" else {}))
     assert precision_for(config, caps) == expected
+
+
+def test_bf16_split_is_refused_for_a_design_that_has_none():
+    with pytest.raises(ValueError, match="bf16-split exists for the quadratic and compact neurons only"):
+        precision_for(Config(depth=8, neuron="quadraour", precision="bf16-split"), CAPS_NATIVE_BF16)
 
 
 def test_a_bf16_split_trainer_splits_every_quadratic_layer_and_says_so():
