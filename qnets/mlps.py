@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .experiments import PRESETS
-from .layers import QuadraticLinear
+from .layers import DESIGNS, QuadraticLinear
 from .targets import PROBLEMS, RADIUS, TARGETS, _generator, dataset
 from .neuron import single_neuron
 from .stats import summary
@@ -80,8 +80,9 @@ class Square(nn.Module):
         return z * z
 
 
-def mlp(family: str, d: int, width: int, depth: int = 1, out: int = 1) -> nn.Sequential:
-    """`depth` hidden layers of `width` neurons of `family` on inputs in R^d, then Linear(width, out).
+def mlp(family: str, d: int, width: int, depth: int = 1, out: int = 1, design: str = "quadratic") -> nn.Sequential:
+    """`depth` hidden layers of `width` neurons of `family` on inputs in R^d, then Linear(width, out);
+    the quadratic family's neurons are of `design` (`qnets.layers.DESIGNS`).
 
     Hidden conventional layers start like a quadratic layer's w_r (Kaiming normal, zero bias),
     so a quadratic network starts as the relu network of its width; the output layer keeps
@@ -94,7 +95,7 @@ def mlp(family: str, d: int, width: int, depth: int = 1, out: int = 1) -> nn.Seq
     layers, fan_in = [], d
     for _ in range(depth):
         if family == "quadratic":
-            layer = QuadraticLinear(fan_in, width)
+            layer = QuadraticLinear(fan_in, width, design=design)
         else:
             layer = nn.Linear(fan_in, width)
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -105,11 +106,18 @@ def mlp(family: str, d: int, width: int, depth: int = 1, out: int = 1) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-def n_params(family: str, d: int, width: int, depth: int = 1, out: int = 1) -> int:
-    """Parameters of `mlp(family, d, width, depth, out)`: a quadratic neuron has three weight
-    vectors and three biases (w_r, b_r, w_g, b_g, w_b, c), a conventional one one of each."""
-    per = 3 if family == "quadratic" else 1
-    return per * (d + 1) * width + (depth - 1) * per * (width + 1) * width + (width + 1) * out
+def n_params(family: str, d: int, width: int, depth: int = 1, out: int = 1, design: str = "quadratic") -> int:
+    """Parameters of `mlp(family, d, width, depth, out, design)`: a conventional neuron on n inputs
+    has n + 1; a quadratic one n per weight vector (n² for the bilinear form), 1 per bias and 2 per
+    batch norm of its design (Fan's: w_r, b_r, w_g, b_g, w_b, c, so 3(n + 1))."""
+    def neuron(n: int) -> int:
+        if family != "quadratic":
+            return n + 1
+        spec = DESIGNS[design]
+        weights = sum(name.startswith("weight") for name in spec["params"])
+        return (weights * (n * n if design == "bilinear" else n) + len(spec["params"]) - weights
+                + (6 if spec.get("norms") else 0))
+    return neuron(d) * width + (depth - 1) * neuron(width) * width + (width + 1) * out
 
 
 def match(budget: int, d: int, depth: int = 1, out: int = 1) -> dict[str, int]:

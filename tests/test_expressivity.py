@@ -76,6 +76,12 @@ def test_parameter_count_formula_and_matching():
         for d, width, depth, out in ((2, 1, 1, 1), (3, 7, 2, 2), (16, 5, 3, 1)):
             model = M.mlp(family, d, width, depth, out)
             assert sum(p.numel() for p in model.parameters()) == M.n_params(family, d, width, depth, out)
+    from qnets.layers import DESIGNS
+    for design in DESIGNS:  # the quadratic family in every published design
+        for d, width, depth, out in ((2, 1, 1, 1), (3, 7, 2, 2)):
+            model = M.mlp("quadratic", d, width, depth, out, design=design)
+            assert sum(p.numel() for p in model.parameters()) == M.n_params("quadratic", d, width, depth, out, design)
+            assert model(torch.randn(4, d)).shape == (4, out)
     assert M.match(21, 2) == {"relu": 5, "square": 5, "quadratic": 2}  # 4·5 + 1 = 10·2 + 1
     with pytest.raises(ValueError, match="within 2%"):
         M.budget_grid(16, 1, 1, 20, 60, 3)  # below one quadratic neuron's worth of conventional matches
