@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import data as qdata
 from . import relinear
-from .layers import INITS as LAYER_INITS
+from .layers import DESIGNS, INITS as LAYER_INITS
 from .models import NEURONS, SHORTCUTS, valid_depth
 
 __all__ = ["Config", "config_hash", "run_name", "name_key", "lr_factor", "parent", "SAME_RECIPE"]
@@ -120,6 +120,9 @@ class Config:
         choice("neuron", NEURONS)
         choice("shortcut", SHORTCUTS)
         choice("init", RUN_INITS)
+        need(self.init == "naive" or self.neuron == "conventional" or DESIGNS[self.neuron]["start"], "init",
+             f"'naive' for neuron {self.neuron!r}, which cannot start as the conventional network "
+             "(qnets.layers.DESIGNS)")
         need((self.init == "conventional") == bool(self.init_from), "init_from",
              f"given exactly when init='conventional' ({SAME_RECIPE!r} or a .pt file)")
         need(self.init_from in ("", SAME_RECIPE) or self.init_from.endswith(".pt"), "init_from",

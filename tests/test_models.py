@@ -95,3 +95,10 @@ def test_bad_arguments(kwargs, fragment):
     with pytest.raises(ValueError) as e:
         qnets.resnet(**(dict(depth=20) | kwargs))
     assert fragment in str(e.value)
+
+
+def test_a_run_of_a_design_without_relinears_start_must_start_naive():
+    from qnets.train import Config
+    with pytest.raises(ValueError, match="Config.init must be 'naive' for neuron 'power'"):
+        Config(neuron="power")
+    assert Config(neuron="power", init="naive").neuron == "power" and Config(neuron="qres").init == "relinear"
