@@ -129,6 +129,8 @@ def plot_single_neuron():
             ax.set(aspect="equal", xlabel="$x_1$", ylabel="$x_2$", title=f"{name}: {kind}, {100 * acc:.1f}% correct")
             ax.title.set_fontsize(10)
     axes[0, 0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("one neuron with weights set by hand, and the best line found by search: no training, no seeds",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
