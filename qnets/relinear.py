@@ -111,16 +111,17 @@ def quadratic_stats(model: nn.Module) -> dict:
     For each layer: ‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖ (Frobenius norms) and RMS(b_g − 1), RMS(c) over the
     RMS of w_r's entries. All are 0 at ReLinear's initialisation. "overall" pools every layer
     (norms of the concatenated weights). Returns plain floats; an empty dict for a model
-    without quadratic layers.
+    without quadratic layers. Designs without a linear term (no w_r) are left out; in QuadraLib's
+    neuron w_b is the random factor beside w_g, so there w_g alone says how far it moved.
     """
     layers, sums = {}, {"w_r": 0.0, "w_g": 0.0, "w_b": 0.0, "b_g": 0.0, "c": 0.0, "n_w": 0, "n_b": 0}
+    def sq(t, minus=0.0):
+        return 0.0 if t is None else (t.double() - minus).square().sum().item()
     for name, m in quadratic_modules(model):
-        wr2 = m.weight_r.double().square().sum().item()
-        wg2 = m.weight_g.double().square().sum().item() if m.weight_g is not None else 0.0
-        wb2 = m.weight_b.double().square().sum().item()
-        bg2 = (m.bias_g.double() - 1).square().sum().item() if m.bias_g is not None else 0.0
-        c2 = m.bias_b.double().square().sum().item()
-        nw, nb = m.weight_r.numel(), m.bias_b.numel()
+        if m.weight_r is None:  # a design without a linear term: nothing to compare with
+            continue
+        wr2, wg2, wb2, bg2, c2 = sq(m.weight_r), sq(m.weight_g), sq(m.weight_b), sq(m.bias_g, 1.0), sq(m.bias_b)
+        nw, nb = m.weight_r.numel(), m.weight_r.shape[0]
         rms_r = math.sqrt(wr2 / nw) or float("nan")
         layers[name] = {"w_g": math.sqrt(wg2 / wr2), "w_b": math.sqrt(wb2 / wr2),
                         "b_g": math.sqrt(bg2 / nb) / rms_r, "c": math.sqrt(c2 / nb) / rms_r}

@@ -117,3 +117,13 @@ def test_linearize_drops_the_quadratic_terms(neuron):
     layer, lin = q[0], qnets.linearize(q)[0]
     gaps = [(layer(e * x) - lin(e * x)).abs().max().item() for e in (1e-2, 1e-3)]
     assert 80 < gaps[0] / gaps[1] < 120  # what is left is quadratic in x: 10x smaller input, 100x smaller gap
+
+
+@pytest.mark.parametrize("design", ["qres", "quadraour", "power", "poly"])
+def test_quadratic_stats_read_every_design(design):
+    stats = relinear.quadratic_stats(qnets.resnet(8, design))
+    if design == "power":  # no linear term to compare with
+        assert stats == {}
+    else:
+        assert stats["overall"]["w_g"] == 0.0 and set(stats["layers"]) and all(
+            v == v for layer in stats["layers"].values() for v in layer.values())  # no NaN
