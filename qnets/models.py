@@ -1,4 +1,4 @@
-"""CIFAR ResNets of He et al. (2016) with conventional, quadratic or compact neurons.
+"""CIFAR ResNets of He et al. (2016) with conventional neurons or any quadratic design (layers.DESIGNS).
 
 Structure: 3×3 stem conv (16 channels) + BN + ReLU, three stages of n basic blocks
 (16/32/64 channels, strides 1/2/2), global average pool, linear 64→classes; depth = 6n + 2.
