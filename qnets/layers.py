@@ -52,6 +52,10 @@ def product_plus(rg: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     return r * g + b
 
 
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class Quadratic(nn.Module):
     """A quadratic neuron, for any linear operator: parameters, initialisation and the formula of
     each design in DESIGNS (`design`; `compact=True` is design "compact").
@@ -83,8 +87,6 @@ class Quadratic(nn.Module):
         if design not in DESIGNS or (compact and design != "compact"):
             raise ValueError(f"design must be one of {tuple(DESIGNS)} (compact=True means 'compact'), got {design!r}")
         self.design, self.compact, self.fuse_rg = design, design == "compact", fuse_rg and design == "quadratic"
-        init = init or ("relinear" if DESIGNS[design]["start"] else "naive")
-        self._check_init(init)
         kw = dict(device=device, dtype=dtype)
         shape, has = self._weight_shape(), DESIGNS[design]["params"]
         for role in ("r", "g", "b"):
@@ -118,11 +120,14 @@ class Quadratic(nn.Module):
                     b.zero_()
             if self.weight_r is not None:
                 nn.init.kaiming_normal_(self.weight_r, nonlinearity="relu")
-            drawn = (self.weight_b, self.weight_g) if init == "naive" else \
-                (self.weight_b,) if self.design.startswith("quadraour") else ()
-            for w in (self.weight_b, self.weight_g):
-                if w is not None:
-                    nn.init.kaiming_normal_(w, nonlinearity="relu") if any(w is d for d in drawn) else w.zero_()
+            for name in ("weight_b", "weight_g"):
+                w = getattr(self, name)
+                if w is None:
+                    continue
+                if init == "naive" or (name == "weight_b" and self.design.startswith("quadraour")):
+                    nn.init.kaiming_normal_(w, nonlinearity="relu")
+                else:
+                    w.zero_()
             if init == "relinear" and self.bias_g is not None:
                 self.bias_g.fill_(1.0)
 
@@ -148,7 +153,7 @@ class Quadratic(nn.Module):
             q = r * op(x, self.weight_g, None) + r
             return q if self.bias_r is None else q + self.bias_r.view(self._bias_view())
         if d in ("quadraour", "quadraour-bn"):
-            n = self.norms or (nn.Identity(),) * 3
+            n = self.norms or (_same,) * 3
             return n[1](op(x, self.weight_g, None)) * n[2](op(x, self.weight_b, None)) + \
                 n[0](op(x, self.weight_r, self.bias_r))
         if d == "power":

@@ -240,6 +240,8 @@ def linearize(model: nn.Module) -> nn.Module:
     import copy
     out = copy.deepcopy(model)
     for name, q in list(quadratic_modules(out)):
+        if not DESIGNS[q.design]["start"]:  # the designs with a linear term, alone as it
+            raise ValueError(f"layer {name!r}: design {q.design!r} has no linear part to keep")
         kw = dict(device=q.weight_r.device, dtype=q.weight_r.dtype)
         if isinstance(q, QuadraticConv2d):
             lin = nn.Conv2d(q.in_channels, q.out_channels, q.kernel_size, q.stride, q.padding, q.dilation, q.groups,
@@ -248,8 +250,6 @@ def linearize(model: nn.Module) -> nn.Module:
             lin = nn.Linear(q.in_features, q.out_features, bias=True, **kw)
         shape = (-1,) + (1,) * (q.weight_r.dim() - 1)
         b_r = q.bias_r if q.bias_r is not None else torch.zeros(q.weight_r.shape[0], **kw)
-        if q.design not in ("quadratic", "compact", "qres", "quadraour"):
-            raise ValueError(f"layer {name!r}: design {q.design!r} has no linear part to keep")
         with torch.no_grad():
             if q.design != "quadratic":  # compact: w_r·x + b_r + c; qres, quadraour: w_r·x + b_r
                 lin.weight.copy_(q.weight_r)

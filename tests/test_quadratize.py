@@ -127,3 +127,8 @@ def test_quadratic_stats_read_every_design(design):
     else:
         assert stats["overall"]["w_g"] == 0.0 and set(stats["layers"]) and all(
             v == v for layer in stats["layers"].values() for v in layer.values())  # no NaN
+
+
+def test_linearize_names_a_layer_without_a_linear_part():
+    with pytest.raises(ValueError, match=r"layer 'layer1.0.conv1': design 'power' has no linear part"):
+        qnets.linearize(qnets.resnet(8, "power"))
