@@ -30,6 +30,7 @@ the log), partial, waiting (for trained weights) or to do.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import json
 import os
@@ -287,18 +288,22 @@ def accounting_off(timeout: float = 10.0) -> bool:
 def _follow_with_squeue() -> None:
     """Make submitit follow Slurm jobs with squeue, which answers without accounting, rather than
     sacct, which then fails on every poll (submitit warns each time and cannot see a job that was
-    cancelled; finished jobs stay in squeue for the cluster's MinJobAge)."""
+    cancelled). Finished jobs stay in squeue for the cluster's MinJobAge; a job that left it before
+    a poll saw it end counts as ended ("GONE"), and its outcome is then read from its files."""
     slurm = _submitit().slurm.slurm
 
     class SqueueWatcher(slurm.SlurmInfoWatcher):
         def _make_command(self):
-            ids = {x.split("_")[0] for x in self._registered - self._finished}
-            return ["squeue", "--states=all", "--format=%i|%T|%N", *[a for i in ids for a in ("-j", i)]] \
-                if ids else None
+            # all of this user's jobs: asking for ids instead fails outright (and so never updates)
+            # once one of them has left the queue, or with more than one id given as `-j a -j b`
+            return ["squeue", f"--user={getpass.getuser()}", "--states=all", "--format=%i|%T|%N"] \
+                if self._registered - self._finished else None
 
         def read_info(self, string):
             lines = (string.decode() if isinstance(string, bytes) else string).splitlines()
-            return super().read_info("\n".join(["JobID|State|NodeList", *lines[1:]]))
+            info = super().read_info("\n".join(["JobID|State|NodeList", *lines[1:]]))
+            gone = {"JobID": "", "State": "GONE", "NodeList": ""}
+            return info | {j: gone | {"JobID": j} for j in self._registered - self._finished if j not in info}
     if type(slurm.SlurmJob.watcher).__name__ != "SqueueWatcher":  # once a process
         slurm.SlurmJob.watcher = SqueueWatcher(delay_s=60)
 

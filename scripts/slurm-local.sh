@@ -78,6 +78,7 @@ EOF
     alive slurmd || slurmd -f "$conf"
     for _ in $(seq 60); do
         if scontrol ping 2>/dev/null | grep -q "is UP" && sinfo -h -o %T 2>/dev/null | grep -qE "idle|mixed|alloc"; then
+            probe
             say "up: one node ($host, $cpus CPUs), partition debug; logs in $dir/log"
             echo "export SLURM_CONF=$conf"
             return 0
@@ -85,6 +86,28 @@ EOF
         sleep 0.5
     done
     say "Slurm did not come up within 30 s; see $dir/log"
+    down
+    exit 1
+}
+
+# A daemon that answers is not yet a cluster that runs jobs (a failed launch drains the node and
+# every later job waits forever): one batch job must start and end, or the cluster is taken down.
+probe() {
+    local out="$dir/probe.out" id state
+    rm -f "$out"
+    id="$(sbatch --parsable --job-name=qnets-probe --output="$out" --time=1 --wrap "echo ran")" || {
+        say "sbatch refused a one-line job"; down; exit 1; }
+    for _ in $(seq 120); do
+        state="$(squeue -h --states=all -j "$id" -o %T 2>/dev/null || true)"
+        case "$state" in
+            COMPLETED) grep -q ran "$out" 2>/dev/null && return 0 ;;
+            FAILED|CANCELLED|TIMEOUT|NODE_FAIL|BOOT_FAIL|OUT_OF_MEMORY) break ;;
+        esac
+        sleep 0.5
+    done
+    say "a one-line job did not run (state ${state:-unknown}; node: $(sinfo -h -N -o '%T %E' | head -1)); see $dir/log"
+    scancel "$id" 2>/dev/null || true
+    down
     exit 1
 }
 

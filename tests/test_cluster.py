@@ -498,3 +498,23 @@ def test_results_executor_submitit_from_the_command_line(tmp_path, capsys):
     assert out[0].startswith("submitted 0 jobs (0 runs)") and sum("stored" in line for line in out) == 3
     assert main(["results", "--preset", "smoke", "--runs", "02:conventional", "--status"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("3 done, 0 to do of 3 runs; ")
+
+
+@needs_submitit
+def test_without_accounting_jobs_are_followed_in_one_squeue_call_and_a_job_that_left_the_queue_has_ended(
+        monkeypatch):
+    """squeue refuses `-j a -j b` and fails on an id that has left the queue: then no state would
+    ever update and waiting on the jobs would never end."""
+    slurm = importlib.import_module("submitit.slurm.slurm")
+    monkeypatch.setattr(slurm.SlurmJob, "watcher", slurm.SlurmInfoWatcher(delay_s=60))
+    cluster._follow_with_squeue()
+    watcher = slurm.SlurmJob.watcher
+    for job_id in ("5", "7_0", "7_1", "7_2", "9"):
+        watcher.register_job(job_id)
+    command = watcher._make_command()
+    assert command[0] == "squeue" and "-j" not in command and not any(a.startswith("--jobs") for a in command)
+    info = watcher.read_info("JOBID|STATE|NODELIST\n5|COMPLETED|vm\n7_[1-2]|PENDING|\n7_0|RUNNING|vm\n")
+    assert {j: i["State"] for j, i in info.items() if j in watcher._registered} == \
+        {"5": "COMPLETED", "7_0": "RUNNING", "7_1": "PENDING", "7_2": "PENDING", "9": "GONE"}
+    watcher._info_dict.update(info)
+    assert [watcher.is_done(j, mode="cache") for j in ("5", "7_0", "7_1", "9")] == [True, False, False, True]
