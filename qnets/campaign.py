@@ -38,14 +38,18 @@ def plan(preset: str = "paper", only: int | None = None, **overrides) -> list[tu
     campaign, for trials); `overrides` replace Config fields."""
     if only is not None and not (isinstance(only, int) and not isinstance(only, bool) and only >= 1):
         raise ValueError(f"only must be a whole number of runs >= 1 (or None for the whole plan), got {only!r}")
-    runs = {nb: experiments.labelled_configs(nb, preset, **overrides) for nb in ("02", "03", "04", "05")}
+    runs = {nb: experiments.labelled_configs(nb, preset, **overrides) for nb in experiments.NOTEBOOKS[1:]}
     out, seen = [], set()
     for group in PLANS.get(preset, PLANS["paper"]):
-        present = [(nb, name) for nb, label in group
-                   for name in ([n for n in runs[nb] if n != "conventional" or nb == "04"] if label == "*" else [label])
-                   if name in runs[nb]]
+        present = []
+        for nb, label, *which in group:
+            names = [n for n in runs[nb] if n != "conventional" or nb == "04"] if label == "*" else [label]
+            present += [(nb, name, which[0] if which else range(experiments.SEEDS)) for name in names
+                        if name in runs[nb]]
         for s in range(experiments.SEEDS):
-            for nb, label in present:
+            for nb, label, which in present:
+                if s not in which:
+                    continue
                 config = experiments.seeds(runs[nb][label])[s]
                 if config not in seen:
                     seen.add(config)

@@ -300,6 +300,10 @@ def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> 
     elif nb == "05":
         for param, field in (("gamma", "gamma_g"), ("alpha", "alpha_g"), ("beta", "beta_g")):
             out += _figure2(results, param, field, lr)
+    elif nb == "06":
+        out += [_better(results, "quadratic", design, f"Fan's full quadratic network (ReLinear) is more accurate "
+                        f"than the {design} network", quadratic=("quadratic",))
+                for design, runs in results.items() if runs and design not in ("conventional", "quadratic")]
     return [c for c in out if c]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .data import CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES
 from .config import SAME_RECIPE
+from .layers import DESIGNS
+from .models import NEURONS
 from .train import Config, capabilities, evaluates, fit, load_result, read_result, resolve_device
 
 __all__ = ["PRESETS", "PRESET_HELP", "NOTEBOOKS", "labelled_configs", "seeds", "committed_preset", "plan", "results"]
@@ -40,12 +42,13 @@ PRESET_HELP = {
 }
 ORDER = ("paper", "gpu-short", "cpu", "quick", "smoke")  # largest first
 CPU_PRESETS = ("smoke", "quick", "cpu")  # presets whose runs train on a CPU: status counts CPU-hours
-NOTEBOOKS = ("01", "02", "03", "04", "05")
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
 
 SEEDS = 3  # every experiment label runs with seeds 0, 1, 2 at every preset
 
-# Each preset's plan: groups of (notebook, label), in priority order; within a group every label's
-# first seed comes before any label's second. A preset without a plan of its own follows the paper's.
+# Each preset's plan: groups of (notebook, label[, seeds]), in priority order; within a group every
+# label's first seed comes before any label's second (seeds: which of them, default all). A preset
+# without a plan of its own follows the paper's.
 PLANS = {
     "paper": [
         # 1. ResNet-20: conventional, quadratic + ReLinear (γ = 1e-5), compact + ReLinear, naive
@@ -66,9 +69,13 @@ PLANS = {
         [("02", "relinear-from-conventional"), ("02", "conventional-trained-on")],
         # 4. the notebook-05 sweep, one seed of every value first
         [("05", "*")],
-        # 5. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
+        # 5. notebook 06: one seed of every quadratic neuron design the ResNets take
+        [("06", "*", range(1))],
+        # 6. the depth pilot: ResNet-20 conventional and ReLinear, each with and without ReZero, and naive
         # (with conventional and ReLinear: notebook 02's trio at depth)
         [("04", "*")],
+        # 7. the other seeds of notebook 06
+        [("06", "*", range(1, 3))],
     ],
 }
 
@@ -211,6 +218,12 @@ def labelled_configs(notebook: str, preset: str, **overrides) -> dict[str, Confi
             out[f"alpha={a}"] = quad.replace(gamma_g=None, gamma_b=None, alpha_g=a, alpha_b=a)
         for b in sweeps["beta"]:
             out[f"beta={b}"] = quad.replace(gamma_g=None, gamma_b=None, beta_g=b, beta_b=b)
+        return out
+    if notebook == "06":  # every quadratic neuron design the ResNets take, with ReLinear where it can start
+        out = {"conventional": conventional, "quadratic": quad}
+        for design in NEURONS[1:]:
+            out.setdefault(design, quad.replace(neuron=design) if DESIGNS[design]["start"]
+                           else naive.replace(neuron=design))
         return out
     raise ValueError(f"unknown notebook {notebook!r}; choose one of {NOTEBOOKS}")
 

@@ -178,7 +178,12 @@ def stacked_forward(skeleton: nn.Sequential, params: dict[str, torch.Tensor], x:
     """The forward of K networks shaped like `skeleton` (an `mlp`), their parameters stacked
     along a first dimension of size K (`params`, named as in the skeleton): x (K, B, d). The layers'
     own forward runs, vectorised over the K networks (`torch.func.vmap`): the quadratic neuron's
-    formula lives in `qnets.layers` alone."""
+    formula lives in `qnets.layers` alone. A skeleton with buffers (batch norms' running statistics,
+    which vmap cannot update per network) runs one network at a time: K = 1."""
+    if next(skeleton.buffers(), None) is not None:
+        if x.shape[0] != 1:
+            raise ValueError("a network with buffers (batch norms) trains alone: stack K = 1 of them")
+        return torch.func.functional_call(skeleton, {k: v[0] for k, v in params.items()}, (x[0],))[None]
     return torch.func.vmap(lambda p, xk: torch.func.functional_call(skeleton, p, (xk,)))(params, x)
 
 
@@ -313,14 +318,19 @@ def prepare(kind: str, d: int, members: list[tuple[str, int]], s: dict) -> dict:
 
 
 def fit(family: str, d: int, width: int, depth: int, members: list[tuple[str, int]], data: dict, s: dict,
-        lr: float) -> list[nn.Module]:
-    """The members' networks of one family and width, each initialised from its seed, trained together."""
+        lr: float, design: str = "quadratic") -> list[nn.Module]:
+    """The members' networks of one family and width, each initialised from its seed, trained together
+    (one at a time where the design has batch norms), returned in eval mode."""
     models = []
     for _, seed in members:
         torch.manual_seed(seed)
-        models.append(mlp(family, d, width, depth, 2 if data["classify"] else 1))
-    train(models, data["xs"], data["ys"], s["steps"], lr, s["batch"], data["classify"])
-    return models
+        models.append(mlp(family, d, width, depth, 2 if data["classify"] else 1, design))
+    if family == "quadratic" and DESIGNS[design].get("norms"):  # (the same batches as together)
+        for k, model in enumerate(models):
+            train([model], data["xs"][k:k + 1], data["ys"][k:k + 1], s["steps"], lr, s["batch"], data["classify"])
+    else:
+        train(models, data["xs"], data["ys"], s["steps"], lr, s["batch"], data["classify"])
+    return [m.eval() for m in models]
 
 
 def _groups(s: dict, seeds) -> dict[tuple[str, int], list[tuple[str, int]]]:
@@ -370,14 +380,14 @@ def rate_check(s: dict, verbose: bool = True) -> list[dict]:
     return rows
 
 
-def choose_rates(check: list[dict], s: dict) -> dict[str, dict]:
+def choose_rates(check: list[dict], s: dict, families=FAMILIES) -> dict[str, dict]:
     """Each family's rate: the shared s["lr"], unless another rate of the check gives a lower
     log10 error on the same members beyond the 95% interval of the paired differences
     (Bonferroni-corrected for the other rates tried); then the best such rate."""
     out = {}
     others = [r for r in s["rates"] if r != s["lr"]]
     level = 1 - 0.05 / max(1, len(others))
-    for family in FAMILIES:
+    for family in families:
         logs = {}
         for row in check:
             if row["family"] == family:

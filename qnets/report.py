@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import claims, expressivity, mlps
+from . import claims, designs, expressivity, mlps
 from .campaign import status
 from .claims import accuracies, difference, ratio
-from .experiments import SEEDS, labelled_configs, results, seeds
+from .experiments import NOTEBOOKS, SEEDS, labelled_configs, results, seeds
 from .stats import summary
 from .train import Config, load_result
 from .utils import fill_blocks
@@ -30,6 +30,8 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
     README's tables equal to this."""
     if str(notebook)[:2] == "01":
         return expressivity.markdown_table(_stored_expressivity(preset))
+    if _mlp_designs(notebook, preset):
+        return designs.markdown_table(_stored_designs(preset))
     rows = ["| run | network | params | seeds | test accuracy (%) | per seed | max(‖w_g‖, ‖w_b‖)/‖w_r‖ | "
             "vs conventional (95% CI) | data | result files |", "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     sources, plain_bf16 = {}, False
@@ -89,6 +91,8 @@ def claims_markdown(notebook: str, preset: str, evidence: bool = True) -> str:
     evidence behind each or without; for the READMEs, kept equal to it by a test."""
     if str(notebook)[:2] == "01":
         return claims.markdown(expressivity.verdicts(_stored_expressivity(preset)), evidence)
+    if _mlp_designs(notebook, preset):
+        return claims.markdown(designs.verdicts(_stored_designs(preset)), evidence)
     stored = results(labelled_configs(notebook, preset), train_missing=False, verbose=False)
     return claims.markdown(claims.verdicts(notebook, stored), evidence)
 
@@ -102,9 +106,23 @@ def _stored_expressivity(preset: str) -> dict:
     return stored
 
 
+def _mlp_designs(notebook: str, preset: str) -> bool:
+    """Notebook 06's tables at a preset below cpu are its MLPs' (`qnets.designs`): its CIFAR part
+    has runs at cpu and above only (those of notebooks 02 and 03 aside)."""
+    return str(notebook)[:2] == "06" and preset in ("smoke", "quick")
+
+
+def _stored_designs(preset: str) -> dict:
+    stored = designs.results(preset, train_missing=False, verbose=False)
+    if stored is None:
+        raise FileNotFoundError(f"{designs.result_path(preset)} is missing or was made with another spec: "
+                                f"run notebook 06 with preset {preset}")
+    return stored
+
+
 def paper_markdown() -> str:
     """Where the reproduction stands: the campaign's progress (`qnets.campaign`), then, for each of
-    notebooks 02-05 with any result of the `paper` preset, its table and verdicts. For the README's
+    notebooks 02-06 with a result of its own at the `paper` preset, its table and verdicts. For the README's
     `<!-- paper -->` block, kept equal to it by a test; it grows with every GPU window."""
     rows = status("paper")
     done = [r for r in rows if r["state"] == "done"]
@@ -112,11 +130,13 @@ def paper_markdown() -> str:
     minutes = sum(r["gpu_minutes"] for r in done)
     out = [f"{len(done)} of the campaign's {len(rows)} runs are done ({minutes:.0f} GPU-minutes) and {len(partial)} "
            "partial; `python -m qnets campaign status` lists them (also in `results/campaign/status.txt`)."]
-    for notebook in ("02", "03", "04", "05"):
-        if any(load_result(c) is not None for config in labelled_configs(notebook, "paper").values()
-               for c in seeds(config)):
+    shown = set()
+    for notebook in NOTEBOOKS[1:]:  # each with a result of its own (not only runs an earlier one shares)
+        runs = {c for config in labelled_configs(notebook, "paper").values() for c in seeds(config)}
+        if any(load_result(c) is not None for c in runs - shown):
             out += ["", f"Notebook {notebook}:", "", markdown_table(notebook, "paper"), "",
                     claims_markdown(notebook, "paper")]
+        shown |= runs
     return "\n".join(out)
 
 

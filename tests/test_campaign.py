@@ -59,7 +59,8 @@ def test_the_cpu_plan_starts_with_the_calibration_then_the_resnet8_core_on_all_o
     assert [parent(c) for c in configs[27:33]] == [configs[0], configs[0], configs[8], configs[8], configs[16],
                                                      configs[16]]  # each seed's own conventional network
     assert configs[27].replace(init="relinear", init_from="") == configs[1]  # relinear-sg's settings
-    assert keys[33].startswith("05:") and keys[-1].startswith("04:")
+    assert keys[33].startswith("05:") and keys[-1].startswith("06:")  # (notebook 06's: tests/test_designs.py)
+    assert [k for k in keys if k.startswith("04:")] == keys[keys.index("04:conventional"):][:15]
     assert "05:gamma=lr" not in keys  # the same run as 02:gamma=lr, planned once
     assert {c.depth for k, c in planned if k.startswith("04:")} == {20}
     sweep = [k for k in keys if k.startswith("05:") and "#" not in k]  # one seed of every value first

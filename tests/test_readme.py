@@ -73,7 +73,7 @@ def test_bench_tables_are_regenerated_from_their_reports(tmp_path):
 
 def test_notebook_links_badges_and_colab_cells_use_one_repository_url():
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(notebooks) == 5
+    assert len(notebooks) == 6
     slug = REPO.removeprefix("https://github.com/")
     for nb in notebooks:
         assert f"](notebooks/{nb.name})" in README
@@ -99,6 +99,7 @@ def test_the_paper_block_shows_each_notebook_with_a_result(monkeypatch):
     assert text.startswith("2 of the campaign's 4 runs are done (4 GPU-minutes) and 1 partial;")
     assert text.endswith("\n\nNotebook 03:\n\n<table 03 paper>\n\n<claims 03 paper>")
     assert "Notebook 02" not in text  # notebook 02 has no compact run
+    assert "Notebook 06" not in text  # its compact run is notebook 03's: nothing of its own
 
 
 NOTEBOOK_TEXTS = {f"notebooks/{p.name}": p.read_text() for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
