@@ -21,6 +21,7 @@ resolved", "contradicted" or "not tested", see `qnets.stats`) and the numbers be
 """
 from __future__ import annotations
 
+from .layers import DESIGNS
 from .stats import equivalent, fisher_greater, paired, summary, verdict, welch
 
 __all__ = ["verdicts", "markdown", "text", "difference", "ratio", "RATIO_FLOOR", "EQUIVALENCE_MARGIN"]
@@ -62,11 +63,22 @@ def difference(results, a: str, b: str, level: float = 0.95) -> dict:
     return welch(accuracies(ra), accuracies(rb), level) | {"paired": False, "how": "Welch"}
 
 
+def _terms(neuron: str | None) -> tuple[str, ...]:
+    """The ratios that say how far a design's quadratic terms moved from ReLinear's start: none for a
+    design without that start (it never computed the conventional function); for `quadraour` only
+    w_g's, as its w_b is the random factor beside w_g (docs/neurons.md)."""
+    if neuron not in DESIGNS or not DESIGNS[neuron]["start"]:
+        return ()
+    return ("w_g",) if neuron == "quadraour" else ("w_g", "w_b")
+
+
 def ratio(rs) -> float | None:
     """How far the quadratic terms moved: the median over seeds of the final
-    max(‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖) (`relinear.quadratic_stats`); None without quadratic layers."""
-    values = sorted(max(q.get("w_g", 0.0), q.get("w_b", 0.0)) for r in rs if r.get("history")
-                    for q in [r["history"][-1].get("quadratic") or {}] if q)
+    max(‖w_g‖/‖w_r‖, ‖w_b‖/‖w_r‖) (`relinear.quadratic_stats`; `_terms` says which of the two count);
+    None without quadratic layers, or for a design without ReLinear's start."""
+    values = sorted(max(q.get(k, 0.0) for k in keys) for r in rs if r.get("history")
+                    for q in [r["history"][-1].get("quadratic") or {}]
+                    for keys in [_terms(r.get("config", {}).get("neuron", "quadratic"))] if q and keys)
     return values[len(values) // 2] if values else None
 
 

@@ -129,3 +129,14 @@ def test_cifar_claims_compare_fans_network_with_each_design_that_has_runs():
     assert [c["claim"] for c in out] == [
         "Fan's full quadratic network (ReLinear) is more accurate than the qres network"]
     assert out[0]["verdict"] == "supported"  # (power: no run yet, no claim)
+
+
+def test_how_far_a_designs_terms_moved_counts_only_what_departs_from_relinears_start():
+    def run(neuron, **q):
+        return {"config": {"neuron": neuron, "seed": 0}, "history": [{"epoch": 14, "quadratic": q}]}
+    assert claims.ratio([run("quadratic", w_g=0.01, w_b=0.2)]) == 0.2
+    assert claims.ratio([run("quadraour", w_g=0.01, w_b=0.99)]) == 0.01  # w_b: the random factor beside w_g
+    assert claims.ratio([run("compact", w_g=0.0, w_b=0.03)]) == 0.03
+    for neuron in ("square", "poly", "product", "quadraour-bn"):  # never the conventional network: no measure
+        assert claims.ratio([run(neuron, w_g=0.0, w_b=0.0)]) is None
+    assert claims.ratio([run("power")]) is None and claims.ratio([run("conventional")]) is None
