@@ -96,17 +96,17 @@ def _rate_check(s: dict, verbose: bool) -> list[dict]:
     for d in s["dims"]:
         members = [(t, seed) for t in s["targets"] for seed in seeds]
         data = mlps.prepare("regression", d, members, s)
-        g = grid(d, 1, s)
-        point = g[len(g) // 2]
+        points = grid(d, 1, s)
+        point = points[len(points) // 2]
         for name in NAMES:
+            family, design = _family(name)
             for rate in s["rates"]:
-                models = mlps.fit(*_family(name)[:1], d, point["widths"][name], 1, members, data, s, rate,
-                                  design=_family(name)[1])
+                models = mlps.fit(family, d, point["widths"][name], 1, members, data, s, rate, design=design)
                 for (problem, seed), model in zip(members, models):
                     xt, yt, scale, _ = data["members"][problem, seed]
+                    error = strict(mlps.error(model, xt, yt, False, scale))
                     rows.append({"family": name, "rate": rate, "d": d, "depth": 1, "problem": problem, "seed": seed,
-                                 "params": point["params"][name], "error": strict(mlps.error(model, xt, yt, False,
-                                                                                             scale))})
+                                 "params": point["params"][name], "error": error})
         if verbose:
             print(f"learning-rate check, d={d}: done", flush=True)
     return rows
@@ -126,9 +126,8 @@ def run(preset: str, verbose: bool = True) -> dict:
         data = mlps.prepare(kind, d, members, s)
         points = grid(d, 2 if data["classify"] else 1, s)
         for name in NAMES:
-            tf = time.time()
+            tf, (family, design) = time.time(), _family(name)
             for point in points:
-                family, design = _family(name)
                 models = mlps.fit(family, d, point["widths"][name], 1, members, data, s, rates[name]["rate"],
                                   design=design)
                 for (problem, seed), model in zip(members, models):
