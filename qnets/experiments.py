@@ -383,10 +383,11 @@ def plan(preset: str, selection: str = "all", n_seeds: int = SEEDS) -> dict[str,
         nb, _, label = item.partition(":")
         books = NOTEBOOKS if nb == "all" else (nb[:2],)
         if nb != "all" and nb[:2] not in NOTEBOOKS:
-            raise ValueError(f"no notebook {nb!r}; name notebooks 02-05 (or labels such as 02:naive)")
+            raise ValueError(f"no notebook {nb!r}; name notebooks {NOTEBOOKS[1]}-{NOTEBOOKS[-1]} "
+                             "(or labels such as 02:naive)")
         if nb[:2] == "01":
             raise ValueError("notebook 01 trains no CIFAR runs (its small networks train in the notebook, "
-                             "python -m qnets notebooks --execute 01); name notebooks 02-05")
+                             f"python -m qnets notebooks --execute 01); name notebooks {NOTEBOOKS[1]}-{NOTEBOOKS[-1]}")
         for book in books:
             labelled = labelled_configs(book, preset)
             if label and label not in labelled:

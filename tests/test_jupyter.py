@@ -76,7 +76,7 @@ def test_every_notebook_trains_at_the_smoke_preset(path, tmp_path, monkeypatch):
 
 def test_committed_notebooks_have_no_hidden_parameter_override():
     """The Parameters cell is the one place a user edits: a committed notebook ran on its own
-    Parameters cell (preset "auto" for 02-05), with no injected-parameters cell to override it."""
+    Parameters cell (preset "auto" for 02-06), with no injected-parameters cell to override it."""
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
