@@ -16,7 +16,6 @@ test error over the budgets; Welch's 95% interval over seeds.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from .layers import DESIGNS
 from .plots import colour
 from .stats import summary, verdict, welch
 from .targets import PROBLEMS, TARGETS
-from .utils import atomic_write, strict
+from .utils import strict
 
 __all__ = ["NAMES", "SIZES", "spec", "grid", "run", "results", "scores", "compare", "verdicts", "text_table",
            "markdown_table", "plot_ratios", "plot_scaling"]
@@ -153,18 +152,8 @@ def result_path(preset: str, root: str | Path = ".") -> Path:
 def results(preset: str, train_missing: bool = True, verbose: bool = True) -> dict | None:
     """The stored results of `preset`'s size when made with the current spec; else, with
     `train_missing`, trained now and stored (None when missing and not trained)."""
-    path = result_path(preset)
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("spec") == json.loads(json.dumps(spec(preset))):
-            return stored
-        if verbose:
-            print(f"{path} was made with another spec: training again", flush=True)
-    if not train_missing:
-        return None
-    text = json.dumps(run(preset, verbose), indent=1, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-    return json.loads(text)
+    return mlps.stored_or_run(result_path(preset), spec(preset), lambda: run(preset, verbose), train_missing,
+                              verbose)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -445,19 +445,23 @@ def run(preset: str, verbose: bool = True) -> dict:
                      "torch": torch.__version__.split("+")[0]}}
 
 
-def results(preset: str, train_missing: bool = True, verbose: bool = True) -> dict | None:
-    """The stored results of `preset`'s size when they were made with the current spec; else,
-    with `train_missing`, trained now and stored (None when missing and not trained)."""
-    path = result_path(preset)
+def stored_or_run(path: Path, spec_: dict, run_, train_missing: bool, verbose: bool) -> dict | None:
+    """The results stored at `path` when they were made with `spec_`; else, with `train_missing`,
+    those of `run_()`, stored there first (None when missing and not trained)."""
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored.get("spec") == json.loads(json.dumps(spec(preset))):
+        if stored.get("spec") == json.loads(json.dumps(spec_)):
             return stored
         if verbose:
             print(f"{path} was made with another spec: training again", flush=True)
     if not train_missing:
         return None
-    text = json.dumps(run(preset, verbose), indent=1, allow_nan=False) + "\n"  # keys in the order made
+    text = json.dumps(run_(), indent=1, allow_nan=False) + "\n"  # keys in the order made
     atomic_write(path, lambda f: f.write(text.encode()))
     return json.loads(text)
 
+
+def results(preset: str, train_missing: bool = True, verbose: bool = True) -> dict | None:
+    """The stored results of `preset`'s size when they were made with the current spec; else,
+    with `train_missing`, trained now and stored (None when missing and not trained)."""
+    return stored_or_run(result_path(preset), spec(preset), lambda: run(preset, verbose), train_missing, verbose)

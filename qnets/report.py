@@ -29,9 +29,9 @@ def markdown_table(notebook: str, preset: str, baseline: str = "conventional") -
     `qnets.expressivity.markdown_table` of its stored results. For the README; a test keeps the
     README's tables equal to this."""
     if str(notebook)[:2] == "01":
-        return expressivity.markdown_table(_stored_expressivity(preset))
+        return expressivity.markdown_table(_stored(mlps, preset, "01"))
     if _mlp_designs(notebook, preset):
-        return designs.markdown_table(_stored_designs(preset))
+        return designs.markdown_table(_stored(designs, preset, "06"))
     rows = ["| run | network | params | seeds | test accuracy (%) | per seed | max(‖w_g‖, ‖w_b‖)/‖w_r‖ | "
             "vs conventional (95% CI) | data | result files |", "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     sources, plain_bf16 = {}, False
@@ -90,19 +90,20 @@ def claims_markdown(notebook: str, preset: str, evidence: bool = True) -> str:
     is trained), as a Markdown list (notebook 01's from `qnets.expressivity.verdicts`), with the
     evidence behind each or without; for the READMEs, kept equal to it by a test."""
     if str(notebook)[:2] == "01":
-        return claims.markdown(expressivity.verdicts(_stored_expressivity(preset)), evidence)
+        return claims.markdown(expressivity.verdicts(_stored(mlps, preset, "01")), evidence)
     if _mlp_designs(notebook, preset):
-        return claims.markdown(designs.verdicts(_stored_designs(preset)), evidence)
+        return claims.markdown(designs.verdicts(_stored(designs, preset, "06")), evidence)
     stored = results(labelled_configs(notebook, preset), train_missing=False, verbose=False)
     return claims.markdown(claims.verdicts(notebook, stored), evidence)
 
 
-def _stored_expressivity(preset: str) -> dict:
-    """Notebook 01's stored results at `preset` (nothing is trained)."""
-    stored = mlps.results(preset, train_missing=False, verbose=False)
+def _stored(module, preset: str, notebook: str) -> dict:
+    """Notebook 01's (`qnets.mlps`) or 06's (`qnets.designs`) stored MLP results at `preset`
+    (nothing is trained)."""
+    stored = module.results(preset, train_missing=False, verbose=False)
     if stored is None:
-        raise FileNotFoundError(f"{mlps.result_path(preset)} is missing or was made with another spec: "
-                                f"run notebook 01 with preset {preset}")
+        raise FileNotFoundError(f"{module.result_path(preset)} is missing or was made with another spec: "
+                                f"run notebook {notebook} with preset {preset}")
     return stored
 
 
@@ -110,14 +111,6 @@ def _mlp_designs(notebook: str, preset: str) -> bool:
     """Notebook 06's tables at a preset below cpu are its MLPs' (`qnets.designs`): its CIFAR part
     has runs at cpu and above only (those of notebooks 02 and 03 aside)."""
     return str(notebook)[:2] == "06" and preset in ("smoke", "quick")
-
-
-def _stored_designs(preset: str) -> dict:
-    stored = designs.results(preset, train_missing=False, verbose=False)
-    if stored is None:
-        raise FileNotFoundError(f"{designs.result_path(preset)} is missing or was made with another spec: "
-                                f"run notebook 06 with preset {preset}")
-    return stored
 
 
 def paper_markdown() -> str:
