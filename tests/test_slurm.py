@@ -135,22 +135,24 @@ def _restarts(job_id: str) -> int:
     return int(m.group(1)) if (m := re.search(r"Restarts=(\d+)", out)) else 0
 
 
+@pytest.mark.timeout(480)  # (about 100 s of training, more on a loaded machine)
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_finishes(tmp_path, monkeypatch):
     """Slurm warns a job `signal_delay_s` before its time limit (SIGUSR2); submitit then saves the
-    job and requeues it. A 2-minute limit with the warning at 90 s comes 30 s after each start:
-    after submitit has taken over the signal even on a loaded machine, and before this run of about
-    50 s can end. Once requeued, the job's limit is raised so that it finishes however loaded the
-    machine is (submitit gives up after three timeouts)."""
+    job and requeues it. A 2-minute limit with the warning at 60 s comes a minute after each start:
+    after submitit has taken over the signal even on a loaded machine (where starting Python and
+    loading the job took 20-30 s), and before this run of about 100 s can end. Once requeued, the
+    job's limit is raised so that it finishes however loaded the machine is (submitit gives up after
+    three timeouts)."""
     monkeypatch.chdir(tmp_path)
-    config = _slow_run(tmp_path / "slurm").replace(epochs=150)
-    submission = cluster.submit({"run": config}, SLURM | {"time": 2, "signal_delay_s": 90}, verbose=False)
+    config = _slow_run(tmp_path / "slurm").replace(epochs=300)
+    submission = cluster.submit({"run": config}, SLURM | {"time": 2, "signal_delay_s": 60}, verbose=False)
     job = submission["jobs"][0][0]
     until(lambda: _restarts(job.job_id) >= 1, timeout=200, what="the requeue at the time limit", poll=0.5)
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "TimeLimit=10"], check=True)
     (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
     assert o["outcome"] == "trained" and o["resumed_at"] >= 1, o  # from the checkpoint saved at the limit
     assert "this job is timed-out" in Path(o["log"]).read_text()
-    assert [h["epoch"] for h in load_result(config)["history"]] == list(range(150))
+    assert [h["epoch"] for h in load_result(config)["history"]] == list(range(300))
 
 
 def test_one_process_follows_the_jobs_of_several_submissions(tmp_path, monkeypatch):
