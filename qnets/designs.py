@@ -26,7 +26,7 @@ from matplotlib.ticker import NullFormatter
 from . import mlps
 from .layers import DESIGNS
 from .plots import colour
-from .stats import summary, verdict, welch
+from .stats import error_ratio, summary
 from .targets import PROBLEMS, TARGETS
 from .utils import strict
 
@@ -178,10 +178,7 @@ def compare(res: dict, problem: str, d: int, name: str, level: float = 0.95) -> 
     """`name` against Fan's neuron on one problem: the ratio name/Fan of the geometric-mean errors
     (> 1: Fan's errs less) with Welch's interval over seeds, and the verdict of "Fan's errs less"."""
     sc = scores(res)
-    w = welch(sc[problem, d, REFERENCE], sc[problem, d, name], level)
-    ratio = lambda v: None if v is None else 10 ** -v  # noqa: E731
-    return {"ratio": ratio(w["diff"]), "low": ratio(w["high"]), "high": ratio(w["low"]), "n": w["n"],
-            "verdict": verdict(w, direction=-1)}
+    return error_ratio(sc[problem, d, REFERENCE], sc[problem, d, name], level)
 
 
 def _label(problem: str, d: int) -> str:
@@ -221,6 +218,13 @@ def _ratio_text(c: dict) -> str:
     return f"{mark}{c['ratio']:.3g}"
 
 
+def _spread(res: dict, name: str) -> str:
+    """The range of a design's parameter counts relative to Fan's network at the same problem and budget."""
+    ref = {(r["problem"], r["budget"]): r["params"] for r in res["rows"] if r["family"] == REFERENCE}
+    dev = [r["params"] / ref[r["problem"], r["budget"]] - 1 for r in res["rows"] if r["family"] == name]
+    return f"{min(dev):+.1%} to {max(dev):+.1%}"
+
+
 def text_table(res: dict, errors: bool = False) -> str:
     """Per design and problem: the geometric-mean error over budgets and seeds (Fan's row), and for
     the others the ratio of theirs to Fan's, marked + (Fan's errs less, 95%), − (the design errs
@@ -234,11 +238,7 @@ def text_table(res: dict, errors: bool = False) -> str:
             cells = [f"{10 ** (sum(sc[pd + (name,)]) / len(sc[pd + (name,)])):.3g}" for pd in probs]
         else:
             cells = [_ratio_text(compare(res, *pd, name)) for pd in probs]
-        rows = [r for r in res["rows"] if r["family"] == name]
-        ref = {(r["problem"], r["budget"]): r["params"] for r in res["rows"] if r["family"] == REFERENCE}
-        dev = [r["params"] / ref[r["problem"], r["budget"]] - 1 for r in rows]
-        lines.append(f"{name:13s}" + "".join(f"{c:>12s}" for c in cells)
-                     + f"   {min(dev):+.1%} to {max(dev):+.1%}")
+        lines.append(f"{name:13s}" + "".join(f"{c:>12s}" for c in cells) + f"   {_spread(res, name)}")
     floor = ", ".join(f"{k} {mlps.error_floor(k, s):.2g}" for k in ("regression", "classification"))
     what = "every row: its geometric-mean error" if errors else \
         "Fan's row: its geometric-mean error; others: their error / Fan's"
@@ -250,14 +250,12 @@ def markdown_table(res: dict) -> str:
     probs, sc, s = problems(res), scores(res), res["spec"]
     out = ["| design | " + " | ".join(_label(*pd) for pd in probs) + " | params vs Fan's |",
            "|---|" + "---:|" * len(probs) + "---|"]
-    ref = {(r["problem"], r["budget"]): r["params"] for r in res["rows"] if r["family"] == REFERENCE}
     for name in NAMES:
         if name == REFERENCE:
             cells = [f"error {10 ** (sum(sc[pd + (name,)]) / len(sc[pd + (name,)])):.3g}" for pd in probs]
         else:
             cells = [_ratio_text(compare(res, *pd, name)) + "×" for pd in probs]
-        dev = [r["params"] / ref[r["problem"], r["budget"]] - 1 for r in res["rows"] if r["family"] == name]
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {min(dev):+.1%} to {max(dev):+.1%} |")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {_spread(res, name)} |")
     rates = sorted({v["rate"] for v in res["rates"].values()})
     out += ["", f"Data `synthetic`: {s['n_train']:,} training and {s['n_test']:,} test points per problem and seed, "
                 f"{s['seeds']} seeds; one hidden layer; Adam, {s['steps']:,} steps of {s['batch']}, at "

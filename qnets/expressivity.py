@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .plots import colour
-from .stats import summary, verdict, welch
+from .stats import error_ratio, summary
 
 from .mlps import FAMILIES, PROBLEMS, error_floor, log_error, problems
 
@@ -46,10 +46,7 @@ def compare(res: dict, problem: str, d: int, depth: int, other: str, level: floa
     of the mean log10 errors over seeds, as the ratio other/quadratic of the geometric-mean
     errors (> 1: the quadratic network's error is lower), and its verdict."""
     sc = scores(res)
-    w = welch(sc[problem, d, depth, "quadratic"], sc[problem, d, depth, other], level)
-    ratio = lambda v: None if v is None else 10 ** -v  # noqa: E731
-    return {"ratio": ratio(w["diff"]), "low": ratio(w["high"]), "high": ratio(w["low"]), "n": w["n"],
-            "verdict": verdict(w, direction=-1)}
+    return error_ratio(sc[problem, d, depth, "quadratic"], sc[problem, d, depth, other], level)
 
 
 def curve(res: dict, problem: str, d: int, depth: int, family: str) -> list[dict]:

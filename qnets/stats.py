@@ -121,6 +121,16 @@ def paired(a: dict, b: dict, level: float = 0.95) -> dict:
             "n": (d["n"], d["n"]), "paired": True, "pairs": keys}
 
 
+def error_ratio(logs_ref: Sequence[float], logs_other: Sequence[float], level: float = 0.95) -> dict:
+    """Per-seed mean log10 errors of a reference and another network, read as the ratio other/reference
+    of their geometric-mean errors (> 1: the reference errs less), with Welch's `level` interval and
+    the verdict of "the reference errs less"."""
+    w = welch(logs_ref, logs_other, level)
+    ratio = lambda v: None if v is None else 10 ** -v  # noqa: E731
+    return {"ratio": ratio(w["diff"]), "low": ratio(w["high"]), "high": ratio(w["low"]), "n": w["n"],
+            "verdict": verdict(w, direction=-1)}
+
+
 def equivalent(interval: dict, margin: float) -> str:
     """Equivalence within ±`margin` (two one-sided tests at 5% each, so give the 90% interval):
     "supported" when the interval lies inside (−margin, +margin), "contradicted" when it lies wholly
