@@ -123,8 +123,9 @@ def save_figure(fig, name: str, folder: str | Path | None) -> Path | None:
     folder (a notebook's `figures = None`) nothing is written and the figure stays in the notebook.
     `make figures` passes each notebook a staging folder and moves its figures into figures/ only
     after the notebook succeeded, so exploring a notebook by hand never changes the committed ones.
-    Without a folder the figure is still rendered as if saved: saving moves a constrained layout by
-    fractions of a pixel, and the figure a notebook shows must not depend on whether it was saved."""
+    Without a folder the figure is still rendered once as if saved (the PNG only: either format leaves the
+    same layout): saving moves a constrained layout by fractions of a pixel, and the figure a notebook shows
+    must not depend on whether it was saved."""
     import io
     folder = Path(folder) if folder else None
     if folder:
@@ -133,6 +134,8 @@ def save_figure(fig, name: str, folder: str | Path | None) -> Path | None:
                           (".pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}})):
         fig.savefig(folder / f"{name}{suffix}" if folder else io.BytesIO(), format=suffix[1:], bbox_inches="tight",
                     **extra)
+        if not folder:
+            break
     return folder / f"{name}.png" if folder else None
 
 

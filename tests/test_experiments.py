@@ -366,19 +366,38 @@ def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
 def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
     """Saving a figure moves its constrained layout by fractions of a pixel before the notebook shows
     it: a JupyterLab re-run (which saves nothing) showed notebook 05's sweep with its text shifted
-    from what make figures committed, until `save_figure` rendered it the same way either way."""
+    from what make figures committed, until `save_figure` rendered it the same way either way. Here
+    that figure, from the stored cpu runs, as the notebook shows it (its inline PNG)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     from qnets.notebooks import save_figure
+    configs = experiments.labelled_configs("05", "cpu")
+    results = experiments.results(configs, train_missing=False, verbose=False)
 
-    class Figure:
-        def __init__(self):
-            self.calls = []
+    def sweep():
+        fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
+        for ax, param in zip(axes, ("gamma", "alpha", "beta")):
+            runs = {k: rs for k, rs in results.items() if k.startswith(param + "=")}
+            plots.sweep(runs, param, configs["conventional"].lr, baseline=results.get("conventional"), ax=ax,
+                        legend=False, unconstrained=None if param == "gamma" else results.get("gamma=lr"))
+        for ax in axes[1:]:
+            ax.set_ylabel("")
+        plots.figure_legend(fig, ncol=3)
+        plots.heading(fig, "cpu", {k: rs for k, rs in results.items() if k == "conventional" or "=" in k})
+        return fig
 
-        def savefig(self, target, **kw):
-            self.calls.append((kw.pop("format"), sorted(kw.items())))
-    shown, saved = Figure(), Figure()
-    save_figure(shown, "05_x", None)
-    save_figure(saved, "05_x", tmp_path)
-    assert shown.calls == saved.calls and [f for f, _ in saved.calls] == ["png", "pdf"]
+    def shown(fig):
+        out = io.BytesIO()
+        fig.canvas.print_figure(out, format="png", bbox_inches="tight", dpi=72)
+        plt.close(fig)
+        return out.getvalue()
+    untouched = shown(sweep())
+    explored, published = sweep(), sweep()
+    assert save_figure(explored, "05_x", None) is None
+    save_figure(published, "05_x", tmp_path)
+    assert shown(explored) == shown(published) != untouched  # != : saving does move it (the test has teeth)
 
 
 def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_path, monkeypatch):
