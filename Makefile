@@ -78,6 +78,8 @@ cpu-window: $(STAMP)  ## train the cpu plan in the background, niced, for BUDGET
 	@mkdir -p results/campaign
 	@PYTHON=$(BIN)/python nohup setsid bash scripts/cpu-window.sh "$(BUDGET)" > $(WINDOW).log 2>&1 < /dev/null & \
 		echo $$! > $(WINDOW).pid
+	@sleep 2; if ! kill -0 $$(cat $(WINDOW).pid) 2>/dev/null; then \
+		rm -f $(WINDOW).pid; cat $(WINDOW).log >&2; exit 2; fi  # it refused to start (e.g. no data): say why
 	@echo "CPU window started (pid $$(cat $(WINDOW).pid), budget $(BUDGET)): log in $(WINDOW).log;" \
 		"progress: $(BIN)/python -m qnets campaign status --preset cpu; then commit results/, notebooks/, figures/ and the READMEs"
 

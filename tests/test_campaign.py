@@ -2,6 +2,7 @@
 uninterrupted call ends; what comes back respects the GPU machine's limits."""
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,24 @@ def test_the_cpu_window_script_refuses_to_run_without_data(tmp_path):
                        cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert p.returncode == 2 and "make data" in p.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_make_cpu_window_says_why_a_window_would_not_start(tmp_path):
+    """The window runs in the background: when its script refuses at once (here: no data), `make
+    cpu-window` prints the reason and fails, rather than announcing a window that is not running."""
+    import shutil
+    import subprocess
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copy(ROOT / "scripts/cpu-window.sh", tmp_path / "scripts")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    (tmp_path / ".venv/bin/python").symlink_to(sys.executable)
+    (tmp_path / ".venv/.installed").touch()  # newer than pyproject.toml: make installs nothing
+    p = subprocess.run(["make", "cpu-window", "BUDGET=10m"], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode != 0 and "run 'make data'" in p.stderr and "started (pid" not in p.stdout
+    assert not (tmp_path / "results/campaign/cpu-window.pid").exists()
 
 
 @pytest.mark.slow
