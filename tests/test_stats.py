@@ -191,6 +191,24 @@ def test_a_failed_precondition_is_reported_as_contradicted():
     assert "The best γ of the 2 tried is lr itself (80.50%)" in falls[0]["evidence"]
 
 
+def test_a_penalty_is_read_from_both_ends_of_figure_2():
+    """Along α (and β) the unpenalised end is γ = lr (the penalised runs train the terms at the full
+    rate): the best α is read against the conventional network and against γ = lr, paired by seed."""
+    results = {"conventional": fake("c", [79.0, 79.2, 78.9]),
+               "gamma=lr": with_ratio(fake("g", [81.0, 81.2, 80.9]), 0.97),
+               "alpha=0.001": with_ratio(fake("a", [82.0, 82.3, 81.8]), 0.2),
+               "alpha=0.1": with_ratio(fake("a", [79.2, 79.0, 79.1]), 0.004)}
+    v = {c["claim"]: c for c in claims.verdicts("05", results)}
+    falls = v["Accuracy falls again without the penalty (best alpha, alpha=0.001, above γ = lr, unpenalised)"]
+    assert falls["verdict"] == "supported" and "alpha=0.001 − gamma=lr: +1.00 points, paired by seed" in falls["evidence"]
+    results["alpha=0.001"] = with_ratio(fake("a", [81.5, 80.7, 81.0]), 0.2)  # as often below γ = lr as above
+    v = {c["claim"]: c for c in claims.verdicts("05", results)}
+    assert v["Accuracy falls again without the penalty (best alpha, alpha=0.001, above γ = lr, unpenalised)"][
+        "verdict"] == "not resolved"
+    assert not [c for c in claims.verdicts("05", {k: r for k, r in results.items() if k != "gamma=lr"})
+                if "without the penalty" in c["claim"]]
+
+
 def test_compact_is_read_as_equivalent_within_a_margin_stated_in_advance():
     conventional = fake("c", [79.0, 79.2, 78.9])
     close = with_ratio(fake("k", [79.1, 79.0, 79.2]), 0.03)
