@@ -363,6 +363,7 @@ def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
     plt.close(fig)
 
 
+@pytest.mark.slow  # draws the sweep three times
 def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
     """Saving a figure moves its constrained layout by fractions of a pixel before the notebook shows
     it: a JupyterLab re-run (which saves nothing) showed notebook 05's sweep with its text shifted
