@@ -16,7 +16,8 @@ from qnets.layers import DESIGNS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("size", sorted(D.SIZES))
+@pytest.mark.parametrize("size", [pytest.param(s, marks=pytest.mark.slow) if s == "quick" else s
+                                  for s in sorted(D.SIZES)])
 def test_every_design_at_each_budget_is_within_the_tolerance_of_fans_count(size):
     s = D.spec(size)
     for d, out in [(d, 1) for d in s["dims"]] + [(2, 2)]:
@@ -77,6 +78,7 @@ def test_verdicts_follow_the_errors():
     assert "qres" in table and "−0.1" in table and "+10" in table
 
 
+@pytest.mark.slow  # trains every design at every budget
 def test_a_smoke_measurement_has_every_design_at_every_budget_and_seed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = D.results("smoke", verbose=False)
