@@ -319,16 +319,17 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
     rate = pace(on_gpu, folder)
     if not rate:
         return None
-    total, basis = 0.0, set()
+    total, basis = 0.0, {}
     for c, epochs in zip(configs, epochs_left or [c.epochs for c in configs]):
         near = min(rate, key=lambda k: (k[1] != c.neuron, abs(k[0] - c.depth)))  # the same network, else scaled
-        basis.add(f"resnet{c.depth}-{c.neuron}" + ("" if near == (c.depth, c.neuron) else
-                                                    f" scaled from resnet{near[0]}-{near[1]}"))
+        basis.setdefault(f"resnet{near[0]}-{near[1]}", set()).add(f"resnet{c.depth}-{c.neuron}")
         train_s, test_s = rate[near]
         scored = sum(evaluates(c, e) for e in range(c.epochs - epochs, c.epochs))
         total += c.depth / near[0] * (train_s * (c.n_train or CIFAR10_TRAIN_IMAGES) * epochs
                                       + test_s * (c.n_test or CIFAR10_TEST_IMAGES) * scored)
-    return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {', '.join(sorted(basis))}"
+    timed = sorted(n for n, nets in basis.items() if n in nets)
+    scaled = [f"{', '.join(sorted(nets - {n}))} scaled from {n}" for n, nets in sorted(basis.items()) if nets - {n}]
+    return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {'; '.join([', '.join(timed)] * bool(timed) + scaled)}"
 
 
 def _duration(seconds: float) -> str:

@@ -397,6 +397,11 @@ def test_missing_runs_are_announced_with_their_cost_instead_of_trained(tmp_path,
     assert "1 run(s) of this preset are not in results/" in said and "train_missing = True" in said
     seconds, basis = experiments.training_cost([missing], on_gpu=False, folder=tmp_path / "runs")
     assert basis == "timed on a CPU: resnet8-quadratic" and seconds > 0
+    others = [missing.replace(depth=20), missing.replace(neuron="compact"),
+              missing.replace(neuron="power", init="naive")]
+    _, basis = experiments.training_cost([missing] + others, on_gpu=False, folder=tmp_path / "runs")
+    assert basis == ("timed on a CPU: resnet8-quadratic; resnet20-quadratic, resnet8-compact, resnet8-power "
+                     "scaled from resnet8-quadratic")
     assert experiments.training_cost([missing], on_gpu=True, folder=tmp_path / "runs") is None
     # a plan's status prices what is left at the pace of the runs stored beside it (here tmp_path/runs),
     # wherever the command runs
