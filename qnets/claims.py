@@ -171,9 +171,10 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     """Figure 2 read as a claim: some value of `param` lifts accuracy above the conventional
     network (the best of the k values that tested something, Bonferroni), and the unshrunken end falls
     below that best: γ = lr, which is also α = β = 0 (the penalties train the terms at the full rate);
-    where the best γ is lr itself, that second claim is contradicted, not dropped. A value tests something where its quadratic terms moved (ratio at
-    least RATIO_FLOOR) and, for a penalty, were held back (below HELD_BACK of γ = lr's). Values with
-    fewer seeds than the baseline are named as waiting, not read."""
+    where the best γ is lr itself, that second claim is contradicted, not dropped. A value tests
+    something where its quadratic terms moved (ratio at least RATIO_FLOOR) and, for a penalty, were held
+    back (below HELD_BACK of γ = lr's). Values with fewer seeds than the baseline are named as waiting,
+    not read."""
     labels = [l for l in results if l.startswith(f"{param}=") and accuracies(results[l])]
     if not labels or baseline not in results:
         return []

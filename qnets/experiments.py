@@ -329,7 +329,8 @@ def training_cost(configs: list[Config], on_gpu: bool, folder: str | Path = "res
                                       + test_s * (c.n_test or CIFAR10_TEST_IMAGES) * scored)
     timed = sorted(n for n, nets in basis.items() if n in nets)
     scaled = [f"{', '.join(sorted(nets - {n}))} scaled from {n}" for n, nets in sorted(basis.items()) if nets - {n}]
-    return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {'; '.join([', '.join(timed)] * bool(timed) + scaled)}"
+    parts = ([", ".join(timed)] if timed else []) + scaled
+    return total, f"timed on a {'GPU' if on_gpu else 'CPU'}: {'; '.join(parts)}"
 
 
 def _duration(seconds: float) -> str:

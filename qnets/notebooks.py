@@ -130,12 +130,11 @@ def save_figure(fig, name: str, folder: str | Path | None) -> Path | None:
     folder = Path(folder) if folder else None
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
-    for suffix, extra in ((".png", {"dpi": 150, "metadata": {"Software": None}}),
-                          (".pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}})):
+    formats = ((".png", {"dpi": 150, "metadata": {"Software": None}}),
+               (".pdf", {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}))
+    for suffix, extra in formats if folder else formats[:1]:
         fig.savefig(folder / f"{name}{suffix}" if folder else io.BytesIO(), format=suffix[1:], bbox_inches="tight",
                     **extra)
-        if not folder:
-            break
     return folder / f"{name}.png" if folder else None
 
 

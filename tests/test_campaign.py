@@ -127,7 +127,6 @@ def test_the_cpu_window_script_refuses_to_run_without_data(tmp_path):
 def test_make_cpu_window_says_why_a_window_would_not_start(tmp_path):
     """The window runs in the background: when its script refuses at once (here: no data), `make
     cpu-window` prints the reason and fails, rather than announcing a window that is not running."""
-    import shutil
     import subprocess
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "Makefile", tmp_path)
