@@ -135,24 +135,35 @@ def _restarts(job_id: str) -> int:
     return int(m.group(1)) if (m := re.search(r"Restarts=(\d+)", out)) else 0
 
 
-@pytest.mark.timeout(480)  # (about 100 s of training, more on a loaded machine)
+def _run_time_s(job_id: str) -> int:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    days, h, m, s = re.search(r"RunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", out).groups()
+    return ((int(days or 0) * 24 + int(h)) * 60 + int(m)) * 60 + int(s)
+
+
+@pytest.mark.timeout(480)  # (about 120 s of training, more on a loaded machine)
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_finishes(tmp_path, monkeypatch):
     """Slurm warns a job `signal_delay_s` before its time limit (SIGUSR2); submitit then saves the
-    job and requeues it. A 2-minute limit with the warning at 60 s comes a minute after each start:
-    after submitit has taken over the signal even on a loaded machine (where starting Python and
-    loading the job took 20-30 s), and before this run of about 100 s can end. Once requeued, the
-    job's limit is raised so that it finishes however loaded the machine is (submitit gives up after
-    three timeouts)."""
+    job and requeues it, and the run resumes from its last checkpoint. The job starts with room to
+    spare; once its first checkpoint is written (however long a loaded machine took to start it),
+    its limit is cut to between 60 and 120 s away (Slurm keeps limits in whole minutes), with the
+    warning 90 s before it: the warning comes within Slurm's next checks, well before this run of
+    about 120 s can end. Once requeued, the limit is raised again so that the job
+    finishes however loaded the machine is (submitit gives up after three timeouts)."""
     monkeypatch.chdir(tmp_path)
-    config = _slow_run(tmp_path / "slurm").replace(epochs=300)
-    submission = cluster.submit({"run": config}, SLURM | {"time": 2, "signal_delay_s": 60}, verbose=False)
+    config = _slow_run(tmp_path / "slurm").replace(epochs=360)
+    submission = cluster.submit({"run": config}, SLURM | {"signal_delay_s": 90}, verbose=False)
     job = submission["jobs"][0][0]
+    until(lambda: (checkpoint_epoch(checkpoint_path(config)) or -1) >= 0, timeout=200, what="a first checkpoint",
+          poll=0.25)
+    limit = -(-_run_time_s(job.job_id) // 60) + 1
+    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", f"TimeLimit={limit}"], check=True)
     until(lambda: _restarts(job.job_id) >= 1, timeout=200, what="the requeue at the time limit", poll=0.5)
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "TimeLimit=10"], check=True)
     (o,) = cluster.wait(submission, {"run": config}, poll_s=1.0, print_=_quiet)
-    assert o["outcome"] == "trained" and o["resumed_at"] >= 1, o  # from the checkpoint saved at the limit
+    assert o["outcome"] == "trained" and o["resumed_at"] >= 1, o  # from a checkpoint written before the limit
     assert "this job is timed-out" in Path(o["log"]).read_text()
-    assert [h["epoch"] for h in load_result(config)["history"]] == list(range(300))
+    assert [h["epoch"] for h in load_result(config)["history"]] == list(range(360))
 
 
 def test_one_process_follows_the_jobs_of_several_submissions(tmp_path, monkeypatch):
