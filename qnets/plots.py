@@ -15,7 +15,7 @@ from .stats import summary
 from .utils import is_finite
 
 __all__ = ["colour", "heading", "figure_legend", "table", "collapse_count", "curves", "finals", "quadratic_curves",
-           "sweep", "scatter", "describe"]
+           "sweep", "sweep_figure", "scatter", "describe"]
 
 # Every label of every notebook, by meaning: ReLinear (shrunken gradients) is green wherever it
 # appears, the conventional network blue; no label is grey (the baseline's band) or pale.
@@ -380,6 +380,23 @@ def figure_legend(fig, ncol: int = 3) -> None:
             seen.setdefault(name, handle)
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def sweep_figure(results: dict[str, list[dict]], preset: str, lr: float):
+    """Notebook 05's figure: the three sweeps of Figure 2 side by side (γ, α, β; `sweep`), sharing the
+    accuracy axis, one legend below them and the heading above. `results` holds the notebook's labels:
+    "conventional", "gamma=lr" and the "gamma=…", "alpha=…", "beta=…" values."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
+    for ax, param in zip(axes, ("gamma", "alpha", "beta")):
+        runs = {k: rs for k, rs in results.items() if k.startswith(param + "=")}
+        sweep(runs, param, lr, baseline=results.get("conventional"), ax=ax, legend=False,
+              unconstrained=None if param == "gamma" else results.get("gamma=lr"))
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    figure_legend(fig, ncol=3)
+    heading(fig, preset, {k: rs for k, rs in results.items() if k == "conventional" or "=" in k})
+    return fig
 
 
 def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: str | None = None):

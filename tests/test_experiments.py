@@ -378,16 +378,7 @@ def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
     results = experiments.results(configs, train_missing=False, verbose=False)
 
     def sweep():
-        fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
-        for ax, param in zip(axes, ("gamma", "alpha", "beta")):
-            runs = {k: rs for k, rs in results.items() if k.startswith(param + "=")}
-            plots.sweep(runs, param, configs["conventional"].lr, baseline=results.get("conventional"), ax=ax,
-                        legend=False, unconstrained=None if param == "gamma" else results.get("gamma=lr"))
-        for ax in axes[1:]:
-            ax.set_ylabel("")
-        plots.figure_legend(fig, ncol=3)
-        plots.heading(fig, "cpu", {k: rs for k, rs in results.items() if k == "conventional" or "=" in k})
-        return fig
+        return plots.sweep_figure(results, "cpu", configs["conventional"].lr)
 
     def shown(fig):
         out = io.BytesIO()
