@@ -311,7 +311,9 @@ def _unconstrained_end(ax, runs: list[dict]) -> list[tuple[float, float]]:
     ax.plot([q] * s["n"], accuracies(runs), "s", color="C0", alpha=0.35, ms=4)
     ax.errorbar([q], [s["mean"]], yerr=err, fmt="s", color="C0", mfc="white", capsize=3, ms=7,
                 label="α or β = 0: no penalty (the γ = lr runs)")
-    ax.annotate("0", (q, s["mean"]), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=7)
+    # to the right of the square: on its left sits the weakest penalty, whose terms moved nearly as far
+    ax.annotate("0", (q, s["mean"]), textcoords="offset points", xytext=(6, 0), ha="left", va="center",
+                fontsize=7)
     return [(q, s["mean"])]
 
 
