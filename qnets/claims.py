@@ -167,7 +167,7 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
                      "of collapse; ReLinear avoids it", "verdict": v, "evidence": evidence}
 
 
-def _figure2(results, param: str, field: str, lr: float, baseline: str = "conventional") -> list[dict]:
+def figure2(results, param: str, baseline: str = "conventional") -> list[dict]:
     """Figure 2 read as a claim: some value of `param` lifts accuracy above the conventional
     network (the best of the k values that tested something, Bonferroni), and the unshrunken end falls
     below that best: γ = lr, which is also α = β = 0 (the penalties train the terms at the full rate);
@@ -203,8 +203,9 @@ def _figure2(results, param: str, field: str, lr: float, baseline: str = "conven
     which, corrected = ((f"best of the {k} values that tested something, {tried}: {best}",
                          f"; Bonferroni-corrected for the {k} values") if k > 1 else
                         (f"the one value that tested something, {best}", ""))
-    out = [_better(results, best, baseline, f"{claim} ({which})", level=1 - 0.05 / k, note=corrected + left,
-                   quadratic=(best,))]
+    lifts = _better(results, best, baseline, f"{claim} ({which})", level=1 - 0.05 / k, note=corrected + left,
+                    quadratic=(best,))
+    out = [lifts and lifts | {"best": best}]  # the value read, for the figure's star (`plots.sweep`)
     falls = "Accuracy falls again once the quadratic terms learn at the full rate"
     if param == "gamma" and "gamma=lr" in results and best != "gamma=lr":
         out.append(_better(results, best, "gamma=lr", f"{falls} (best γ, {best}, above γ = lr)"))
@@ -282,7 +283,7 @@ def _notebook02(results) -> list[dict | None]:
                     quadratic=("relinear-sw-l1",), penalised=("relinear-sw-l1",))]
 
 
-def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> list[dict]:
+def verdicts(notebook: str, results: dict[str, list[dict]]) -> list[dict]:
     """The claims notebook `notebook` tests, with verdicts from `results`."""
     nb = str(notebook)[:2]
     out = []
@@ -315,8 +316,8 @@ def verdicts(notebook: str, results: dict[str, list[dict]], lr: float = 0.1) -> 
                         quadratic=("relinear",)),
                 _collapse_risk(results, "naive", "relinear")]
     elif nb == "05":
-        for param, field in (("gamma", "gamma_g"), ("alpha", "alpha_g"), ("beta", "beta_g")):
-            out += _figure2(results, param, field, lr)
+        for param in ("gamma", "alpha", "beta"):
+            out += figure2(results, param)
     elif nb == "06":
         out += [_better(results, "quadratic", design, f"Fan's full quadratic network (ReLinear) is more accurate "
                         f"than the {design} network", quadratic=("quadratic",))

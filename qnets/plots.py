@@ -9,7 +9,7 @@ on the figure, with the preset, the networks and the seeds.
 from __future__ import annotations
 
 
-from .claims import RATIO_FLOOR, accuracies, difference, ratio
+from .claims import RATIO_FLOOR, accuracies, difference, figure2, ratio
 from .models import flops_per_image
 from .stats import summary
 from .utils import is_finite
@@ -324,9 +324,10 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     point per value of `param` (gamma, alpha or beta), labelled with that value; every seed a faint
     point, the mean with its 95% interval. Values whose terms did not move (ratio 0, γ = 0) sit at
     the left edge, marked "0". The conventional `baseline` is a dashed line with a grey band (its 95%
-    interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. A
-    value is starred only when its difference to the baseline (paired by seed where possible; 95%,
-    Bonferroni-corrected for the values tried) lies above 0; seeds not completed are counted. A value
+    interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. The
+    star is the verdict's: the value that "some `param` lifts the network" reads (`claims.figure2`:
+    the best of the values that tested something, moving the terms and, for a penalty, holding them
+    back), starred only where that claim is supported. A value
     with fewer seeds than the others so far is drawn hollow and says how many it has. For a penalty
     (alpha, beta), `unconstrained` (the γ = lr runs: no penalty, the full rate) is its 0, the
     other end of the axis from the conventional network, drawn as a square. `legend=False` leaves
@@ -335,7 +336,10 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     base = accuracies(baseline or [])
     _conventional_end(ax, base)
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
-    k, best, stack, last_q = max(1, len(points)), None, 0, None
+    read = {**results, "conventional": baseline or []} | ({"gamma=lr": unconstrained} if unconstrained else {})
+    lifts = next(iter(figure2(read, param)), None) if base else None
+    starred = lifts["best"] if lifts and lifts["verdict"] == "supported" else None
+    best, stack, last_q = None, 0, None
     most = max([len(vals) for *_, vals, _ in points] + [0])
     right_end = max([q for q, *_ in points] + [0.0]) if len(points) > 1 else float("inf")
     for q, name, label, vals, bad in points:
@@ -352,17 +356,16 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
         ax.annotate(name + (f" ({s['n']} of {most} seeds)" if fewer else "") + (f" ({bad} not done)" if bad else ""),
                     (q, s["mean"]), textcoords="offset points", xytext=(-5 if left else 5, 5 + 10 * stack),
                     ha="right" if left else "left", fontsize=7)
-        if base:
-            w = difference({label: results[label], "conventional": baseline}, label, "conventional", 1 - 0.05 / k)
-            if w["low"] is not None and w["low"] > 0 and (best is None or s["mean"] > best[1]):
-                best = (q, s["mean"])
+        if label == starred:
+            best = (q, s["mean"])
     line = [(p[0], summary(p[3])["mean"]) for p in points if summary(p[3])["n"]]
     line = sorted(line + _unconstrained_end(ax, unconstrained or []))
     if len(line) > 1:
         ax.plot(*zip(*line), "-", color="C0", alpha=0.5, label="quadratic + ReLinear: mean, 95% CI")
     _honest_limits(ax, [v for *_, vals, _ in points for v in vals] + base + accuracies(unconstrained or []))
     if best is not None:
-        ax.plot(best[0], best[1], "*", ms=16, color="C3", label="above conventional beyond the CI (Bonferroni)")
+        ax.plot(best[0], best[1], "*", ms=16, color="C3",
+                label="the best value that tested something, above conventional (Bonferroni CI)")
     ax.set_xscale("log")
     ax.set_xlabel("max(‖w_g‖, ‖w_b‖)/‖w_r‖ at the end (median)")
     ax.set_ylabel("final test accuracy (%)")

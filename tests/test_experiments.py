@@ -363,12 +363,29 @@ def test_figures_are_written_only_where_asked(tmp_path, monkeypatch):
     plt.close(fig)
 
 
-@pytest.mark.slow  # draws the sweep three times
+def _narrow_sweep_like():
+    """A figure built like notebook 05's (three log panels sharing an axis, annotated points, one
+    legend outside below, a heading) but narrower: saving moves this one's constrained layout."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(9, 5), layout="constrained", sharey=True)
+    for i, ax in enumerate(axes):
+        ax.plot([1e-4, 1e-2, 1], [78, 82, 81], "o-", label=f"series {i}")
+        ax.annotate("0.01", (1e-2, 82), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.set(xscale="log", title="γ_g = γ_b", xlabel="max(‖w_g‖, ‖w_b‖)/‖w_r‖ at the end (median)")
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("preset cpu · ResNet-8 · 3 seeds per run · bars and bands: 95% CI of the mean over seeds",
+                 fontsize=10)
+    return fig
+
+
+@pytest.mark.slow  # draws each figure three times
 def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
-    """Saving a figure moves its constrained layout by fractions of a pixel before the notebook shows
-    it: a JupyterLab re-run (which saves nothing) showed notebook 05's sweep with its text shifted
-    from what make figures committed, until `save_figure` rendered it the same way either way. Here
-    that figure, from the stored cpu runs, as the notebook shows it (its inline PNG)."""
+    """Saving a figure can move its constrained layout by fractions of a pixel before the notebook
+    shows it: a JupyterLab re-run (which saves nothing) showed notebook 05's sweep with its text
+    shifted from what make figures committed, until `save_figure` rendered it the same way either way.
+    Here notebook 05's figure from the stored cpu runs, and a narrower one built like it whose layout
+    saving does move (so that the test has teeth whatever the stored runs draw), each as a notebook
+    shows it (its inline PNG)."""
     import io
 
     import matplotlib.pyplot as plt
@@ -377,19 +394,21 @@ def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
     configs = experiments.labelled_configs("05", "cpu")
     results = experiments.results(configs, train_missing=False, verbose=False)
 
-    def sweep():
-        return plots.sweep_figure(results, "cpu", configs["conventional"].lr)
-
     def shown(fig):
         out = io.BytesIO()
         fig.canvas.print_figure(out, format="png", bbox_inches="tight", dpi=72)
         plt.close(fig)
         return out.getvalue()
-    untouched = shown(sweep())
-    explored, published = sweep(), sweep()
-    assert save_figure(explored, "05_x", None) is None
-    save_figure(published, "05_x", tmp_path)
-    assert shown(explored) == shown(published) != untouched  # != : saving does move it (the test has teeth)
+
+    def views(make):
+        untouched, explored, published = shown(make()), make(), make()
+        assert save_figure(explored, "05_x", None) is None
+        save_figure(published, "05_x", tmp_path)
+        return untouched, shown(explored), shown(published)
+    _, explored, published = views(lambda: plots.sweep_figure(results, "cpu", configs["conventional"].lr))
+    assert explored == published
+    untouched, explored, published = views(_narrow_sweep_like)
+    assert explored == published != untouched  # != : saving does move this one
 
 
 def test_make_figures_publishes_a_notebooks_figures_only_after_it_succeeds(tmp_path, monkeypatch):

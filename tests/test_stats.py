@@ -359,3 +359,29 @@ def test_a_penalty_sweep_draws_its_unconstrained_end():
     assert "α or β = 0: no penalty (the γ = lr runs)" in names
     assert any(n.startswith("conventional network (ratio 0)") and "band: 95% CI" in n for n in names)
     plt.close("all")
+
+
+def test_a_sweeps_star_is_the_value_its_verdict_reads():
+    """The star marks the value that "some β lifts the network" reads: β = 1e-5 ended highest but
+    held the terms back no further than no penalty (it tests no shrinking), so the star is on
+    β = 1e-4, the best of the values that tested something, and only while that claim is supported."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qnets import plots
+    free = with_ratio(fake("g", [81.5, 81.7, 81.6], gamma_g=None), 0.9)
+    base = fake("c", [79.0, 79.2, 78.9])
+    runs = {"beta=1e-05": with_ratio(fake("b", [82.1, 82.3, 82.2], beta_g=1e-5), 0.7),
+            "beta=0.0001": with_ratio(fake("b", [80.6, 80.9, 80.7], beta_g=1e-4), 0.3)}
+
+    def star(runs):
+        ax = plots.sweep(runs, "beta", 0.1, baseline=base, ax=plt.subplots()[1], unconstrained=free)
+        return [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() == "*"]
+    lifts = claims.figure2(runs | {"conventional": base, "gamma=lr": free}, "beta")[0]
+    assert lifts["verdict"] == "supported" and lifts["best"] == "beta=0.0001"
+    assert star(runs) == [pytest.approx((0.3, 80.7333), abs=1e-3)]
+    runs["beta=0.0001"] = with_ratio(fake("b", [78.6, 80.9, 79.7], beta_g=1e-4), 0.3)  # not beyond its interval
+    assert claims.figure2(runs | {"conventional": base, "gamma=lr": free}, "beta")[0]["verdict"] == "not resolved"
+    assert star(runs) == []
+    plt.close("all")
