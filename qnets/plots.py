@@ -199,7 +199,7 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
     of the mean (line); the baseline's mean and interval as a grey band across the plot. A seed
     that did not complete is drawn and counted at its last test accuracy, as the claims count it,
     and named at the foot of its column; a label with no stored run yet keeps its column, marked
-    "not run yet"."""
+    "not run yet" at its top, clear of the baseline's band and the legend."""
     ax = _axes(ax)
     labels = list(results)
     base = accuracies(results.get(baseline, [])) if baseline else []
@@ -222,7 +222,6 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
             ax.annotate(f"{len(missing)} {'/'.join(sorted({r['status'] for r in missing}))}", (i, 0.03),
                         xycoords=("data", "axes fraction"), ha="center", fontsize=7, color="0.3")
         elif not results[label]:
-            # at the top: the baseline's band crosses the middle, its legend sits bottom right
             ax.annotate("not run yet", (i, 0.97), xycoords=("data", "axes fraction"), ha="center", va="top",
                         rotation=90, fontsize=8, color="0.45")
     _honest_limits(ax, [v for label in labels for v in accuracies(results[label])] + base)
@@ -312,9 +311,7 @@ def _unconstrained_end(ax, runs: list[dict]) -> list[tuple[float, float]]:
     ax.plot([q] * s["n"], accuracies(runs), "s", color="C0", alpha=0.35, ms=4)
     ax.errorbar([q], [s["mean"]], yerr=err, fmt="s", color="C0", mfc="white", capsize=3, ms=7,
                 label="α or β = 0: no penalty (the γ = lr runs)")
-    # to the right of the square: on its left sits the weakest penalty, whose terms moved nearly as far
-    ax.annotate("0", (q, s["mean"]), textcoords="offset points", xytext=(6, 0), ha="left", va="center",
-                fontsize=7)
+    ax.annotate("0", (q, s["mean"]), textcoords="offset points", xytext=(6, 0), ha="left", va="center", fontsize=7)
     return [(q, s["mean"])]
 
 
@@ -389,9 +386,8 @@ def figure_legend(fig, ncol: int = 3) -> None:
 
 
 def sweep_figure(results: dict[str, list[dict]], preset: str, lr: float):
-    """Notebook 05's figure: the three sweeps of Figure 2 side by side (γ, α, β; `sweep`), sharing the
-    accuracy axis, one legend below them and the heading above. `results` holds the notebook's labels:
-    "conventional", "gamma=lr" and the "gamma=…", "alpha=…", "beta=…" values."""
+    """Notebook 05's figure: Figure 2's three sweeps (γ, α, β; `sweep`) sharing the accuracy axis, one
+    legend below, the heading above; `results` holds "conventional" and the "gamma=…", "alpha=…", "beta=…" runs."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
     for ax, param in zip(axes, ("gamma", "alpha", "beta")):
