@@ -335,7 +335,7 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     _conventional_end(ax, base)
     ax.axvline(RATIO_FLOOR, color="0.5", ls=":", lw=1, label=f"floor {RATIO_FLOOR:g}: terms unmoved below")
     read = {**results, "conventional": baseline or []} | ({"gamma=lr": unconstrained} if unconstrained else {})
-    lifts = next(iter(figure2(read, param)), None) if base else None
+    lifts = next((c for c in figure2(read, param) if "best" in c), None) if base else None
     starred = lifts["best"] if lifts and lifts["verdict"] == "supported" else None
     best, stack, last_q = None, 0, None
     most = max([len(vals) for *_, vals, _ in points] + [0])
