@@ -15,14 +15,16 @@ from .stats import summary
 from .utils import is_finite
 
 __all__ = ["colour", "heading", "figure_legend", "table", "collapse_count", "curves", "finals", "quadratic_curves",
-           "sweep", "sweep_figure", "scatter", "describe"]
+            "sweep", "sweep_figure", "scatter", "describe"]
 
-# Every label of every notebook, by meaning: ReLinear (shrunken gradients) is green wherever it
-# appears, the conventional network blue; no label is grey (the baseline's band) or pale.
+# Every label of every notebook, by meaning: ReLinear (shrunken gradients) is green wherever it appears,
+# the conventional network blue; none grey (the baseline's band) or pale, none like another of its notebook.
 _COLOURS = {"conventional": "#0173b2", "conventional-rezero": "#56b4e9", "conventional-trained-on": "#006374",
             "naive": "#de8f05", "naive-lr/10": "#7b3294", "relinear-sg": "#029e73", "relinear-rezero": "#591e71",
             "relinear-from-conventional": "#8c0800", "relinear-sw-l2": "#cc78bc", "relinear-sw-l1": "#8c564b",
-            "compact": "#d55e00", "compact-authors": "#a23582", "gamma=0": "#000000", "gamma=lr": "#9a9b00"}
+            "compact": "#d55e00", "compact-authors": "#a23582", "gamma=0": "#000000", "gamma=lr": "#9a9b00",
+            "qres": "#e7298a", "quadraour": "#8073ac", "quadraour-bn": "#332288", "power": "#882255",
+            "square": "#17becf", "product": "#66a61e", "poly": "#a6761d"}
 _SPARE = ("#001c7f", "#b1400d", "#12711c", "#592f0d", "#3d6b00", "#6b3d00", "#00435c", "#5c0045")
 INTERVAL = "95% CI of the mean over seeds"
 
@@ -34,8 +36,7 @@ def colour(label: str) -> str:
 
 
 def heading(fig, preset: str, results: dict[str, list[dict]], interval: str = INTERVAL) -> None:
-    """The figure's first line: the preset, the networks, the seeds per run and what its bars and
-    bands are."""
+    """The figure's first line: the preset, the networks, the seeds per run, what its bars and bands are."""
     nets = sorted({(r["config"]["depth"], r["config"]["neuron"] == "conventional") for rs in results.values()
                    for r in rs[:1]})
     depths = ", ".join(dict.fromkeys(f"ResNet-{d}" for d, _ in nets)) or "no runs stored"
@@ -97,8 +98,7 @@ def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
 
 
 def collapse_count(results: dict[str, list[dict]]) -> str:
-    """How many runs collapsed (training broke down), which, and how many evaluations met non-finite
-    outputs."""
+    """How many runs collapsed (training broke down), which, and how many evaluations met non-finite outputs."""
     runs = [(label, r) for label, rs in results.items() for r in rs]
     collapsed = [f"{label} seed {r['config']['seed']} ({r['collapse_reason']})" for label, r in runs
                  if r["status"] == "collapsed"]
@@ -325,11 +325,10 @@ def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[
     interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. The
     star is the verdict's: the value that "some `param` lifts the network" reads (`claims.figure2`:
     the best of the values that tested something, moving the terms and, for a penalty, holding them
-    back), starred only where that claim is supported. A value
-    with fewer seeds than the others so far is drawn hollow and says how many it has. For a penalty
-    (alpha, beta), `unconstrained` (the γ = lr runs: no penalty, the full rate) is its 0, the
-    other end of the axis from the conventional network, drawn as a square. `legend=False` leaves
-    the legend to `figure_legend`."""
+    back), starred only where that claim is supported. A value with fewer seeds than the others so far
+    is drawn hollow and says how many it has. For a penalty (alpha, beta), `unconstrained` (the γ = lr
+    runs: no penalty, the full rate) is its 0, the other end of the axis from the conventional network,
+    drawn as a square. `legend=False` leaves the legend to `figure_legend`."""
     ax, points = _axes(ax), _sweep_points(results, param)
     base = accuracies(baseline or [])
     _conventional_end(ax, base)
@@ -387,7 +386,8 @@ def figure_legend(fig, ncol: int = 3) -> None:
 
 def sweep_figure(results: dict[str, list[dict]], preset: str, lr: float):
     """Notebook 05's figure: Figure 2's three sweeps (γ, α, β; `sweep`) sharing the accuracy axis, one
-    legend below, the heading above; `results` holds "conventional" and the "gamma=…", "alpha=…", "beta=…" runs."""
+    legend below, the heading above; `results` holds "conventional" and the "gamma=…", "alpha=…" and
+    "beta=…" runs."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
     for ax, param in zip(axes, ("gamma", "alpha", "beta")):

@@ -332,13 +332,17 @@ def test_quadratic_terms_start_at_zero_where_relinear_starts_them():
 
 
 def test_colours_are_distinct_visible_and_never_a_baselines_grey():
+    import itertools
+    import math
+
     from matplotlib.colors import to_rgb
 
     from qnets import experiments, plots
-    for nb in ("02", "03", "04"):
-        labels = list(experiments.labelled_configs(nb, "paper" if nb != "02" else "cpu"))
+    for nb in ("02", "03", "04", "06"):
+        labels = list(experiments.labelled_configs(nb, "paper" if nb in ("03", "04") else "cpu"))
         colours = [to_rgb(plots.colour(label)) for label in labels]
-        assert len(set(colours)) == len(labels), nb
+        for (a, ca), (b, cb) in itertools.combinations(zip(labels, colours), 2):  # one figure draws them all
+            assert math.dist(ca, cb) > 0.2, f"notebook {nb}: {a} and {b} look alike"
         for label, (r, g, b) in zip(labels, colours):
             assert max(r, g, b) - min(r, g, b) > 0.15 or max(r, g, b) < 0.2, f"{label} is grey"
             assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.7, f"{label} is too pale to see"
