@@ -315,7 +315,7 @@ def _unconstrained_end(ax, runs: list[dict]) -> list[tuple[float, float]]:
     return [(q, s["mean"])]
 
 
-def sweep(results: dict[str, list[dict]], param: str, lr: float, baseline: list[dict] | None = None, ax=None,
+def sweep(results: dict[str, list[dict]], param: str, baseline: list[dict] | None = None, ax=None,
           unconstrained: list[dict] | None = None, legend: bool = True):
     """Figure 2 with data: final test accuracy against how far the quadratic terms moved, the
     measured final max(‖w_g‖, ‖w_b‖)/‖w_r‖ (median over seeds, `claims.ratio`), on a log axis, one
@@ -384,7 +384,7 @@ def figure_legend(fig, ncol: int = 3) -> None:
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
 
 
-def sweep_figure(results: dict[str, list[dict]], preset: str, lr: float):
+def sweep_figure(results: dict[str, list[dict]], preset: str):
     """Notebook 05's figure: Figure 2's three sweeps (γ, α, β; `sweep`) sharing the accuracy axis, one
     legend below, the heading above; `results` holds "conventional" and the "gamma=…", "alpha=…" and
     "beta=…" runs."""
@@ -392,7 +392,7 @@ def sweep_figure(results: dict[str, list[dict]], preset: str, lr: float):
     fig, axes = plt.subplots(1, 3, figsize=(12, 5), layout="constrained", sharey=True)
     for ax, param in zip(axes, ("gamma", "alpha", "beta")):
         runs = {k: rs for k, rs in results.items() if k.startswith(param + "=")}
-        sweep(runs, param, lr, baseline=results.get("conventional"), ax=ax, legend=False,
+        sweep(runs, param, baseline=results.get("conventional"), ax=ax, legend=False,
               unconstrained=None if param == "gamma" else results.get("gamma=lr"))
     for ax in axes[1:]:
         ax.set_ylabel("")

@@ -212,7 +212,7 @@ def test_table_figures_and_sweep_from_seeded_results(tmp_path):
     assert plots.collapse_count(results) == "0 of 9 runs collapsed"
     import matplotlib
     matplotlib.use("Agg")
-    ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma", 0.1,
+    ax = plots.sweep({k: v for k, v in results.items() if k.startswith("gamma")}, "gamma",
                      baseline=results["conventional"])
     # x: how far the terms moved (γ = 0: not at all, drawn at the left edge), each point named by its γ
     assert [t.get_text() for t in ax.texts] == ["0", "lr"]
@@ -405,7 +405,7 @@ def test_a_notebook_renders_a_figure_alike_whether_or_not_it_saves_it(tmp_path):
         assert save_figure(explored, "05_x", None) is None
         save_figure(published, "05_x", tmp_path)
         return untouched, shown(explored), shown(published)
-    _, explored, published = views(lambda: plots.sweep_figure(results, "cpu", configs["conventional"].lr))
+    _, explored, published = views(lambda: plots.sweep_figure(results, "cpu"))
     assert explored == published
     untouched, explored, published = views(_narrow_sweep_like)
     assert explored == published != untouched  # != : saving does move this one

@@ -278,7 +278,7 @@ def test_figure_2_marks_a_value_still_waiting_for_seeds():
     from qnets import plots
     runs = {"gamma=0.001": with_ratio(fake("g", [79.5, 79.4, 79.6], gamma_g=1e-3), 0.04),
             "gamma=0.01": with_ratio(fake("g", [80.1], gamma_g=1e-2), 0.2)}
-    ax = plots.sweep(runs, "gamma", 0.1, baseline=fake("c", [79.0, 79.2, 78.9]), ax=matplotlib.pyplot.subplots()[1])
+    ax = plots.sweep(runs, "gamma", baseline=fake("c", [79.0, 79.2, 78.9]), ax=matplotlib.pyplot.subplots()[1])
     assert sorted(t.get_text() for t in ax.texts) == ["0.001", "0.01 (1 of 3 seeds)"]
     matplotlib.pyplot.close("all")
 
@@ -356,7 +356,7 @@ def test_a_penalty_sweep_draws_its_unconstrained_end():
     from qnets import plots
     free = with_ratio(fake("g", [81.5, 81.7, 81.6], gamma_g=None), 0.9)
     runs = {"alpha=0.1": with_ratio(fake("a", [79.0, 79.2, 79.1], alpha_g=0.1), 0.004)}
-    ax = plots.sweep(runs, "alpha", 0.1, baseline=fake("c", [79.0, 79.2, 78.9]), ax=plt.subplots()[1],
+    ax = plots.sweep(runs, "alpha", baseline=fake("c", [79.0, 79.2, 78.9]), ax=plt.subplots()[1],
                      unconstrained=free)
     assert sorted((t.get_text(), t.xy[0]) for t in ax.texts) == [("0", 0.9), ("0.1", 0.004)]
     names = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -380,7 +380,7 @@ def test_a_sweeps_star_is_the_value_its_verdict_reads():
             "beta=0.0001": with_ratio(fake("b", [80.6, 80.9, 80.7], beta_g=1e-4), 0.3)}
 
     def star(runs):
-        ax = plots.sweep(runs, "beta", 0.1, baseline=base, ax=plt.subplots()[1], unconstrained=free)
+        ax = plots.sweep(runs, "beta", baseline=base, ax=plt.subplots()[1], unconstrained=free)
         return [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() == "*"]
     lifts = claims.figure2(runs | {"conventional": base, "gamma=lr": free}, "beta")[0]
     assert lifts["verdict"] == "supported" and lifts["best"] == "beta=0.0001"
