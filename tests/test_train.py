@@ -22,6 +22,11 @@ def synthetic(tmp_path, **kw):
     return Config(**(base | kw))
 
 
+def tiny(tmp_path, **kw):
+    """A run for tests of what is stored and read back, not of what is learnt: two steps an epoch."""
+    return synthetic(tmp_path, **{"n_train": 100, "n_test": 50} | kw)
+
+
 
 @pytest.mark.slow
 def test_quadratic_relinear_learns_synthetic(tmp_path):
@@ -56,7 +61,7 @@ def test_quadratic_resnet_learns_real_cifar10(tmp_path, monkeypatch):
 
 
 def test_stored_result_is_returned_without_training(tmp_path, monkeypatch):
-    config = synthetic(tmp_path, epochs=1)
+    config = tiny(tmp_path, epochs=1)
     first = fit(config, verbose=False)
     monkeypatch.setattr("qnets.train.build_model", lambda c: pytest.fail("retrained a stored config"))
     assert fit(config, verbose=False) == first
@@ -97,8 +102,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_divergent_run_is_reported_ascollapse_reason(tmp_path):
-    config = synthetic(tmp_path, init="naive", gamma_g=None, gamma_b=None, lr=1e4, momentum=0.9, epochs=5,
-                       schedule="constant")
+    config = tiny(tmp_path, init="naive", gamma_g=None, gamma_b=None, lr=1e4, momentum=0.9, epochs=5,
+                  schedule="constant")
     r = fit(config, verbose=False)
     assert r["status"] == "collapsed" and r["epochs_run"] < 5
     assert "non-finite" in r["collapse_reason"] or "chance" in r["collapse_reason"]
@@ -149,8 +154,8 @@ def test_a_run_starts_from_the_trained_conventional_network_of_its_recipe_and_se
     from qnets.config import SAME_RECIPE, parent, run_name
     from qnets.runner import run_state
     from qnets.train import build_model, weights_path
-    conv = synthetic(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None, epochs=1)
-    child = synthetic(tmp_path, init="conventional", init_from=SAME_RECIPE, gamma_g=1e-3, gamma_b=1e-3, epochs=1)
+    conv = tiny(tmp_path, neuron="conventional", gamma_g=None, gamma_b=None, epochs=1)
+    child = tiny(tmp_path, init="conventional", init_from=SAME_RECIPE, gamma_g=1e-3, gamma_b=1e-3, epochs=1)
     on = conv.replace(init="conventional", init_from=SAME_RECIPE)
     assert parent(child) == conv and parent(on) == conv and parent(conv) is None
     with pytest.raises(FileNotFoundError, match=f"the weights of {run_name(conv)} .* train that run first"):
@@ -222,14 +227,26 @@ def test_cli_trains_and_reports(tmp_path):
     (("train", "--depth", "21"), "Config.depth must be"),
     (("train", "--rezero", "maybe"), "expected true or false"),
 ])
-def test_cli_rejects_bad_input_in_one_line(args, fragment):
-    p = run_cli(*args)
-    assert p.returncode == 2 and fragment in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+def test_cli_rejects_bad_input_in_one_line(args, fragment, capsys, tmp_path, monkeypatch):
+    """`python -m qnets` is `main` (test_cli_trains_and_reports runs it as a process): a bad flag
+    stops the parser, a bad value the run's Config, both with status 2 and one line."""
+    from qnets.__main__ import main
+    monkeypatch.chdir(tmp_path)  # (were a bad value let through, nothing trains into the project)
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_cli_help_documents_every_field():
-    out = run_cli("train", "--help").stdout
+def test_cli_help_documents_every_field(capsys):
+    from qnets.__main__ import main
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
     for field in Config.__dataclass_fields__:
         assert f"--{field.replace('_', '-')}" in out
 
@@ -327,11 +344,11 @@ def test_a_test_set_overflow_is_recorded_and_training_goes_on(tmp_path, monkeypa
         model.register_forward_hook(hook)
         return model
     monkeypatch.setattr(T, "resnet", overflowing)
-    r = fit(synthetic(tmp_path, epochs=2), verbose=False)
+    r = fit(tiny(tmp_path, epochs=2), verbose=False)
     assert r["status"] == "completed" and r["collapse_rule"] == 2
     for h in r["history"]:
         assert h["test_nonfinite"] == 2 and 0 < h["test_max_logit"] < float("inf")
-        assert h["test_loss"] is not None and h["test_acc"] <= 198 / 200
+        assert h["test_loss"] is not None and h["test_acc"] <= 48 / 50
 
 
 def test_the_collapse_rule_reads_training_only():
@@ -368,14 +385,14 @@ def test_a_run_is_priced_by_its_training_images_and_the_test_images_it_scores(tm
     import json
 
     from qnets import experiments
-    base = dict(dataset="synthetic", n_train=300, n_test=100, epochs=4, eval_every=2, batch_size=50, depth=8,
+    base = dict(dataset="synthetic", n_train=100, n_test=50, epochs=4, eval_every=2, batch_size=50, depth=8,
                 out_dir=str(tmp_path))
     path = result_path(Config(**base))
     fit(Config(**base), verbose=False)
     r = json.loads(path.read_text())
     for h in r["history"]:  # designed times: 1 ms per training image, 4 ms per test image scored
-        h["train_time"], h["images_per_s"] = 0.3, 1000.0
-        h["epoch_time"] = 0.3 + (0.4 if h["test_acc"] is not None else 0.0)
+        h["train_time"], h["images_per_s"] = 0.1, 1000.0
+        h["epoch_time"] = 0.1 + (0.2 if h["test_acc"] is not None else 0.0)
     path.write_text(json.dumps(r))
     assert experiments.pace(False, tmp_path / "runs") == {(8, "quadratic"): pytest.approx((1e-3, 4e-3))}
     long = Config(**base | dict(n_train=5000, n_test=1000, epochs=15, eval_every=5, seed=1))

@@ -230,9 +230,11 @@ def test_a_stored_result_is_not_replaced_by_a_window(here):
     assert result_path(config).read_bytes() == stored and "another result is already stored" in taken["kept"][0]
 
 
-def small_result(tmp_path) -> tuple[dict, Path]:
+@pytest.fixture(scope="module")
+def trained_result(tmp_path_factory) -> tuple[dict, Path]:
+    """One small run, trained once for the tests that alter its result."""
     config = Config(depth=8, dataset="synthetic", n_train=100, n_test=50, batch_size=50, epochs=2,
-                    out_dir=str(tmp_path / "s"))
+                    out_dir=str(tmp_path_factory.mktemp("trained") / "s"))
     return fit(config, verbose=False), result_path(config)
 
 
@@ -248,9 +250,11 @@ def small_result(tmp_path) -> tuple[dict, Path]:
     (lambda r: r | {"status": "collapsed", "final_test_acc": None}, "collapsed but the history shows no breakdown"),
     (lambda r: r | {"history": r["history"][:1], "epochs_run": 1}, "for a completed run of 2 epochs"),
 ])
-def test_a_result_that_disagrees_with_itself_is_refused_by_name(tmp_path, change, message):
-    r, path = small_result(tmp_path)
-    path.write_text(json.dumps(change(r)))
+def test_a_result_that_disagrees_with_itself_is_refused_by_name(tmp_path, trained_result, change, message):
+    r, stored = trained_result
+    path = tmp_path / stored.name  # the run's own file name, holding an altered result
+    assert read_result(stored) == r  # as written, it reads back
+    path.write_text(json.dumps(change(json.loads(json.dumps(r)))))
     with pytest.raises(StoreError, match=message.replace("(", r"\(")) as err:
         read_result(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
