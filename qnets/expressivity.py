@@ -288,12 +288,14 @@ def _geo_interval(v) -> tuple[float, float]:
 
 
 def _log_axes(ax) -> None:
-    """Log-log axes with plain labels at 1 and 3 × 10^k on x (parameters) and decades on y."""
+    """Log-log axes with plain labels at 1 and 3 × 10^k on x (parameters) and decades on y, where the
+    minor ticks and grid lines are at 2 and 5 × 10^k."""
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
     ax.set(xscale="log", yscale="log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # (all eight per decade: a quarter of the drawing time)
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
 
