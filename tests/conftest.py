@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("epoch_time", "train_time", "images_per_s")  # history fields that measure time, not training
 
 
-def pytest_collection_modifyitems(config, items):
-    """The tests marked `minutes` first (a stable sort: otherwise in file order). Started late, such a
-    test can be left running alone after every other test has finished; first, it overlaps with the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("minutes") is None)
-
-
 def untimed(history: list[dict]) -> list[dict]:
     """A run's history without its timings: what two runs of one config must share exactly."""
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]

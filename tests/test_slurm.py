@@ -141,7 +141,6 @@ def _run_time_s(job_id: str) -> int:
     return ((int(days or 0) * 24 + int(h)) * 60 + int(m)) * 60 + int(s)
 
 
-@pytest.mark.minutes
 @pytest.mark.timeout(480)  # (about 70 s of training, more on a loaded machine)
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_finishes(tmp_path, monkeypatch):
     """Slurm warns a job `signal_delay_s` before its time limit (SIGUSR2); submitit then saves the
