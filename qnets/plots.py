@@ -15,7 +15,7 @@ from .stats import summary
 from .utils import is_finite
 
 __all__ = ["colour", "heading", "figure_legend", "table", "collapse_count", "curves", "finals", "quadratic_curves",
-            "sweep", "sweep_figure", "scatter", "describe"]
+           "sweep", "sweep_figure", "scatter", "describe"]
 
 # Every label of every notebook, by meaning: ReLinear (shrunken gradients) is green wherever it appears,
 # the conventional network blue; none grey (the baseline's band) or pale, none like another of its notebook.

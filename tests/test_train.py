@@ -27,7 +27,6 @@ def tiny(tmp_path, **kw):
     return synthetic(tmp_path, **{"n_train": 100, "n_test": 50} | kw)
 
 
-
 @pytest.mark.slow
 def test_quadratic_relinear_learns_synthetic(tmp_path):
     r = fit(synthetic(tmp_path, n_train=1000), verbose=False)
