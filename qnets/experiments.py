@@ -262,7 +262,10 @@ def shared(result: dict) -> int:
 def _run_pace(result: dict) -> tuple[float, float | None] | None:
     """(seconds per training image, seconds per test image scored) of a stored run, from its
     epochs after the first (which holds compilation): training from each epoch's training time,
-    testing from what the epochs that scored the test set took beyond their training."""
+    testing from what the epochs that scored the test set took beyond their training. The fastest
+    epoch of each: other work on the machine only ever slows an epoch, so the fastest is the run's
+    cost on a device of its own (a window's runs shared the CPU with other work at times and took
+    up to twice as long then)."""
     history = result.get("history", [])[1:]
     train = [1 / h["images_per_s"] for h in history if h.get("images_per_s")]
     if not train:
@@ -270,7 +273,7 @@ def _run_pace(result: dict) -> tuple[float, float | None] | None:
     n_test = result["config"].get("n_test") or CIFAR10_TEST_IMAGES
     test = [(h["epoch_time"] - h["train_time"]) / n_test for h in history
             if h.get("test_acc") is not None and h.get("epoch_time") and h.get("train_time")]
-    return median_high(train), median_high(test) if test else None
+    return min(train), min(test) if test else None
 
 
 def pace(on_gpu: bool, folder: str | Path = "results/runs") -> dict[tuple, tuple[float, float]]:

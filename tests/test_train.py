@@ -394,6 +394,11 @@ def test_a_run_is_priced_by_its_training_images_and_the_test_images_it_scores(tm
         h["epoch_time"] = 0.1 + (0.2 if h["test_acc"] is not None else 0.0)
     path.write_text(json.dumps(r))
     assert experiments.pace(False, tmp_path / "runs") == {(8, "quadratic"): pytest.approx((1e-3, 4e-3))}
+    for h in r["history"][2:]:  # epochs that shared the CPU with other work took twice as long
+        h["train_time"], h["images_per_s"] = 0.2, 500.0
+        h["epoch_time"] = 0.2 + (0.4 if h["test_acc"] is not None else 0.0)
+    path.write_text(json.dumps(r))
+    assert experiments.pace(False, tmp_path / "runs") == {(8, "quadratic"): pytest.approx((1e-3, 4e-3))}
     long = Config(**base | dict(n_train=5000, n_test=1000, epochs=15, eval_every=5, seed=1))
     seconds, _ = experiments.training_cost([long], False, tmp_path / "runs")
     assert seconds == pytest.approx(5000 * 15 * 1e-3 + 1000 * 3 * 4e-3)  # 75 s training, 12 s scoring 3 times
