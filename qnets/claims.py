@@ -155,6 +155,11 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
         return None
     count = lambda rs: (sum(r["status"] == "collapsed" for r in rs), len(rs))  # noqa: E731
     (cn, nn), (cr, nr) = count(results[naive]), count(results[relinear])
+    claim = ("A quadratic network trained naively (random g and b at the full learning rate) is at risk of "
+             "collapse; ReLinear avoids it")
+    if not nn or not nr:
+        return {"claim": claim, "verdict": "not resolved",
+                "evidence": f"No seed of {' or '.join(x for x, k in ((naive, nn), (relinear, nr)) if not k)} yet"}
     p_more, p_fewer = fisher_greater(cn, nn, cr, nr), fisher_greater(cr, nr, cn, nn)
     best = fisher_greater(nn, nn, 0, nr) if nn and nr else 1.0  # every naive seed broke down, no ReLinear one
     v = "supported" if p_more < 0.05 else "contradicted" if p_fewer < 0.05 else "not resolved"
@@ -163,8 +168,7 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
     if best >= 0.05:
         evidence += (f" (with {nn} and {nr} seeds even {nn} of {nn} against 0 gives p = {best:.3f}: "
                      "the test cannot decide)")
-    return {"claim": "A quadratic network trained naively (random g and b at the full learning rate) is at risk "
-                     "of collapse; ReLinear avoids it", "verdict": v, "evidence": evidence}
+    return {"claim": claim, "verdict": v, "evidence": evidence}
 
 
 def figure2(results, param: str, baseline: str = "conventional") -> list[dict]:
