@@ -356,13 +356,17 @@ def missing_message(missing: list[Config], device: str = "auto") -> str:
 def committed_preset(notebook: str | None = None) -> str:
     """The largest preset at which `notebook` (every notebook when None) is read from stored results:
     every seed of its runs stored or, at a preset with a plan of its own (`PLANS`), every seed of
-    those of its runs in the plan's first group, its core (the runs still to come are then left out,
-    and the notebook says so); "quick" when there is none (its missing runs are then trained)."""
+    those of its runs in the plan's first group, its core, and for a notebook with no run in the core
+    the first seed of each of its runs (the plan trains one seed of every run first; the runs still
+    to come are then left out, and the notebook says so); "quick" when there is none (its missing
+    runs are then trained)."""
     books = NOTEBOOKS if notebook is None else (str(notebook)[:2],)
     for preset in ORDER[:-1]:
-        core = set(_core(preset))
-        needed = [(runs & core) or runs for runs in ({s for c in labelled_configs(nb, preset).values()
-                                                       for s in seeds(c)} for nb in books) if runs]
+        core, needed = set(_core(preset)), []
+        for firsts in (set(labelled_configs(nb, preset).values()) for nb in books):
+            runs = {s for c in firsts for s in seeds(c)}
+            if runs:
+                needed.append((runs & core) or (firsts if core else runs))
         if needed and all(load_result(c) is not None for runs in needed for c in runs):
             return preset
     return "quick"

@@ -72,7 +72,8 @@ def test_committed_preset_prefers_the_largest_complete_one(tmp_path, monkeypatch
 
 def test_a_notebook_is_read_at_a_preset_once_its_core_is_stored(tmp_path, monkeypatch):
     """At a preset with a plan of its own, a notebook is read there once every seed of its runs in the
-    plan's first group is stored; a notebook with no run in that group waits for all of its runs."""
+    plan's first group is stored; a notebook with no run in that group once the first seed of each of
+    its runs is."""
     monkeypatch.chdir(tmp_path)
     core = experiments._core("cpu")
     labels = {nb: {s: label for label, c in experiments.labelled_configs(nb, "cpu").items()
@@ -86,6 +87,12 @@ def test_a_notebook_is_read_at_a_preset_once_its_core_is_stored(tmp_path, monkey
     result_path(core[-1]).write_text(json.dumps(stored_result(core[-1])))
     assert experiments.committed_preset("02") == experiments.committed_preset("05") == "cpu"
     assert experiments.committed_preset("04") == experiments.committed_preset() == "quick"
+    firsts = list(experiments.labelled_configs("04", "cpu").values())
+    for config in firsts[:-1]:
+        result_path(config).write_text(json.dumps(stored_result(config)))
+    assert experiments.committed_preset("04") == "quick"  # one label's first seed is missing
+    result_path(firsts[-1]).write_text(json.dumps(stored_result(firsts[-1])))
+    assert experiments.committed_preset("04") == experiments.committed_preset() == "cpu"  # other seeds to come
 
 
 def test_train_plan_prints_a_line_per_run(tmp_path, monkeypatch, capsys):
