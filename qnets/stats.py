@@ -10,6 +10,7 @@ The Student-t quantiles come from the regularised incomplete beta function (no S
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -61,6 +62,7 @@ def _t_cdf(t: float, df: float) -> float:
     return 1 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=4096)  # the figures ask for the same few quantiles hundreds of times
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t distribution with `df` degrees of freedom (df may be fractional)."""
     if not 0 < p < 1 or not df > 0:
@@ -68,6 +70,8 @@ def t_quantile(p: float, df: float) -> float:
     lo, hi = -1e3, 1e3
     for _ in range(200):  # bisection: the cdf is monotone
         mid = (lo + hi) / 2
+        if mid in (lo, hi):  # no float lies between them: further steps would change nothing
+            break
         if _t_cdf(mid, df) < p:
             lo = mid
         else:
