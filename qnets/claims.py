@@ -161,7 +161,7 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
         return {"claim": claim, "verdict": "not resolved",
                 "evidence": f"No seed of {' or '.join(x for x, k in ((naive, nn), (relinear, nr)) if not k)} yet"}
     p_more, p_fewer = fisher_greater(cn, nn, cr, nr), fisher_greater(cr, nr, cn, nn)
-    best = fisher_greater(nn, nn, 0, nr) if nn and nr else 1.0  # every naive seed broke down, no ReLinear one
+    best = fisher_greater(nn, nn, 0, nr)  # every naive seed broke down, no ReLinear one
     v = "supported" if p_more < 0.05 else "contradicted" if p_fewer < 0.05 else "not resolved"
     evidence = (f"Training broke down in {cn} of {nn} {naive} seeds and {cr} of {nr} {relinear} seeds; Fisher's "
                 f"exact test, one-sided p = {p_more:.3f}")
