@@ -82,10 +82,15 @@ def ratio(rs) -> float | None:
     return values[len(values) // 2] if values else None
 
 
+def _no_seed_yet(labels: tuple[str, ...], counts) -> str:
+    """The evidence of a comparison with nothing to compare: the labels without a seed (else all)."""
+    return f"No seed of {' or '.join([x for x, k in zip(labels, counts) if not k] or labels)} yet"
+
+
 def _interval_text(a: str, b: str, w: dict, level: float) -> str:
     n = f"n = {w['n'][0]}" + ("" if w.get("paired") else f" and {w['n'][1]}")
     if w["diff"] is None:
-        return f"No seed of {' or '.join(x for x, k in zip((a, b), w['n']) if not k) or f'{a} or {b}'} yet"
+        return _no_seed_yet((a, b), w["n"])
     if w["low"] is None:
         return f"Difference {a} − {b}: {w['diff']:+.2f} points, {n}: too few seeds for an interval"
     return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {w['how']}, {100 * level:.3g}% CI "
@@ -159,7 +164,7 @@ def _collapse_risk(results, naive: str, relinear: str) -> dict | None:
              "collapse; ReLinear avoids it")
     if not nn or not nr:
         return {"claim": claim, "verdict": "not resolved",
-                "evidence": f"No seed of {' or '.join(x for x, k in ((naive, nn), (relinear, nr)) if not k)} yet"}
+                "evidence": _no_seed_yet((naive, relinear), (nn, nr))}
     p_more, p_fewer = fisher_greater(cn, nn, cr, nr), fisher_greater(cr, nr, cn, nn)
     best = fisher_greater(nn, nn, 0, nr)  # every naive seed broke down, no ReLinear one
     v = "supported" if p_more < 0.05 else "contradicted" if p_fewer < 0.05 else "not resolved"
