@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 
@@ -302,7 +303,12 @@ def main(argv=None) -> int:
     from .cluster import MissingSubmitit
     from .data import DataError
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a reader that stopped early (`| head`) shows here, inside the handlers below
+        return code
+    except BrokenPipeError:  # not an error of ours: stop quietly, as Unix tools do (128 + SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     except (ValueError, FileNotFoundError, MissingSubmitit) as e:
         print(f"qnets {args.command}: error: {e}", file=sys.stderr)
         return 2

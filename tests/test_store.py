@@ -4,6 +4,7 @@ import os
 import time
 import json
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -222,6 +223,16 @@ def test_results_force_trains_again(tmp_path, monkeypatch, capsys):
 ])
 def test_bad_command_lines_get_one_line(capsys, argv, message):
     assert message in one_line_error(capsys, argv)
+
+
+def test_output_into_a_reader_that_stopped_is_not_an_error():
+    """`qnets campaign status | head`: once the reader has gone, the command stops without a word."""
+    read, write = os.pipe()
+    os.close(read)  # a reader that has already stopped: every write fails with EPIPE
+    p = subprocess.run([sys.executable, "-m", "qnets", "presets"], stdout=write, stderr=subprocess.PIPE,
+                       text=True, timeout=120)
+    os.close(write)
+    assert (p.returncode, p.stderr) == (141, ""), p.stderr
 
 
 def test_a_wrong_init_from_file_gets_one_line(tmp_path, capsys):
