@@ -88,9 +88,9 @@ def _no_seed_yet(labels: tuple[str, ...], counts) -> str:
 
 
 def _interval_text(a: str, b: str, w: dict, level: float) -> str:
-    n = f"n = {w['n'][0]}" + ("" if w.get("paired") else f" and {w['n'][1]}")
     if w["diff"] is None:
         return _no_seed_yet((a, b), w["n"])
+    n = f"n = {w['n'][0]}" + ("" if w.get("paired") else f" and {w['n'][1]}")
     if w["low"] is None:
         return f"Difference {a} − {b}: {w['diff']:+.2f} points, {n}: too few seeds for an interval"
     return (f"Difference {a} − {b}: {w['diff']:+.2f} points, {w['how']}, {100 * level:.3g}% CI "

@@ -229,9 +229,11 @@ def test_output_into_a_reader_that_stopped_is_not_an_error():
     """`qnets campaign status | head`: once the reader has gone, the command stops without a word."""
     read, write = os.pipe()
     os.close(read)  # a reader that has already stopped: every write fails with EPIPE
-    p = subprocess.run([sys.executable, "-m", "qnets", "presets"], stdout=write, stderr=subprocess.PIPE,
-                       text=True, timeout=120)
-    os.close(write)
+    try:
+        p = subprocess.run([sys.executable, "-m", "qnets", "presets"], stdout=write, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+    finally:
+        os.close(write)
     assert (p.returncode, p.stderr) == (141, ""), p.stderr
 
 
