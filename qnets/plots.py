@@ -51,9 +51,12 @@ def _legend(ax, **kw) -> None:
         ax.legend(**kw)
 
 
-def _axes(ax):
+def _axes(ax, title: str | None = None):
     import matplotlib.pyplot as plt
-    return plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax
+    ax = plt.subplots(figsize=(6.4, 4))[1] if ax is None else ax
+    if title:
+        ax.set_title(title)
+    return ax
 
 
 def table(results: dict[str, list[dict]], baseline: str | None = None) -> str:
@@ -143,9 +146,11 @@ def _epochs_axis(ax) -> None:
 def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, title: str | None = None,
            legend: bool = True):
     """`metric` against epochs: the mean over seeds at each epoch it was evaluated (markers) with
-    its 95% interval as a band; a cross marks the last epoch of a collapsed seed. `legend=False`
+    its 95% interval as a band from three seeds; a network with two seeds shows each seed's curve as a
+    thin line instead (with one degree of freedom the band, ±12.7 standard errors, would be wider than
+    the plot) and the axes say so. A cross marks the last epoch of a collapsed seed. `legend=False`
     leaves the legend to `figure_legend`."""
-    ax = _axes(ax)
+    ax = _axes(ax, title)
     scale = 100 if metric.endswith("acc") else 1
     for label, rs in results.items():
         per = _per_epoch(rs, lambda h: h.get(metric))
@@ -154,21 +159,24 @@ def curves(results: dict[str, list[dict]], metric: str = "test_acc", ax=None, ti
         x = sorted(per)
         stats = [summary([scale * v for v in per[e]]) for e in x]
         ax.plot(x, [s["mean"] for s in stats], "-o", ms=3.5, lw=1.6, color=colour(label), label=label)
-        band = [(e, s["low"], s["high"]) for e, s in zip(x, stats) if s["low"] is not None]
+        band = [(e, s["low"], s["high"]) for e, s in zip(x, stats) if s["n"] >= 3]
         if band:
             ax.fill_between(*zip(*band), color=colour(label), alpha=0.15, lw=0)
         for r in rs:
             pts = [(h["epoch"] + 1, scale * h[metric]) for h in r["history"] if is_finite(h.get(metric))]
+            if pts and len(rs) == 2:
+                ax.plot(*zip(*pts), "-", lw=0.8, alpha=0.6, color=colour(label), label="_seed")
             if pts and r["status"] == "collapsed":
                 ax.plot(*pts[-1], "x", color=colour(label), ms=9, mew=2)
+    if any(len(rs) == 2 for rs in results.values()):
+        ax.annotate("thin lines: each seed of a network with two", (0.98, 0.02), xycoords="axes fraction",
+                    ha="right", fontsize=7, color="0.3")
     _epochs_axis(ax)
     ax.set_ylabel({"test_acc": "test accuracy (%)", "train_acc": "training accuracy (%)",
                    "train_loss": "training loss"}.get(metric, metric))
     ax.grid(alpha=0.3)
     if legend:
         _legend(ax, fontsize=7)
-    if title:
-        ax.set_title(title)
     return ax
 
 
@@ -200,7 +208,7 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
     that did not complete is drawn and counted at its last test accuracy, as the claims count it,
     and named at the foot of its column; a label with no stored run yet keeps its column, marked
     "not run yet" at its top, clear of the baseline's band and the legend."""
-    ax = _axes(ax)
+    ax = _axes(ax, title)
     labels = list(results)
     base = accuracies(results.get(baseline, [])) if baseline else []
     if len(base) >= 2:
@@ -232,8 +240,6 @@ def finals(results: dict[str, list[dict]], baseline: str | None = "conventional"
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3, axis="y")
     _legend(ax, fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title)
     return ax
 
 
@@ -243,7 +249,7 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
     ReLinear's initialisation or from a conventional network start at 0 (epoch 0); the axis is
     logarithmic above 1e-5 and linear below, so that the start is drawn."""
     from matplotlib.lines import Line2D
-    ax = _axes(ax)
+    ax = _axes(ax, title)
     styles = {"w_g": "-", "w_b": "--", "b_g": ":", "c": "-."}
     handles = []
     for label, rs in results.items():
@@ -268,8 +274,6 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
     ax.grid(alpha=0.3, which="major")
     if len(handles) > len(keys):
         ax.legend(handles=handles, fontsize=7)
-    if title:
-        ax.set_title(title)
     return ax
 
 
@@ -284,8 +288,7 @@ def _sweep_points(results: dict[str, list[dict]], param: str) -> list[list]:
         if rs:
             v = rs[0]["config"][SWEEP_FIELDS[param]]
             points.append([ratio(rs) or 0.0, "lr" if v is None and param == "gamma" else f"{v:g}", label,
-                           accuracies(rs),
-                           sum(r["status"] != "completed" for r in rs)])
+                           accuracies(rs), sum(r["status"] != "completed" for r in rs)])
     moved = [q for q, *_ in points if q > 0]
     zero_at = min(moved + [RATIO_FLOOR]) / 10
     return sorted([p[0] or zero_at, *p[1:]] for p in points)
@@ -406,7 +409,7 @@ def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: s
     its training work per image (`x="flops"`: GFLOP forward and backward, `models.flops_per_image`),
     both counts independent of the machine. Each seed a faint point, the mean with its 95% interval,
     each network named beside its point; the axis starts at 0 so that sizes compare as ratios."""
-    ax = _axes(ax)
+    ax = _axes(ax, title)
     for label, rs in results.items():
         vals = accuracies(rs)
         if not vals:
@@ -423,8 +426,6 @@ def scatter(results: dict[str, list[dict]], x: str = "params", ax=None, title: s
     ax.set_xlabel("parameters (millions)" if x == "params" else "training work per image (GFLOP, forward + backward)")
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title)
     return ax
 
 
@@ -434,8 +435,7 @@ def describe(configs: dict, base=None) -> str:
     import dataclasses
     if not configs:
         return "(no runs)"
-    first = next(iter(configs.values()))
-    base = base or first
+    base = base or next(iter(configs.values()))
     skip = {"seed", "out_dir", "data_root", "device", "compile", "cuda_graphs", "channels_last", "checkpoint_every"}
     common = [f"{f.name}={getattr(base, f.name)!r}" for f in dataclasses.fields(base)
               if f.name in ("depth", "epochs", "batch_size", "lr", "schedule", "n_train", "n_test", "dataset")]

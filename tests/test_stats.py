@@ -317,6 +317,25 @@ def test_figures_state_preset_networks_seeds_and_their_one_kind_of_interval(recw
     plt.close("all")
 
 
+def test_a_network_with_two_seeds_shows_its_seeds_rather_than_a_band_wider_than_the_plot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qnets import plots
+    two = _curves([70.0, 74.0])
+    ax = plots.curves({"conventional": _curves([70.0, 71.0, 70.5], neuron="conventional"), "relinear-sg": two})
+    assert len(ax.collections) == 1  # the three-seed band only
+    seeds = [ln for ln in ax.lines if ln.get_label() == "_seed"]
+    assert [list(ln.get_ydata()) for ln in seeds] == [pytest.approx([65, 67, 69]), pytest.approx([69, 71, 73])]
+    assert all(ln.get_color() == plots.colour("relinear-sg") for ln in seeds)
+    assert [t.get_text() for t in ax.texts] == ["thin lines: each seed of a network with two"]
+    assert "_seed" not in ax.get_legend_handles_labels()[1]
+    ax = plots.curves({"conventional": _curves([70.0, 71.0, 70.5], neuron="conventional")}, title="(b)")
+    assert not ax.texts and ax.get_title() == "(b)"
+    plt.close("all")
+
+
 def test_quadratic_terms_start_at_zero_where_relinear_starts_them():
     import matplotlib
     matplotlib.use("Agg")
