@@ -116,7 +116,7 @@ def _ratio_note(results, labels) -> str:
 HELD_BACK = 0.5  # a penalty holds the quadratic terms back when they end below this share of the unpenalised run's
 
 
-def _not_held_back(results, label: str, free: str = "gamma=lr") -> str | None:
+def not_held_back(results, label: str, free: str = "gamma=lr") -> str | None:
     """Why a shrunken-weight claim about `label` cannot be tested here: its penalty left the
     quadratic terms about where the same network without a penalty (`free`) ends. None otherwise,
     or where `free` was not run."""
@@ -136,7 +136,7 @@ def _better(results, a: str, b: str, claim: str, level: float = 0.95, note: str 
         return None
     w = difference(results, a, b, level)
     evidence = _interval_text(a, b, w, level) + note
-    why = _unmoved(results, quadratic) or next(filter(None, (_not_held_back(results, p) for p in penalised)), None)
+    why = _unmoved(results, quadratic) or next(filter(None, (not_held_back(results, p) for p in penalised)), None)
     if why:
         return {"claim": claim, "verdict": "not tested", "evidence": f"{why}. {evidence}"}
     return {"claim": claim, "verdict": verdict(w), "evidence": evidence + _ratio_note(results, quadratic)}
@@ -195,7 +195,7 @@ def figure2(results, param: str, baseline: str = "conventional") -> list[dict]:
     waits = (f"; {len(pending)} more with fewer seeds than {baseline} wait{'s' if len(pending) == 1 else ''} "
              f"for theirs ({', '.join(l.split('=', 1)[1] for l in pending)})") if pending else ""
     testable = [l for l in labels if not _unmoved(results, (l,))
-                and not (param in ("alpha", "beta") and _not_held_back(results, l))]
+                and not (param in ("alpha", "beta") and not_held_back(results, l))]
     claim = f"Some {param} lifts the quadratic network above the conventional one"
     if not testable:
         moved = ", ".join(f"{l.split('=', 1)[1]}: {q:.2g}" for l in labels

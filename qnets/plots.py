@@ -9,7 +9,7 @@ on the figure, with the preset, the networks and the seeds.
 from __future__ import annotations
 
 
-from .claims import RATIO_FLOOR, accuracies, difference, figure2, ratio
+from .claims import RATIO_FLOOR, accuracies, difference, figure2, not_held_back, ratio
 from .models import flops_per_image
 from .stats import summary
 from .utils import is_finite
@@ -116,14 +116,6 @@ def collapse_count(results: dict[str, list[dict]]) -> str:
 def _overflow(r: dict) -> tuple[int | None, int]:
     bad = [(h["epoch"] + 1, h.get("test_nonfinite") or 0) for h in r["history"] if h.get("test_nonfinite")]
     return (bad[0][0], max(n for _, n in bad)) if bad else (None, 0)
-
-
-def _long(results: dict[str, list[dict]], metric: str):
-    import pandas as pd
-    rows = [{"run": label, "seed": r["config"]["seed"], "epoch": h["epoch"] + 1,
-             "value": (100 if metric.endswith("acc") else 1) * h[metric]}
-            for label, rs in results.items() for r in rs for h in r["history"] if is_finite(h.get(metric))]
-    return pd.DataFrame(rows, columns=["run", "seed", "epoch", "value"])
 
 
 def _per_epoch(rs: list[dict], value) -> dict[int, list[float]]:
@@ -253,7 +245,7 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
     styles = {"w_g": "-", "w_b": "--", "b_g": ":", "c": "-."}
     handles = []
     for label, rs in results.items():
-        drawn = False
+        before = len(ax.lines)
         for key in keys:
             per = _per_epoch(rs, lambda h: h.get("quadratic", {}).get(key))
             if not per:
@@ -263,8 +255,7 @@ def quadratic_curves(results: dict[str, list[dict]], keys=("w_g", "w_b"), ax=Non
             x = sorted(per)
             ax.plot(x, [sum(per[e]) / len(per[e]) for e in x], styles.get(key, "-"), marker="o", ms=3,
                     color=colour(label))
-            drawn = True
-        if drawn:
+        if len(ax.lines) > before:
             handles.append(Line2D([], [], color=colour(label), lw=2, label=label))
     handles += [Line2D([], [], color="0.2", ls=styles[k], label=f"‖{k}‖/‖w_r‖") for k in keys]
     ax.set_yscale("symlog", linthresh=1e-5, linscale=0.3)
@@ -328,10 +319,11 @@ def sweep(results: dict[str, list[dict]], param: str, baseline: list[dict] | Non
     interval); the floor below which the terms count as unmoved (`claims.RATIO_FLOOR`) is dotted. The
     star is the verdict's: the value that "some `param` lifts the network" reads (`claims.figure2`:
     the best of the values that tested something, moving the terms and, for a penalty, holding them
-    back), starred only where that claim is supported. A value with fewer seeds than the others so far
-    is drawn hollow and says how many it has. For a penalty (alpha, beta), `unconstrained` (the γ = lr
-    runs: no penalty, the full rate) is its 0, the other end of the axis from the conventional network,
-    drawn as a square. `legend=False` leaves the legend to `figure_legend`."""
+    back), starred only where that claim is supported; a penalty that held them back no further than
+    none is named "not held back". A value with fewer seeds than the others so far is drawn hollow and
+    says how many it has. For a penalty (alpha, beta), `unconstrained` (the γ = lr runs: no penalty,
+    the full rate) is its 0, at the other end of the axis from the conventional network, drawn as a
+    square. `legend=False` leaves the legend to `figure_legend`."""
     ax, points = _axes(ax), _sweep_points(results, param)
     base = accuracies(baseline or [])
     _conventional_end(ax, base)
@@ -353,7 +345,9 @@ def sweep(results: dict[str, list[dict]], param: str, baseline: list[dict] | Non
         stack = stack + 1 if last_q is not None and q < 1.6 * last_q else 0  # neighbours' labels stack upwards
         last_q = q
         left = q > right_end / 10  # labels near the right edge go to the left of their point
-        ax.annotate(name + (f" ({s['n']} of {most} seeds)" if fewer else "") + (f" ({bad} not done)" if bad else ""),
+        notes = [f"{s['n']} of {most} seeds"] * fewer + [f"{bad} not done"] * bool(bad) + ["not held back"] * bool(
+            param != "gamma" and unconstrained and not_held_back(read, label))  # tests no shrinking: never starred
+        ax.annotate(name + "".join(f" ({n})" for n in notes),
                     (q, s["mean"]), textcoords="offset points", xytext=(-5 if left else 5, 5 + 10 * stack),
                     ha="right" if left else "left", fontsize=7)
         if label == starred:

@@ -390,7 +390,8 @@ def test_a_penalty_sweep_draws_its_unconstrained_end():
 def test_a_sweeps_star_is_the_value_its_verdict_reads():
     """The star marks the value that "some β lifts the network" reads: β = 1e-5 ended highest but
     held the terms back no further than no penalty (it tests no shrinking), so the star is on
-    β = 1e-4, the best of the values that tested something, and only while that claim is supported."""
+    β = 1e-4, the best of the values that tested something, and only while that claim is supported;
+    β = 1e-5 is named "not held back" beside its point."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -407,6 +408,8 @@ def test_a_sweeps_star_is_the_value_its_verdict_reads():
     lifts = claims.figure2(runs | {"conventional": base, "gamma=lr": free}, "beta")[0]
     assert lifts["verdict"] == "supported" and lifts["best"] == "beta=0.0001"
     assert star(runs) == [pytest.approx((0.3, 80.7333), abs=1e-3)]
+    texts = {t.get_text() for t in plt.gca().texts}  # why the highest value is passed over, on the figure itself
+    assert texts == {"1e-05 (not held back)", "0.0001", "0"}
     runs["beta=0.0001"] = with_ratio(fake("b", [78.6, 80.9, 79.7], beta_g=1e-4), 0.3)  # not beyond its interval
     assert claims.figure2(runs | {"conventional": base, "gamma=lr": free}, "beta")[0]["verdict"] == "not resolved"
     assert star(runs) == []
