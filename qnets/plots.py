@@ -3,8 +3,9 @@
 Every function takes `{label: [result, ...]}` (one result per seed, as `experiments.results`
 returns) and draws or formats it; none trains anything. Every label keeps one colour across all
 figures (`colour`), none of them the grey of a baseline's band. Intervals, as bars and as bands
-on learning curves, are 95% t-intervals of the mean over seeds (`qnets.stats`); `heading` says so
-on the figure, with the preset, the networks and the seeds.
+on learning curves (from three seeds; with two, the curves show each seed), are 95% t-intervals of
+the mean over seeds (`qnets.stats`); `heading` says so on the figure, with the preset, the networks
+and the seeds.
 """
 from __future__ import annotations
 
