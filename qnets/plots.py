@@ -346,8 +346,8 @@ def sweep(results: dict[str, list[dict]], param: str, baseline: list[dict] | Non
         stack = stack + 1 if last_q is not None and q < 1.6 * last_q else 0  # neighbours' labels stack upwards
         last_q = q
         left = q > right_end / 10  # labels near the right edge go to the left of their point
-        notes = [f"{s['n']} of {most} seeds"] * fewer + [f"{bad} not done"] * bool(bad) + ["not held back"] * bool(
-            param != "gamma" and unconstrained and not_held_back(read, label))  # tests no shrinking: never starred
+        held = param not in ("alpha", "beta") or not not_held_back(read, label)  # as claims.figure2 tests it
+        notes = [f"{s['n']} of {most} seeds"] * fewer + [f"{bad} not done"] * bool(bad) + ["not held back"] * (not held)
         ax.annotate(name + "".join(f" ({n})" for n in notes),
                     (q, s["mean"]), textcoords="offset points", xytext=(-5 if left else 5, 5 + 10 * stack),
                     ha="right" if left else "left", fontsize=7)
